@@ -1,0 +1,20 @@
+"""The web chat channel adapter."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from channels.base import Capabilities
+from sessions.models import Conversation, Message
+
+
+class WebChatAdapter:
+    name: ClassVar[str] = "webchat"
+    capabilities: ClassVar[Capabilities] = Capabilities(max_text_chars=4000, attachments=True, push=True)
+
+    async def deliver(self, conversation: Conversation, message: Message) -> None:
+        """Nothing to push: every socket of the conversation follows its transcript stream.
+
+        Appending the message published it, and a socket that missed the notification replays from the
+        stream, so delivery here is the durable write itself.
+        """

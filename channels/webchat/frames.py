@@ -1,0 +1,104 @@
+"""The JSON frames of the web chat protocol: parsing what clients send, building what the server sends."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from sessions.models import Conversation, Message
+
+CLIENT_ID_MAX = 128
+
+
+class MessageFrame(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["message"]
+    text: str
+    client_id: str = Field(min_length=1, max_length=CLIENT_ID_MAX, pattern=r"^[A-Za-z0-9_.:-]+$")
+
+
+class PingFrame(BaseModel):
+    type: Literal["ping"]
+
+
+ClientFrame = MessageFrame | PingFrame
+_FRAME_TYPES: dict[str, type[MessageFrame] | type[PingFrame]] = {"message": MessageFrame, "ping": PingFrame}
+
+
+@dataclass(frozen=True, slots=True)
+class FrameError:
+    code: str
+    detail: str
+    # Echoed when the refused frame named one, so the client knows which message will never be stored.
+    client_id: str | None = None
+
+    def frame(self) -> dict[str, Any]:
+        frame = {"type": "error", "code": self.code, "detail": self.detail}
+        if self.client_id:
+            frame["client_id"] = self.client_id
+        return frame
+
+
+def parse_client_frame(raw: str, max_text_chars: int) -> ClientFrame | FrameError:
+    """Turn one text frame into a typed frame, or a FrameError that says exactly what is wrong."""
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return FrameError("invalid_json", "Frames must be JSON objects.")
+    if not isinstance(data, dict):
+        return FrameError("invalid_json", "Frames must be JSON objects.")
+    kind = data.get("type")
+    model = _FRAME_TYPES.get(kind) if isinstance(kind, str) else None
+    if model is None:
+        known = ", ".join(sorted(_FRAME_TYPES))
+        return FrameError("unknown_type", f"Unknown frame type {kind!r}; expected one of: {known}.")
+    raw_client_id = data.get("client_id")
+    client_id = raw_client_id[:CLIENT_ID_MAX] if isinstance(raw_client_id, str) else None
+    try:
+        frame = model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "frame"
+        return FrameError("invalid_frame", f"Field {field!r}: {first['msg']}.", client_id)
+    if isinstance(frame, MessageFrame):
+        if not frame.text.strip():
+            return FrameError("empty_text", "A message needs some text.", client_id)
+        if len(frame.text) > max_text_chars:
+            return FrameError(
+                "text_too_long", f"A message may have at most {max_text_chars} characters; this has "
+                f"{len(frame.text)}.", client_id,
+            )
+    return frame
+
+
+def message_frame(message: Message) -> dict[str, Any]:
+    frame: dict[str, Any] = {
+        "type": "message",
+        "id": message.id,
+        "sender": message.sender.value,
+        "text": message.text,
+        "ts": message.ts.isoformat(),
+    }
+    if message.client_id:
+        frame["client_id"] = message.client_id
+    if message.attachments:
+        frame["attachments"] = [a.model_dump(exclude_none=True) for a in message.attachments]
+    return frame
+
+
+def session_frame(conversation: Conversation, token: str, history: list[Message]) -> dict[str, Any]:
+    return {
+        "type": "session",
+        "conversation_id": conversation.id,
+        "token": token,
+        "state": conversation.state.value,
+        "history": [message_frame(m) for m in history],
+    }
+
+
+def ack_frame(client_id: str, message_id: str) -> dict[str, Any]:
+    return {"type": "ack", "client_id": client_id, "id": message_id}

@@ -1,0 +1,1 @@
+"""Composition root: settings, the aiohttp app, the pipeline, bots, web pages and the CLI."""

@@ -1,0 +1,25 @@
+"""Typed keys for everything the aiohttp app holds; resources are opened and closed in ``gateway.app``."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from redis.asyncio import Redis
+
+from channels.base import ChannelRegistry
+from channels.webchat import WebChatEndpoint
+from gateway.bots.base import Bot
+from gateway.pipeline import Pipeline
+from gateway.settings import Settings
+from sessions.customers import CustomerStore
+from sessions.live import LiveFeed
+from sessions.store import ConversationStore
+
+SETTINGS = web.AppKey("settings", Settings)
+REDIS = web.AppKey("redis", Redis)
+STORE = web.AppKey("store", ConversationStore)
+CUSTOMERS = web.AppKey("customers", CustomerStore)
+LIVE = web.AppKey("live", LiveFeed)
+BOT = web.AppKey("bot", Bot)
+CHANNELS = web.AppKey("channels", ChannelRegistry)
+PIPELINE = web.AppKey("pipeline", Pipeline)
+WEBCHAT = web.AppKey("webchat", WebChatEndpoint)

@@ -1,0 +1,39 @@
+"""Cross-cutting request handling: ids bound to every log line, and errors as JSON with a code."""
+
+from __future__ import annotations
+
+import uuid
+
+import structlog
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+log = structlog.get_logger(__name__)
+
+
+@web.middleware
+async def request_context_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    request_id = request.headers.get("X-Request-Id", "")[:64] or uuid.uuid4().hex
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(request_id=request_id, path=request.path)
+    response = await handler(request)
+    if not response.prepared:
+        response.headers["X-Request-Id"] = request_id
+    return response
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """HTTP errors become ``{"code", "detail"}``; anything unexpected is logged and is a plain 500."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400 or exc.content_type == "application/json":
+            raise
+        code = exc.reason.lower().replace(" ", "_")
+        return web.json_response({"code": code, "detail": exc.text or exc.reason}, status=exc.status,
+                                 headers={k: v for k, v in exc.headers.items() if k == "Allow"})
+    except Exception:
+        log.exception("request.failed")
+        return web.json_response({"code": "internal_error", "detail": "Something went wrong on our side."},
+                                 status=500)

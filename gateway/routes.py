@@ -1,0 +1,19 @@
+"""Every path the gateway serves (the fixed ones are listed in ARCHITECTURE.md)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway import appkeys, health, pages
+
+
+async def _chat_socket(request: web.Request) -> web.StreamResponse:
+    return await request.app[appkeys.WEBCHAT].handle(request)
+
+
+def setup_routes(app: web.Application) -> None:
+    app.router.add_get("/healthz", health.healthz)
+    app.router.add_get("/readyz", health.readyz)
+    app.router.add_get("/", pages.demo_page)
+    app.router.add_get("/widget.js", pages.widget_js)
+    app.router.add_get("/ws/chat", _chat_socket)

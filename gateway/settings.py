@@ -1,0 +1,83 @@
+"""All configuration, read once from the environment (and an optional ``.env``) and validated at start-up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, HttpUrl, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEMO_KNOWLEDGE_BASE = Path(__file__).parent / "bots" / "kb" / "demo_shop.yaml"
+
+
+class Settings(BaseSettings):
+    """Every setting is listed, with its default, in README.md ("Settings")."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    redis_url: str | None = None
+    redis_namespace: str = Field("hg", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
+    data_dir: Path = Path("var")
+    allowed_origins: Annotated[frozenset[str], NoDecode] = frozenset(
+        {"http://localhost:8080", "http://127.0.0.1:8080"}
+    )
+    max_message_chars: int = Field(4000, ge=1, le=100_000)
+    conversation_ttl_seconds: int = Field(7 * 24 * 3600, ge=60)
+    identity_secret: SecretStr | None = None
+    bot: Literal["faq", "http"] = "faq"
+    faq_knowledge_base: Path = DEMO_KNOWLEDGE_BASE
+    bot_http_url: HttpUrl | None = None
+    bot_http_token: SecretStr | None = None
+    bot_http_timeout_seconds: float = Field(5.0, gt=0, le=60)
+    bot_http_fallback_text: str = (
+        "Sorry, I can't answer that right now. Please try again in a moment."
+    )
+    log_format: Literal["auto", "console", "json"] = "auto"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("allowed_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return frozenset(o.strip().rstrip("/") for o in value.split(",") if o.strip())
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value or None
+
+    @field_validator("faq_knowledge_base")
+    @classmethod
+    def _check_kb(cls, value: Path) -> Path:
+        if not value.is_file():
+            raise ValueError(f"no such file: {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _check_bot(self) -> Settings:
+        if self.bot == "http" and self.bot_http_url is None:
+            raise ValueError("BOT_HTTP_URL is required when BOT=http")
+        return self
+
+
+class ConfigError(Exception):
+    """A setting is wrong; the message is one line that names it."""
+
+
+def load_settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        message = first["msg"].removeprefix("Value error, ")
+        if not first["loc"]:
+            raise ConfigError(message) from None
+        value = first.get("input")
+        shown = f" (got {value!r})" if isinstance(value, str | int | float) else ""
+        raise ConfigError(f"{str(first['loc'][0]).upper()}: {message}{shown}") from None

@@ -1,0 +1,354 @@
+/*
+ * handoff-gateway chat widget. Plain JavaScript, no build step, no dependencies.
+ *
+ * Embed:  <script src="https://chat.example.com/widget.js" data-options='{"title":"Help"}'></script>
+ * or call window.HandoffWidget.init({...}) yourself. Options:
+ *   gateway            base URL of the gateway (default: where this script came from)
+ *   title              header text
+ *   identity           JSON string of the signed-in customer {id, name, email, tier, language, country}
+ *   identitySignature  hex HMAC-SHA256 of exactly that string, made by your backend with IDENTITY_SECRET
+ *   open               start opened
+ *
+ * The conversation token and the last message id live in localStorage, so a reload resumes the chat with its
+ * history, and a reconnect after a network drop asks only for what it missed. Messages typed while offline
+ * wait in an outbox (also in localStorage) and are sent once connected; the server stores each client_id
+ * once, so a resend never duplicates.
+ */
+(function () {
+  "use strict";
+  if (window.HandoffWidget && window.HandoffWidget.loaded) return;
+
+  var script = document.currentScript || document.querySelector('script[src*="widget.js"]');
+
+  var CSS = [
+    ":host{all:initial;font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;font-size:15px;color:#1d2330}",
+    ".launcher{position:fixed;right:20px;bottom:20px;width:60px;height:60px;border-radius:50%;border:0;",
+    "background:#2f5bea;color:#fff;font-size:26px;cursor:pointer;box-shadow:0 6px 20px rgba(0,0,0,.25);z-index:2147483000}",
+    ".launcher:focus-visible{outline:3px solid #9db4ff;outline-offset:2px}",
+    ".panel{position:fixed;right:20px;bottom:92px;width:360px;max-width:calc(100vw - 40px);height:520px;",
+    "max-height:calc(100vh - 120px);display:none;flex-direction:column;background:#fff;border-radius:14px;",
+    "box-shadow:0 12px 40px rgba(0,0,0,.25);overflow:hidden;z-index:2147483000}",
+    ".panel.open{display:flex}",
+    ".header{background:#2f5bea;color:#fff;padding:12px 14px;display:flex;align-items:center;gap:8px}",
+    ".header .title{font-weight:600;flex:1}",
+    ".status{font-size:12px;opacity:.9}",
+    ".status::before{content:'';display:inline-block;width:8px;height:8px;border-radius:50%;margin-right:5px;background:#f5b342}",
+    ".status.online::before{background:#3ddc84}",
+    ".close{background:none;border:0;color:#fff;font-size:20px;cursor:pointer}",
+    ".log{flex:1;overflow-y:auto;padding:12px;display:flex;flex-direction:column;gap:8px;background:#f5f7fb}",
+    ".msg{max-width:80%;padding:8px 11px;border-radius:12px;line-height:1.35;white-space:pre-wrap;word-wrap:break-word}",
+    ".msg .who{display:block;font-size:11px;font-weight:600;opacity:.7;margin-bottom:2px}",
+    ".msg.customer{align-self:flex-end;background:#2f5bea;color:#fff;border-bottom-right-radius:4px}",
+    ".msg.customer .who{display:none}",
+    ".msg.bot{align-self:flex-start;background:#fff;border:1px solid #dfe3ec;border-bottom-left-radius:4px}",
+    ".msg.agent{align-self:flex-start;background:#e6f6ec;border:1px solid #b6e2c4;border-bottom-left-radius:4px}",
+    ".msg.system{align-self:center;background:none;color:#5b6475;font-size:13px;font-style:italic;text-align:center}",
+    ".msg.pending{opacity:.6}",
+    ".msg.rejected{opacity:.5;text-decoration:line-through}",
+    ".msg.pending::after{content:' \\2022 sending';font-size:11px}",
+    ".notice{align-self:center;font-size:12px;color:#a33;background:#fdecec;border-radius:8px;padding:4px 8px}",
+    ".banner{display:none;padding:8px 12px;font-size:13px;background:#fff7e0;border-bottom:1px solid #f0e0b0}",
+    ".banner.show{display:block}",
+    "form{display:flex;border-top:1px solid #dfe3ec;background:#fff}",
+    "textarea{flex:1;border:0;padding:12px;font:inherit;resize:none;height:44px;outline:none}",
+    "button.send{border:0;background:none;color:#2f5bea;font-weight:600;padding:0 16px;cursor:pointer}",
+    "button.send:disabled{color:#aab}"
+  ].join("");
+
+  function uuid() {
+    if (window.crypto && crypto.randomUUID) return crypto.randomUUID();
+    return "c" + Date.now().toString(36) + Math.random().toString(36).slice(2, 12);
+  }
+
+  function idKey(id) {
+    var parts = String(id).split("-");
+    return [Number(parts[0]), Number(parts[1] || 0)];
+  }
+
+  function idAfter(a, b) {
+    if (!b) return true;
+    var x = idKey(a), y = idKey(b);
+    return x[0] > y[0] || (x[0] === y[0] && x[1] > y[1]);
+  }
+
+  function Widget(options) {
+    this.options = options;
+    this.base = (options.gateway || new URL(script ? script.src : location.href).origin).replace(/\/$/, "");
+    this.storeKey = "handoff-widget:" + this.base;
+    this.state = this.load();
+    this.rendered = {};          // message id -> element
+    this.byClientId = {};        // client_id -> element, for our own messages
+    this.ws = null;
+    this.attempt = 0;
+    this.connected = false;
+    this.build();
+    this.renderOutbox();
+    this.connect();
+    var self = this;
+    window.addEventListener("online", function () { self.reconnectSoon(0); });
+  }
+
+  Widget.prototype.load = function () {
+    try {
+      var saved = JSON.parse(localStorage.getItem(this.storeKey) || "{}");
+      return { token: saved.token || null, lastId: saved.lastId || null, outbox: saved.outbox || [] };
+    } catch (e) {
+      return { token: null, lastId: null, outbox: [] };
+    }
+  };
+
+  Widget.prototype.save = function () {
+    try { localStorage.setItem(this.storeKey, JSON.stringify(this.state)); } catch (e) { /* private mode */ }
+  };
+
+  Widget.prototype.build = function () {
+    var host = document.createElement("div");
+    host.id = "handoff-widget";
+    document.body.appendChild(host);
+    var root = host.attachShadow({ mode: "open" });
+    this.root = root;
+    root.innerHTML =
+      "<style>" + CSS + "</style>" +
+      '<button class="launcher" aria-label="Open chat" part="launcher">&#128172;</button>' +
+      '<section class="panel" role="dialog" aria-label="Chat">' +
+      '<div class="header"><span class="title"></span><span class="status">Connecting</span>' +
+      '<button class="close" aria-label="Close chat">&times;</button></div>' +
+      '<div class="banner" role="status"></div>' +
+      '<div class="log" role="log" aria-live="polite"></div>' +
+      '<form><textarea placeholder="Type your message" aria-label="Message" maxlength="4000"></textarea>' +
+      '<button class="send" type="submit">Send</button></form></section>';
+    this.panel = root.querySelector(".panel");
+    this.log = root.querySelector(".log");
+    this.status = root.querySelector(".status");
+    this.banner = root.querySelector(".banner");
+    this.input = root.querySelector("textarea");
+    root.querySelector(".title").textContent = this.options.title || "Chat with us";
+    var self = this;
+    root.querySelector(".launcher").addEventListener("click", function () { self.toggle(); });
+    root.querySelector(".close").addEventListener("click", function () { self.toggle(false); });
+    root.querySelector("form").addEventListener("submit", function (e) { e.preventDefault(); self.submit(); });
+    this.input.addEventListener("keydown", function (e) {
+      if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); self.submit(); }
+    });
+    var wasOpen = false;
+    try { wasOpen = sessionStorage.getItem(this.storeKey + ":open") === "1"; } catch (e) { /* ignore */ }
+    if (this.options.open || wasOpen) this.toggle(true);
+  };
+
+  Widget.prototype.toggle = function (open) {
+    var show = open === undefined ? !this.panel.classList.contains("open") : open;
+    this.panel.classList.toggle("open", show);
+    try { sessionStorage.setItem(this.storeKey + ":open", show ? "1" : "0"); } catch (e) { /* ignore */ }
+    if (show) { this.input.focus(); this.scroll(); }
+  };
+
+  Widget.prototype.socketUrl = function () {
+    var url = new URL(this.base + "/ws/chat");
+    url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+    if (this.state.token) {
+      url.searchParams.set("token", this.state.token);
+      if (this.state.lastId && this.hasHistory) url.searchParams.set("after", this.state.lastId);
+    } else if (this.options.identity) {
+      url.searchParams.set("identity", this.options.identity);
+      if (this.options.identitySignature) url.searchParams.set("identity_sig", this.options.identitySignature);
+    }
+    return url.toString();
+  };
+
+  Widget.prototype.connect = function () {
+    var self = this;
+    var ws = new WebSocket(this.socketUrl());
+    this.ws = ws;
+    ws.onmessage = function (event) {
+      var frame;
+      try { frame = JSON.parse(event.data); } catch (e) { return; }
+      self.onFrame(frame);
+    };
+    ws.onclose = function (event) {
+      if (self.ws !== ws) return;
+      self.setConnected(false);
+      if (event.code === 4404) {         // the conversation has ended or expired: start a new one
+        self.state.token = null;
+        self.state.lastId = null;
+        self.save();
+        self.reconnectSoon(0);
+        return;
+      }
+      self.reconnectSoon();
+    };
+    ws.onerror = function () { /* onclose follows and reconnects */ };
+  };
+
+  Widget.prototype.reconnectSoon = function (delay) {
+    var self = this;
+    if (this.timer) return;
+    if (this.ws && this.ws.readyState <= 1 && delay !== 0) return;
+    var wait = delay !== undefined ? delay : Math.min(30000, 500 * Math.pow(2, this.attempt++)) * (0.5 + Math.random() / 2);
+    this.timer = setTimeout(function () {
+      self.timer = null;
+      if (self.ws && self.ws.readyState <= 1) return;
+      self.connect();
+    }, wait);
+  };
+
+  Widget.prototype.setConnected = function (on) {
+    this.connected = on;
+    this.status.textContent = on ? "Online" : "Reconnecting";
+    this.status.classList.toggle("online", on);
+  };
+
+  Widget.prototype.onFrame = function (frame) {
+    switch (frame.type) {
+      case "session":
+        this.attempt = 0;
+        this.state.token = frame.token;
+        this.hasHistory = true;
+        this.save();
+        this.setConnected(true);
+        for (var i = 0; i < frame.history.length; i++) this.showMessage(frame.history[i]);
+        this.flushOutbox();
+        break;
+      case "message":
+        this.showMessage(frame);
+        break;
+      case "ack":
+        this.acknowledge(frame.client_id, frame.id);
+        break;
+      case "handoff":
+        this.showHandoff(frame);
+        break;
+      case "error":
+        this.showNotice(frame.detail || frame.code);
+        if (frame.client_id) this.reject(frame.client_id);
+        break;
+    }
+  };
+
+  Widget.prototype.showMessage = function (m) {
+    if (idAfter(m.id, this.state.lastId)) {
+      this.state.lastId = m.id;
+      this.save();
+    }
+    if (this.rendered[m.id]) return;
+    var el = m.client_id && this.byClientId[m.client_id];
+    if (el) {
+      el.classList.remove("pending");
+      this.dropFromOutbox(m.client_id);
+    } else {
+      el = this.bubble(m.sender, m.text);
+      if (m.client_id) this.byClientId[m.client_id] = el;
+    }
+    el.dataset.id = m.id;
+    this.rendered[m.id] = el;
+  };
+
+  Widget.prototype.bubble = function (sender, text) {
+    var el = document.createElement("div");
+    el.className = "msg " + sender;
+    el.setAttribute("data-sender", sender);
+    var names = { bot: "Assistant", agent: "Agent", system: "", customer: "You" };
+    if (names[sender]) {
+      var who = document.createElement("span");
+      who.className = "who";
+      who.textContent = names[sender];
+      el.appendChild(who);
+    }
+    el.appendChild(document.createTextNode(text));
+    this.log.appendChild(el);
+    this.scroll();
+    return el;
+  };
+
+  Widget.prototype.showHandoff = function (frame) {
+    var text = frame.text || "";
+    this.banner.textContent = text;
+    this.banner.classList.toggle("show", !!text && frame.status !== "resolved" && frame.status !== "closed");
+  };
+
+  Widget.prototype.showNotice = function (text) {
+    var el = document.createElement("div");
+    el.className = "notice";
+    el.textContent = text;
+    this.log.appendChild(el);
+    this.scroll();
+  };
+
+  Widget.prototype.scroll = function () { this.log.scrollTop = this.log.scrollHeight; };
+
+  Widget.prototype.submit = function () {
+    var text = this.input.value.trim();
+    if (!text) return;
+    this.input.value = "";
+    var item = { client_id: uuid(), text: text };
+    this.state.outbox.push(item);
+    this.save();
+    var el = this.bubble("customer", text);
+    el.classList.add("pending");
+    this.byClientId[item.client_id] = el;
+    this.sendItem(item);
+  };
+
+  Widget.prototype.renderOutbox = function () {
+    // Messages typed before a reload that the server never acknowledged: show them as still sending.
+    for (var i = 0; i < this.state.outbox.length; i++) {
+      var item = this.state.outbox[i];
+      var el = this.bubble("customer", item.text);
+      el.classList.add("pending");
+      this.byClientId[item.client_id] = el;
+    }
+  };
+
+  Widget.prototype.sendItem = function (item) {
+    if (this.connected && this.ws && this.ws.readyState === 1) {
+      this.ws.send(JSON.stringify({ type: "message", text: item.text, client_id: item.client_id }));
+    }
+  };
+
+  Widget.prototype.flushOutbox = function () {
+    for (var i = 0; i < this.state.outbox.length; i++) this.sendItem(this.state.outbox[i]);
+  };
+
+  Widget.prototype.acknowledge = function (clientId, id) {
+    var el = this.byClientId[clientId];
+    if (el) {
+      el.classList.remove("pending");
+      el.dataset.id = id;
+      this.rendered[id] = el;
+    }
+    this.dropFromOutbox(clientId);
+  };
+
+  Widget.prototype.reject = function (clientId) {
+    // The server refused this message (too long, say): it will never be stored, so stop resending it.
+    var el = this.byClientId[clientId];
+    if (el) { el.classList.remove("pending"); el.classList.add("rejected"); }
+    this.dropFromOutbox(clientId);
+  };
+
+  Widget.prototype.dropFromOutbox = function (clientId) {
+    var before = this.state.outbox.length;
+    this.state.outbox = this.state.outbox.filter(function (x) { return x.client_id !== clientId; });
+    if (this.state.outbox.length !== before) this.save();
+  };
+
+  function readOptions() {
+    if (!script) return {};
+    try { return JSON.parse(script.getAttribute("data-options") || "{}"); } catch (e) { return {}; }
+  }
+
+  var api = {
+    loaded: true,
+    instance: null,
+    init: function (options) {
+      if (api.instance) return api.instance;
+      api.instance = new Widget(options || {});
+      return api.instance;
+    }
+  };
+  window.HandoffWidget = api;
+
+  if (script && script.getAttribute("data-manual") === null) {
+    var start = function () { api.init(readOptions()); };
+    if (document.body) start(); else document.addEventListener("DOMContentLoaded", start);
+  }
+})();

@@ -1,0 +1,1 @@
+"""Escalation policy, routing, queues and agent assignment. Imports only ``sessions``."""

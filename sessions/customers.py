@@ -1,0 +1,73 @@
+"""Customers and the index from a channel identity (a phone number, a site's user id) to one customer."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+
+from redis.asyncio import Redis
+
+from sessions.keys import Keys
+from sessions.models import PROFILE_FIELDS, Customer, Identity
+
+
+class CustomerStore:
+    def __init__(self, redis: Redis, keys: Keys, ttl_seconds: int) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.ttl_seconds = ttl_seconds
+
+    async def resolve(
+        self,
+        identity: Identity | None,
+        profile: Mapping[str, str],
+        verified: bool,
+    ) -> Customer:
+        """The customer behind ``identity`` (created on first sight), with ``profile`` applied.
+
+        Verified values replace what was known; unverified ones never overwrite a verified field, so a
+        visitor cannot promote themselves by editing the page.
+        """
+        customer: Customer | None = None
+        if identity is not None:
+            customer_id = await self.redis.get(self.keys.identity(identity.channel, identity.address))
+            if customer_id is not None:
+                customer = await self._load(
+                    customer_id.decode() if isinstance(customer_id, bytes) else customer_id
+                )
+        if customer is None:
+            customer = Customer(id=uuid.uuid4().hex, identities=[identity] if identity else [])
+            if identity is not None:
+                claimed = await self.redis.set(
+                    self.keys.identity(identity.channel, identity.address), customer.id,
+                    nx=True, ex=self.ttl_seconds,
+                )
+                if not claimed:  # another request created this customer first: use theirs
+                    return await self.resolve(identity, profile, verified)
+        _apply_profile(customer, profile, verified)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.set(self.keys.customer(customer.id), customer.model_dump_json(), ex=self.ttl_seconds)
+            if identity is not None:
+                pipe.expire(self.keys.identity(identity.channel, identity.address), self.ttl_seconds)
+            await pipe.execute()
+        return customer
+
+    async def _load(self, customer_id: str) -> Customer | None:
+        raw = await self.redis.get(self.keys.customer(customer_id))
+        return Customer.model_validate_json(raw) if raw else None
+
+    async def get(self, customer_id: str) -> Customer | None:
+        return await self._load(customer_id)
+
+
+def _apply_profile(customer: Customer, profile: Mapping[str, str], verified: bool) -> None:
+    for field in PROFILE_FIELDS:
+        value = profile.get(field)
+        if not value:
+            continue
+        if verified:
+            setattr(customer, field, value)
+            if field not in customer.verified_fields:
+                customer.verified_fields.append(field)
+        elif field not in customer.verified_fields:
+            setattr(customer, field, value)

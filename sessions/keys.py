@@ -1,0 +1,45 @@
+"""Every Redis key and channel name the project uses, built in one place.
+
+A conversation's keys share the hash tag ``{c:<id>}``, so a Lua script over them runs on one Cluster slot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    namespace: str = "hg"
+
+    def _conv(self, conversation_id: str) -> str:
+        return f"{self.namespace}:{{c:{conversation_id}}}"
+
+    def conversation(self, conversation_id: str) -> str:
+        return f"{self._conv(conversation_id)}:state"
+
+    def transcript(self, conversation_id: str) -> str:
+        return f"{self._conv(conversation_id)}:msgs"
+
+    def events(self, conversation_id: str) -> str:
+        return f"{self._conv(conversation_id)}:events"
+
+    def external_id(self, conversation_id: str, external_id: str) -> str:
+        return f"{self._conv(conversation_id)}:ext:{external_id}"
+
+    def live_channel(self, conversation_id: str) -> str:
+        """Pub/sub channel that only speeds up delivery; the transcript stream is the record."""
+        return f"{self._conv(conversation_id)}:live"
+
+    def customer(self, customer_id: str) -> str:
+        return f"{self.namespace}:{{cu:{customer_id}}}:customer"
+
+    def identity(self, channel: str, address: str) -> str:
+        return f"{self.namespace}:{{i:{channel}:{address}}}:customer-id"
+
+    def conversation_index(self) -> str:
+        return f"{self.namespace}:conversations"
+
+    def pattern(self) -> str:
+        """Every key of this namespace, for tests that clean up after themselves."""
+        return f"{self.namespace}:*"

@@ -1,0 +1,133 @@
+"""Live delivery of new transcript entries to the readers of a conversation in this process.
+
+Pub/sub only makes delivery fast. A reader that may have missed a notification (the subscription dropped,
+or it fell behind) receives ``RESYNC`` and re-reads the transcript after the last id it delivered, so the
+stream stays the record and nothing is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from typing import Final
+
+import structlog
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.exceptions import RedisError
+
+from sessions.keys import Keys
+from sessions.models import ConversationEvent, Message
+from sessions.store import message_from_entry
+
+log = structlog.get_logger(__name__)
+
+
+class Resync:
+    """Marker: re-read the transcript, a notification may have been missed."""
+
+
+RESYNC: Final = Resync()
+LiveItem = Message | ConversationEvent | Resync
+
+_QUEUE_LIMIT = 512
+
+
+class LiveFeed:
+    """One pub/sub connection per process, fanned out to every local follower of a conversation."""
+
+    def __init__(self, redis: Redis, keys: Keys) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._followers: dict[str, set[asyncio.Queue[LiveItem]]] = defaultdict(set)
+        self._channel_to_conversation: dict[str, str] = {}
+        self._pubsub: PubSub | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        self._pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        # A standing subscription keeps the connection open before any conversation is followed.
+        await self._pubsub.subscribe(f"{self._keys.namespace}:live-control")
+        self._task = asyncio.create_task(self._pump(), name="live-feed")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._pubsub is not None:
+            await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    @contextlib.asynccontextmanager
+    async def follow(self, conversation_id: str) -> AsyncIterator[asyncio.Queue[LiveItem]]:
+        """A queue of what is appended to the conversation from now on, while the context is open."""
+        queue: asyncio.Queue[LiveItem] = asyncio.Queue(_QUEUE_LIMIT)
+        channel = self._keys.live_channel(conversation_id)
+        async with self._lock:
+            first = not self._followers[conversation_id]
+            self._followers[conversation_id].add(queue)
+            if first:
+                self._channel_to_conversation[channel] = conversation_id
+                assert self._pubsub is not None, "LiveFeed.start() was not called"
+                await self._pubsub.subscribe(channel)
+        try:
+            yield queue
+        finally:
+            async with self._lock:
+                followers = self._followers.get(conversation_id)
+                if followers is not None:
+                    followers.discard(queue)
+                    if not followers:
+                        del self._followers[conversation_id]
+                        self._channel_to_conversation.pop(channel, None)
+                        if self._pubsub is not None:
+                            with contextlib.suppress(RedisError):
+                                await self._pubsub.unsubscribe(channel)
+
+    async def _pump(self) -> None:
+        assert self._pubsub is not None
+        backoff = 0.1
+        while True:
+            try:
+                raw = await self._pubsub.get_message(timeout=1.0)
+                backoff = 0.1
+            except (RedisError, OSError) as exc:
+                log.warning("live_feed.disconnected", error=str(exc), retry_in=backoff)
+                self._broadcast_resync()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            if raw is None or raw.get("type") != "message":
+                continue
+            self._dispatch(raw["channel"].decode(), raw["data"])
+
+    def _dispatch(self, channel: str, data: bytes) -> None:
+        conversation_id = self._channel_to_conversation.get(channel)
+        if conversation_id is None:
+            return
+        head, _, body = data.partition(b"\n")
+        item: LiveItem
+        if head == b"event":
+            item = ConversationEvent.model_validate_json(body)
+        else:
+            item = message_from_entry(head, body)
+        for queue in self._followers.get(conversation_id, ()):
+            _offer(queue, item)
+
+    def _broadcast_resync(self) -> None:
+        for followers in self._followers.values():
+            for queue in followers:
+                _offer(queue, RESYNC)
+
+
+def _offer(queue: asyncio.Queue[LiveItem], item: LiveItem) -> None:
+    """Never block the pump on a slow reader: drop its backlog and make it re-read instead."""
+    try:
+        queue.put_nowait(item)
+    except asyncio.QueueFull:
+        while not queue.empty():
+            queue.get_nowait()
+        queue.put_nowait(RESYNC)

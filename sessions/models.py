@@ -1,0 +1,184 @@
+"""The one session model every channel is normalized into.
+
+Channels are named by plain strings (``"webchat"``, ``"sms"``, ...) registered by their adapters, so adding a
+channel never means touching these models.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class ConversationState(StrEnum):
+    BOT = "bot"
+    ESCALATING = "escalating"
+    QUEUED = "queued"
+    OFFERED = "offered"
+    ASSIGNED = "assigned"
+    RESOLVED = "resolved"
+    ASYNC = "async"
+    ABANDONED = "abandoned"
+
+
+# Which states a conversation may move to from each state (ARCHITECTURE.md, "Conversation states").
+ALLOWED_TRANSITIONS: dict[ConversationState, frozenset[ConversationState]] = {
+    ConversationState.BOT: frozenset({ConversationState.ESCALATING, ConversationState.RESOLVED}),
+    ConversationState.ESCALATING: frozenset({ConversationState.QUEUED, ConversationState.ASYNC}),
+    ConversationState.QUEUED: frozenset(
+        {ConversationState.OFFERED, ConversationState.ASSIGNED, ConversationState.ASYNC,
+         ConversationState.ABANDONED}
+    ),
+    ConversationState.OFFERED: frozenset(
+        {ConversationState.ASSIGNED, ConversationState.QUEUED, ConversationState.ABANDONED}
+    ),
+    ConversationState.ASSIGNED: frozenset(
+        {ConversationState.RESOLVED, ConversationState.QUEUED, ConversationState.BOT}
+    ),
+    ConversationState.ASYNC: frozenset({ConversationState.RESOLVED, ConversationState.QUEUED}),
+    ConversationState.ABANDONED: frozenset({ConversationState.BOT, ConversationState.QUEUED}),
+    ConversationState.RESOLVED: frozenset({ConversationState.BOT}),
+}
+
+
+class SenderKind(StrEnum):
+    CUSTOMER = "customer"
+    BOT = "bot"
+    AGENT = "agent"
+    SYSTEM = "system"
+
+
+class Direction(StrEnum):
+    INBOUND = "inbound"
+    OUTBOUND = "outbound"
+
+
+class Identity(BaseModel):
+    """One address of a customer on one channel (a phone number, a WhatsApp id, a site's user id)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    channel: str
+    address: str
+
+
+# Attributes a host site may assert about its signed-in customer. Only these travel into routing.
+PROFILE_FIELDS: tuple[str, ...] = ("external_id", "name", "email", "tier", "language", "country")
+
+
+class Customer(BaseModel):
+    id: str
+    identities: list[Identity] = Field(default_factory=list)
+    external_id: str | None = None
+    name: str | None = None
+    email: str | None = None
+    tier: str | None = None
+    language: str | None = None
+    country: str | None = None
+    # Which profile fields were vouched for by the host site's HMAC; the rest are what the customer claims.
+    verified_fields: list[str] = Field(default_factory=list)
+    created_at: datetime = Field(default_factory=utcnow)
+
+    def trusted(self, field: str) -> str | None:
+        """The field's value only when it was verified, so routing never acts on a claim."""
+        if field not in self.verified_fields:
+            return None
+        value = getattr(self, field, None)
+        return value if isinstance(value, str) else None
+
+    @property
+    def verified(self) -> bool:
+        return bool(self.verified_fields)
+
+
+class Attachment(BaseModel):
+    url: str
+    content_type: str | None = None
+    name: str | None = None
+
+
+class TurnMeta(BaseModel):
+    """What the bot knew about its own reply, kept on the bot's message for review and handoff context."""
+
+    intent: str | None = None
+    confidence: float = 0.0
+    resolved: bool = False
+    fallback: bool = False
+    articles: list[str] = Field(default_factory=list)
+    fields: dict[str, str] = Field(default_factory=dict)
+
+
+class Message(BaseModel):
+    """A normalized message. ``id`` is the transcript stream id, so ids order messages in time."""
+
+    id: str = ""
+    conversation_id: str
+    direction: Direction
+    sender: SenderKind
+    text: str = ""
+    attachments: list[Attachment] = Field(default_factory=list)
+    channel: str
+    channel_metadata: dict[str, Any] = Field(default_factory=dict)
+    provider_message_id: str | None = None
+    client_id: str | None = None
+    turn: TurnMeta | None = None
+    ts: datetime = Field(default_factory=utcnow)
+
+
+class Conversation(BaseModel):
+    id: str
+    state: ConversationState = ConversationState.BOT
+    channel: str
+    customer: Customer
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    queue: str | None = None
+    agent: str | None = None
+    priority: int = 0
+    tags: list[str] = Field(default_factory=list)
+    # The bot's view of the latest turn, so policies can read it without replaying the transcript.
+    last_intent: str | None = None
+    last_confidence: float | None = None
+    failed_bot_turns: int = 0
+
+    @field_validator("last_intent", "queue", "agent", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+
+class ConversationEvent(BaseModel):
+    """A fact about a conversation, appended to its event stream for review and replay."""
+
+    type: str
+    conversation_id: str
+    ts: datetime = Field(default_factory=utcnow)
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class InboundMessage(BaseModel):
+    """What every channel adapter turns its transport's input into."""
+
+    conversation_id: str
+    channel: str
+    text: str = ""
+    attachments: list[Attachment] = Field(default_factory=list)
+    # The transport's own id for this message (client_id, MessageSid): claimed once, so retries store once.
+    external_id: str | None = None
+    channel_metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class BotTurn(TurnMeta):
+    """What a bot answers for one customer message: the reply and what it knew about it."""
+
+    text: str
+
+    def meta(self) -> TurnMeta:
+        return TurnMeta.model_validate(self.model_dump(exclude={"text"}))

@@ -1,0 +1,254 @@
+"""The Redis store of conversations: a state hash plus a transcript stream per conversation.
+
+Every write is one Lua script over keys of one hash tag (one round trip, atomic, Cluster-safe); every read
+that needs two keys is one pipeline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from importlib.resources import files
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+
+from sessions.keys import Keys
+from sessions.models import (
+    ALLOWED_TRANSITIONS,
+    Conversation,
+    ConversationEvent,
+    ConversationState,
+    Customer,
+    Message,
+    utcnow,
+)
+
+_JSON_FIELDS = ("customer", "tags")
+
+
+class ConversationNotFound(LookupError):
+    """The conversation never existed or has expired."""
+
+
+class TransitionRefused(RuntimeError):
+    def __init__(self, conversation_id: str, current: str, wanted: str) -> None:
+        super().__init__(f"conversation {conversation_id} is {current}; cannot move to {wanted}")
+        self.current = current
+        self.wanted = wanted
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    message: Message
+    duplicate: bool
+    conversation: Conversation
+
+
+@dataclass(frozen=True, slots=True)
+class NewConversation:
+    conversation: Conversation
+    resume_token: str
+
+
+def _script(name: str) -> str:
+    return (files("sessions") / "lua" / f"{name}.lua").read_text(encoding="utf-8")
+
+
+def _hash_token_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _encode_fields(values: Mapping[str, Any]) -> list[str]:
+    flat: list[str] = []
+    for key, value in values.items():
+        if value is None:
+            continue
+        if isinstance(value, datetime):
+            encoded = value.isoformat()
+        elif isinstance(value, str):
+            encoded = value
+        elif hasattr(value, "model_dump_json"):
+            encoded = value.model_dump_json()
+        elif isinstance(value, list | dict):
+            encoded = json.dumps(value)
+        else:
+            encoded = str(value)
+        flat.extend((key, encoded))
+    return flat
+
+
+def _decode(raw: Any) -> str:
+    return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+
+def conversation_from_hash(raw: Mapping[Any, Any] | list[Any]) -> Conversation:
+    """Build a Conversation from HGETALL output (a mapping, or Lua's flat field/value list)."""
+    pairs = dict(zip(raw[::2], raw[1::2], strict=True)) if isinstance(raw, list) else dict(raw)
+    data: dict[str, Any] = {_decode(k): _decode(v) for k, v in pairs.items()}
+    for field in _JSON_FIELDS:
+        if field in data:
+            data[field] = json.loads(data[field])
+    data.pop("token_hash", None)
+    return Conversation.model_validate(data)
+
+
+def message_from_entry(entry_id: Any, payload: Any) -> Message:
+    message = Message.model_validate_json(payload)
+    message.id = _decode(entry_id)
+    return message
+
+
+class ConversationStore:
+    """Conversations and transcripts in Redis. Time to live is a constructor argument, not a global."""
+
+    def __init__(self, redis: Redis, keys: Keys, ttl_seconds: int) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.ttl_ms = ttl_seconds * 1000
+        self._create: AsyncScript = redis.register_script(_script("create_conversation"))
+        self._append: AsyncScript = redis.register_script(_script("append_message"))
+        self._transition: AsyncScript = redis.register_script(_script("transition"))
+
+    # -- conversations -------------------------------------------------------------------------------
+    async def create(self, customer: Customer, channel: str, **fields: Any) -> NewConversation:
+        """Open a conversation and hand back its resume token, which is shown to the client only once."""
+        conversation = Conversation(id=uuid.uuid4().hex, channel=channel, customer=customer, **fields)
+        secret = secrets.token_urlsafe(32)
+        state = conversation.model_dump(mode="json", exclude_none=True)
+        state["token_hash"] = _hash_token_secret(secret)
+        event = ConversationEvent(type="conversation.created", conversation_id=conversation.id,
+                                  data={"channel": channel, "customer_id": customer.id})
+        keys = self.keys
+        async with self.redis.pipeline(transaction=False) as pipe:
+            await self._create(
+                keys=[keys.conversation(conversation.id), keys.events(conversation.id)],
+                args=[self.ttl_ms, event.model_dump_json(), *_encode_fields(state)],
+                client=pipe,
+            )
+            pipe.zadd(keys.conversation_index(), {conversation.id: conversation.created_at.timestamp()})
+            await pipe.execute()
+        return NewConversation(conversation, f"{conversation.id}.{secret}")
+
+    async def get(self, conversation_id: str) -> Conversation:
+        raw = await self.redis.hgetall(self.keys.conversation(conversation_id))
+        if not raw:
+            raise ConversationNotFound(conversation_id)
+        return conversation_from_hash(raw)
+
+    async def resume(self, token: str, after: str | None = None) -> tuple[Conversation, list[Message]]:
+        """The conversation a resume token is bound to, with its history (after ``after`` when given).
+
+        One round trip: the hash and the transcript range are read in one pipeline.
+        """
+        conversation_id, _, secret = token.partition(".")
+        if not conversation_id or not secret or not conversation_id.isalnum():
+            raise ConversationNotFound("malformed token")
+        keys = self.keys
+        start = f"({after}" if after else "-"
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(keys.conversation(conversation_id))
+            pipe.xrange(keys.transcript(conversation_id), min=start, max="+")
+            raw, entries = await pipe.execute()
+        stored = _decode(raw.get(b"token_hash", b"")) if raw else ""
+        if not stored or not hmac.compare_digest(stored, _hash_token_secret(secret)):
+            raise ConversationNotFound(conversation_id)
+        return conversation_from_hash(raw), [message_from_entry(i, f[b"m"]) for i, f in entries]
+
+    async def recent(self, limit: int = 20) -> list[str]:
+        """Ids of the newest conversations, pruning index entries whose conversation has expired."""
+        index = self.keys.conversation_index()
+        cutoff = utcnow().timestamp() - self.ttl_ms / 1000
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zremrangebyscore(index, "-inf", cutoff)
+            pipe.zrevrange(index, 0, limit - 1)
+            _, ids = await pipe.execute()
+        return [_decode(i) for i in ids]
+
+    # -- transcript ----------------------------------------------------------------------------------
+    async def append(
+        self,
+        message: Message,
+        external_id: str | None = None,
+        updates: Mapping[str, Any] | None = None,
+    ) -> AppendResult:
+        """Append a message once per external id, updating conversation fields in the same step.
+
+        A retried external id returns the first stored message's id with ``duplicate`` set, and writes
+        nothing.
+        """
+        cid = message.conversation_id
+        keys = self.keys
+        ext_key = keys.external_id(cid, external_id) if external_id else keys.external_id(cid, "-")
+        result = await self._append(
+            keys=[keys.conversation(cid), keys.transcript(cid), keys.events(cid), ext_key],
+            args=[
+                self.ttl_ms,
+                message.model_dump_json(exclude={"id"}),
+                keys.live_channel(cid),
+                "1" if external_id else "0",
+                utcnow().isoformat(),
+                *_encode_fields(updates or {}),
+            ],
+        )
+        if not result or result[0] is None:
+            raise ConversationNotFound(cid)
+        message_id, duplicate, state = result
+        stored = message.model_copy(update={"id": _decode(message_id)})
+        return AppendResult(stored, bool(duplicate), conversation_from_hash(state))
+
+    async def transcript(self, conversation_id: str, after: str | None = None) -> list[Message]:
+        start = f"({after}" if after else "-"
+        entries: Any = await self.redis.xrange(self.keys.transcript(conversation_id), min=start, max="+")
+        return [message_from_entry(i, f[b"m"]) for i, f in entries]
+
+    # -- state ---------------------------------------------------------------------------------------
+    async def transition(
+        self,
+        conversation_id: str,
+        to: ConversationState,
+        event: ConversationEvent,
+        updates: Mapping[str, Any] | None = None,
+        allowed_from: Iterable[ConversationState] | None = None,
+    ) -> None:
+        """Change state atomically, only from a state that may lead to ``to``; records ``event``."""
+        if allowed_from is None:
+            allowed_from = [s for s, targets in ALLOWED_TRANSITIONS.items() if to in targets]
+        keys = self.keys
+        result = await self._transition(
+            keys=[keys.conversation(conversation_id), keys.events(conversation_id)],
+            args=[
+                self.ttl_ms,
+                " ".join(s.value for s in allowed_from),
+                to.value,
+                event.model_dump_json(),
+                keys.live_channel(conversation_id),
+                utcnow().isoformat(),
+                *_encode_fields(updates or {}),
+            ],
+        )
+        if not result or result[0] is None:
+            raise ConversationNotFound(conversation_id)
+        if int(result[0]) == 0:
+            raise TransitionRefused(conversation_id, _decode(result[1]), to.value)
+
+    async def events(self, conversation_id: str) -> list[ConversationEvent]:
+        entries: Any = await self.redis.xrange(self.keys.events(conversation_id))
+        return [ConversationEvent.model_validate_json(f[b"e"]) for _, f in entries]
+
+
+__all__ = [
+    "AppendResult",
+    "ConversationNotFound",
+    "ConversationStore",
+    "NewConversation",
+    "TransitionRefused",
+    "conversation_from_hash",
+]
