@@ -60,9 +60,14 @@ async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
 
 
+async def _close_sockets(app: web.Application) -> None:
+    await app[appkeys.WEBCHAT].close_all()
+
+
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[request_context_middleware, error_middleware])
     app[appkeys.SETTINGS] = settings
     app.cleanup_ctx.extend([_redis_ctx, _bot_ctx, _pipeline_ctx])
+    app.on_shutdown.append(_close_sockets)
     setup_routes(app)
     return app

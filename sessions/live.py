@@ -48,9 +48,8 @@ class LiveFeed:
         self._lock = asyncio.Lock()
 
     async def start(self) -> None:
+        """Returns at once: the gateway starts (and reports not ready) even while Redis is down."""
         self._pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
-        # A standing subscription keeps the connection open before any conversation is followed.
-        await self._pubsub.subscribe(f"{self._keys.namespace}:live-control")
         self._task = asyncio.create_task(self._pump(), name="live-feed")
 
     async def stop(self) -> None:
@@ -90,8 +89,13 @@ class LiveFeed:
     async def _pump(self) -> None:
         assert self._pubsub is not None
         backoff = 0.1
+        standing = False
         while True:
             try:
+                if not standing:
+                    # A standing subscription keeps the connection open before any conversation is followed.
+                    await self._pubsub.subscribe(f"{self._keys.namespace}:live-control")
+                    standing = True
                 raw = await self._pubsub.get_message(timeout=1.0)
                 backoff = 0.1
             except (RedisError, OSError) as exc:

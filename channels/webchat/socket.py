@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 from redis.exceptions import RedisError
 
 from channels.base import InboundSink
@@ -78,6 +78,12 @@ class WebChatEndpoint:
         self.customers = customers
         self.live = live
         self.sink = sink
+        self._sockets: set[web.WebSocketResponse] = set()
+
+    async def close_all(self) -> None:
+        """On shutdown: 1001 "going away" tells each widget to reconnect, to this or another instance."""
+        for ws in list(self._sockets):
+            await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         origin = request.headers.get("Origin")
@@ -97,6 +103,7 @@ class WebChatEndpoint:
             heartbeat=self.config.heartbeat_seconds, max_msg_size=self.config.max_frame_bytes
         )
         await ws.prepare(request)
+        self._sockets.add(ws)
         try:
             await self._serve(request, ws, token, after)
         except (RedisError, OSError) as exc:
@@ -105,6 +112,8 @@ class WebChatEndpoint:
                 await ws.send_json({"type": "error", "code": "unavailable",
                                     "detail": "The chat is briefly unavailable; reconnecting resumes it."})
                 await ws.close(code=CLOSE_UNAVAILABLE)
+        finally:
+            self._sockets.discard(ws)
         return ws
 
     async def _serve(

@@ -39,7 +39,6 @@
     ".msg{max-width:80%;padding:8px 11px;border-radius:12px;line-height:1.35;white-space:pre-wrap;word-wrap:break-word}",
     ".msg .who{display:block;font-size:11px;font-weight:600;opacity:.7;margin-bottom:2px}",
     ".msg.customer{align-self:flex-end;background:#2f5bea;color:#fff;border-bottom-right-radius:4px}",
-    ".msg.customer .who{display:none}",
     ".msg.bot{align-self:flex-start;background:#fff;border:1px solid #dfe3ec;border-bottom-left-radius:4px}",
     ".msg.agent{align-self:flex-start;background:#e6f6ec;border:1px solid #b6e2c4;border-bottom-left-radius:4px}",
     ".msg.system{align-self:center;background:none;color:#5b6475;font-size:13px;font-style:italic;text-align:center}",
@@ -246,7 +245,7 @@
     var el = document.createElement("div");
     el.className = "msg " + sender;
     el.setAttribute("data-sender", sender);
-    var names = { bot: "Assistant", agent: "Agent", system: "", customer: "You" };
+    var names = { bot: "Assistant", agent: "Agent" };
     if (names[sender]) {
       var who = document.createElement("span");
       who.className = "who";

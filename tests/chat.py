@@ -1,0 +1,66 @@
+"""A small web chat client for tests: real websockets, frames as dicts."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import aiohttp
+
+
+class ChatClient:
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse, session_frame: dict[str, Any]) -> None:
+        self.ws = ws
+        self.session = session_frame
+
+    @property
+    def token(self) -> str:
+        return str(self.session["token"])
+
+    @property
+    def conversation_id(self) -> str:
+        return str(self.session["conversation_id"])
+
+    async def recv(self, timeout: float = 5.0) -> dict[str, Any]:
+        frame: dict[str, Any] = await self.ws.receive_json(timeout=timeout)
+        return frame
+
+    async def recv_until(self, predicate: Any, timeout: float = 5.0) -> list[dict[str, Any]]:
+        """Frames up to and including the first that matches."""
+        seen: list[dict[str, Any]] = []
+        async with asyncio.timeout(timeout):
+            while True:
+                frame = await self.recv(timeout)
+                seen.append(frame)
+                if predicate(frame):
+                    return seen
+
+    async def say(self, text: str, client_id: str | None = None) -> dict[str, Any]:
+        """Send a message; returns the bot's reply frame (frames before it are in ``last_frames``)."""
+        client_id = client_id or uuid.uuid4().hex
+        await self.ws.send_json({"type": "message", "text": text, "client_id": client_id})
+        self.last_frames = await self.recv_until(lambda f: f.get("sender") == "bot")
+        return self.last_frames[-1]
+
+    async def assert_silent(self, seconds: float = 0.3) -> None:
+        try:
+            frame = await self.ws.receive_json(timeout=seconds)
+        except TimeoutError:
+            return
+        raise AssertionError(f"unexpected frame {frame}")
+
+
+async def connect(
+    http: aiohttp.ClientSession, base: str, *, token: str | None = None, after: str | None = None,
+    headers: dict[str, str] | None = None, params: dict[str, str] | None = None,
+) -> ChatClient:
+    query = dict(params or {})
+    if token:
+        query["token"] = token
+    if after:
+        query["after"] = after
+    ws = await http.ws_connect(f"{base}/ws/chat", params=query, headers=headers or {})
+    first = await ws.receive_json(timeout=5)
+    assert first["type"] == "session", first
+    return ChatClient(ws, first)

@@ -1,0 +1,133 @@
+"""The widget in a real headless Chromium (Playwright with Debian's /usr/bin/chromium)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from gateway.app import create_app
+from gateway.embedded_redis import free_port
+from sessions.keys import Keys
+from sessions.store import ConversationStore
+from tests.conftest import make_settings
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+if not CHROMIUM.exists():
+    if os.environ.get("REQUIRE_BROWSER"):
+        raise RuntimeError("REQUIRE_BROWSER is set but /usr/bin/chromium is missing")
+    pytest.skip("browser tests skipped: /usr/bin/chromium is not installed (apt-get install chromium)",
+                allow_module_level=True)
+
+from playwright.async_api import Browser, Page, async_playwright, expect  # noqa: E402
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        yield browser
+        await browser.close()
+
+
+class Server:
+    """A gateway on a fixed port that can be stopped and started again, as in a deploy or a crash."""
+
+    def __init__(self, redis_url: str, namespace: str, tmp_path: Path, **overrides: Any) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.settings = make_settings(redis_url, namespace, tmp_path, port=self.port,
+                                      allowed_origins=frozenset({self.base}), **overrides)
+        self.runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        self.runner = web.AppRunner(create_app(self.settings), access_log=None)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
+
+
+@pytest.fixture
+async def server(redis_url: str, namespace: str, tmp_path: Path, redis: Any) -> AsyncIterator[Server]:
+    server = Server(redis_url, namespace, tmp_path)
+    await server.start()
+    yield server
+    await server.stop()
+
+
+async def send(page: Page, text: str) -> None:
+    box = page.get_by_label("Message")
+    await box.fill(text)
+    await box.press("Enter")
+
+
+async def test_chat_answer_then_reload_shows_history(browser: Browser, server: Server) -> None:
+    page = await browser.new_page()
+    await page.goto(server.base)
+    await page.get_by_role("button", name="Open chat").click()
+    await expect(page.locator(".status")).to_have_text("Online")
+
+    await send(page, "Where is my order?")
+    await expect(page.locator(".msg.bot")).to_contain_text("Account > Orders")
+    await expect(page.locator(".msg.customer")).to_have_text("Where is my order?")
+    await expect(page.locator(".msg.pending")).to_have_count(0)
+
+    await page.reload()
+    await expect(page.locator(".status")).to_have_text("Online")
+    await expect(page.locator(".msg.customer")).to_have_text("Where is my order?")
+    await expect(page.locator(".msg.bot")).to_have_count(1)
+    await expect(page.locator(".msg.bot")).to_contain_text("Account > Orders")
+
+
+async def test_widget_reconnects_after_a_drop_without_losing_or_repeating(
+    browser: Browser, server: Server
+) -> None:
+    page = await browser.new_page()
+    await page.goto(server.base)
+    await page.get_by_role("button", name="Open chat").click()
+    await send(page, "hello")
+    await expect(page.locator(".msg.bot")).to_have_count(1)
+
+    await server.stop()
+    await expect(page.locator(".status")).to_have_text("Reconnecting")
+    await send(page, "how much is shipping")  # typed while the gateway is down
+    await expect(page.locator(".msg.pending")).to_have_count(1)
+
+    await server.start()
+    await expect(page.locator(".status")).to_have_text("Online", timeout=15_000)
+    await expect(page.locator(".msg.bot")).to_have_count(2, timeout=10_000)
+    await expect(page.locator(".msg.bot").nth(1)).to_contain_text("Shipping is free")
+    await expect(page.locator(".msg.customer")).to_have_count(2)
+    await expect(page.locator(".msg.pending")).to_have_count(0)
+
+    await page.reload()
+    await expect(page.locator(".msg")).to_have_count(4)
+
+
+async def test_verified_demo_customer(browser: Browser, redis_url: str, namespace: str, tmp_path: Path,
+                                      redis: Any) -> None:
+    server = Server(redis_url, namespace, tmp_path, identity_secret="demo")
+    await server.start()
+    try:
+        page = await browser.new_page()
+        await page.goto(f"{server.base}/?signed_in=1")
+        await page.get_by_role("button", name="Open chat").click()
+        await send(page, "hi")
+        await expect(page.locator(".msg.bot")).to_have_count(1)
+        store = ConversationStore(redis, Keys(namespace), 60)
+        conversation = await store.get((await store.recent(1))[0])
+        assert conversation.customer.trusted("tier") == "gold"
+    finally:
+        await server.stop()

@@ -1,0 +1,130 @@
+"""The gateway as a user runs it: the real CLI in a subprocess, with its embedded Redis under DATA_DIR."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from gateway.embedded_redis import free_port
+from tests.chat import connect
+
+SECRET_WORDS = "my card 4111 is stolen please help"
+
+
+def cli_env(data_dir: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in {"REDIS_URL", "PORT", "HOST"}}
+    env.update(DATA_DIR=str(data_dir), LOG_FORMAT="json", LOG_LEVEL="info", **extra)
+    return env
+
+
+def cli(data_dir: Path, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gateway", *args], env=cli_env(data_dir, **extra),
+                          capture_output=True, text=True, timeout=30, check=False)
+
+
+class Running:
+    def __init__(self, process: asyncio.subprocess.Process, base: str) -> None:
+        self.process = process
+        self.base = base
+
+    async def stop(self) -> str:
+        self.process.send_signal(signal.SIGTERM)
+        _, stderr = await asyncio.wait_for(self.process.communicate(), 20)
+        return stderr.decode()
+
+
+@pytest.fixture
+async def run_gateway(http: aiohttp.ClientSession) -> AsyncIterator[Callable[..., Any]]:
+    started: list[Running] = []
+
+    async def start(data_dir: Path) -> Running:
+        port = free_port()
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway", "run", "--port", str(port), env=cli_env(data_dir),
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        )
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(200):
+            try:
+                async with http.get(f"{base}/readyz") as r:
+                    if r.status == 200:
+                        break
+            except aiohttp.ClientConnectionError:
+                await asyncio.sleep(0.05)
+        else:
+            process.kill()
+            raise AssertionError("gateway did not become ready")
+        running = Running(process, base)
+        started.append(running)
+        return running
+
+    yield start
+    for running in started:
+        if running.process.returncode is None:
+            running.process.kill()
+            await running.process.wait()
+
+
+async def test_restart_keeps_the_conversation_and_cli_sees_it(
+    tmp_path: Path, run_gateway: Any, http: aiohttp.ClientSession
+) -> None:
+    first = await run_gateway(tmp_path)
+    chat = await connect(http, first.base)
+    await chat.say(SECRET_WORDS)
+    await chat.say("how do I start a return")
+    before = [m["text"] for m in (await connect(http, first.base, token=chat.token)).session["history"]]
+
+    # The CLI reaches the running gateway's embedded Redis with no setup.
+    listed = await asyncio.to_thread(cli, tmp_path, "conversations")
+    assert listed.returncode == 0 and chat.conversation_id in listed.stdout
+
+    logs = await first.stop()
+    assert first.process.returncode == 0
+    assert not (tmp_path / "redis.json").exists()  # the embedded Redis stopped with the gateway
+    assert SECRET_WORDS not in logs and "message.accepted" in logs  # bodies never logged at INFO
+    for line in logs.strip().splitlines()[1:]:
+        assert "request_id" in json.loads(line) or "live_feed" in line
+
+    second = await run_gateway(tmp_path)
+    resumed = await connect(http, second.base, token=chat.token)
+    assert [m["text"] for m in resumed.session["history"]] == before
+    assert (await resumed.say("thanks"))["sender"] == "bot"
+    await second.stop()
+
+    # With no gateway running, the CLI starts the embedded Redis itself and reads the same data.
+    shown = await asyncio.to_thread(cli, tmp_path, "conversations", chat.conversation_id)
+    assert shown.returncode == 0 and "how do I start a return" in shown.stdout
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"PORT": "eighty"}, "PORT"),
+        ({"REDIS_URL": "localhost:6379"}, "REDIS_URL"),
+        ({"BOT": "gpt"}, "BOT"),
+        ({"BOT": "http"}, "BOT_HTTP_URL"),
+        ({"MAX_MESSAGE_CHARS": "0"}, "MAX_MESSAGE_CHARS"),
+    ],
+)
+def test_bad_setting_stops_start_up_with_one_line_naming_it(
+    tmp_path: Path, env: dict[str, str], named: str
+) -> None:
+    result = cli(tmp_path, "run", **env)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and named in lines[0] and "configuration error" in lines[0]
+
+
+def test_unknown_conversation_is_a_clear_error(tmp_path: Path) -> None:
+    result = cli(tmp_path, "conversations", "f" * 32)
+    assert result.returncode == 1 and "no conversation" in result.stderr

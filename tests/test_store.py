@@ -1,0 +1,97 @@
+"""The Redis store: atomic, idempotent steps, each one round trip, keys under one hash tag."""
+
+from __future__ import annotations
+
+import pytest
+from redis.asyncio import Redis
+
+from sessions.keys import Keys
+from sessions.models import (
+    ConversationEvent,
+    ConversationState,
+    Customer,
+    Direction,
+    Message,
+    SenderKind,
+)
+from sessions.store import ConversationNotFound, ConversationStore, TransitionRefused
+
+TTL = 3600
+
+
+@pytest.fixture
+def store(redis: Redis, namespace: str) -> ConversationStore:
+    return ConversationStore(redis, Keys(namespace), TTL)
+
+
+def customer_says(conversation_id: str, text: str) -> Message:
+    return Message(conversation_id=conversation_id, direction=Direction.INBOUND, sender=SenderKind.CUSTOMER,
+                   text=text, channel="webchat")
+
+
+async def test_conversation_keys_share_one_hash_tag_and_expire(store: ConversationStore, redis: Redis) -> None:
+    created = await store.create(Customer(id="cu1"), "webchat")
+    cid = created.conversation.id
+    await store.append(customer_says(cid, "hi"), external_id="ws:1")
+    keys = sorted([k.decode() async for k in redis.scan_iter(match=f"{store.keys.namespace}:{{c:{cid}}}*")])
+    assert len(keys) == 4  # state, transcript, events, one external-id claim
+    assert all(f"{{c:{cid}}}" in k for k in keys)
+    for key in keys:
+        assert 0 < await redis.ttl(key) <= TTL
+
+
+async def test_append_is_idempotent_per_external_id(store: ConversationStore) -> None:
+    cid = (await store.create(Customer(id="cu1"), "sms")).conversation.id
+    first = await store.append(customer_says(cid, "hello"), external_id="SM123")
+    again = await store.append(customer_says(cid, "hello"), external_id="SM123")
+    other = await store.append(customer_says(cid, "hello"), external_id="SM124")
+    assert not first.duplicate and again.duplicate
+    assert again.message.id == first.message.id
+    assert other.message.id != first.message.id
+    assert [m.id for m in await store.transcript(cid)] == [first.message.id, other.message.id]
+
+
+async def test_append_to_unknown_conversation_raises(store: ConversationStore) -> None:
+    with pytest.raises(ConversationNotFound):
+        await store.append(customer_says("f" * 32, "hello"))
+
+
+async def test_append_updates_fields_and_returns_the_snapshot(store: ConversationStore) -> None:
+    cid = (await store.create(Customer(id="cu1", tier="gold"), "webchat")).conversation.id
+    result = await store.append(customer_says(cid, "x"), updates={"last_intent": "billing", "failed_bot_turns": 2})
+    assert result.conversation.last_intent == "billing"
+    assert result.conversation.failed_bot_turns == 2
+    assert result.conversation.customer.tier == "gold"
+
+
+async def test_transition_only_from_allowed_states_and_records_event(store: ConversationStore) -> None:
+    cid = (await store.create(Customer(id="cu1"), "webchat")).conversation.id
+    with pytest.raises(TransitionRefused) as refused:
+        await store.transition(cid, ConversationState.ASSIGNED,
+                               ConversationEvent(type="agent.assigned", conversation_id=cid))
+    assert refused.value.current == "bot"
+
+    await store.transition(cid, ConversationState.ESCALATING,
+                           ConversationEvent(type="handoff.started", conversation_id=cid), {"queue": "billing"})
+    conversation = await store.get(cid)
+    assert conversation.state is ConversationState.ESCALATING and conversation.queue == "billing"
+    assert [e.type for e in await store.events(cid)] == ["conversation.created", "handoff.started"]
+
+
+async def test_resume_needs_the_exact_token(store: ConversationStore) -> None:
+    created = await store.create(Customer(id="cu1"), "webchat")
+    cid = created.conversation.id
+    m1 = await store.append(customer_says(cid, "one"))
+    m2 = await store.append(customer_says(cid, "two"))
+    conversation, history = await store.resume(created.resume_token, after=m1.message.id)
+    assert conversation.id == cid and [m.text for m in history] == ["two"]
+    assert history[0].id == m2.message.id
+    for bad in (cid + ".wrong", cid, created.resume_token + "x", "nope.nope"):
+        with pytest.raises(ConversationNotFound):
+            await store.resume(bad)
+
+
+async def test_recent_lists_newest_first(store: ConversationStore) -> None:
+    a = (await store.create(Customer(id="a"), "webchat")).conversation.id
+    b = (await store.create(Customer(id="b"), "webchat")).conversation.id
+    assert (await store.recent())[:2] == [b, a]
