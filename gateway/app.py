@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from aiohttp import web
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from channels.base import ChannelRegistry
 from channels.webchat import WebChatAdapter, WebChatConfig, WebChatEndpoint
@@ -24,7 +24,12 @@ from sessions.store import ConversationStore
 async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[appkeys.SETTINGS]
     assert settings.redis_url is not None, "the CLI resolves REDIS_URL (or starts an embedded Redis) first"
-    redis = Redis.from_url(settings.redis_url, socket_connect_timeout=2, health_check_interval=30)
+    # A blocking pool: under a burst, requests wait briefly for a connection instead of failing.
+    pool = BlockingConnectionPool.from_url(
+        settings.redis_url, max_connections=settings.redis_max_connections, timeout=5,
+        socket_connect_timeout=2, health_check_interval=30,
+    )
+    redis = Redis(connection_pool=pool)
     keys = Keys(settings.redis_namespace)
     ttl = settings.conversation_ttl_seconds
     app[appkeys.REDIS] = redis
@@ -36,6 +41,7 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
     await live.stop()
     await redis.aclose()
+    await pool.aclose()
 
 
 async def _bot_ctx(app: web.Application) -> AsyncIterator[None]:

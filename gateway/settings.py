@@ -19,6 +19,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
     redis_url: str | None = None
+    redis_max_connections: int = Field(64, ge=2, le=10_000)
     redis_namespace: str = Field("hg", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
     data_dir: Path = Path("var")
     allowed_origins: Annotated[frozenset[str], NoDecode] = frozenset(

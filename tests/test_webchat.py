@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 import pytest
 
@@ -160,3 +162,12 @@ async def test_malformed_after_is_a_400(gateway: str, http: aiohttp.ClientSessio
     async with http.get(f"{gateway}/ws/chat", params={"token": chat.token, "after": "yesterday"}) as response:
         assert response.status == 400
         assert (await response.json())["code"] == "invalid_after"
+
+
+async def test_burst_of_sessions_waits_for_redis_connections_instead_of_failing(
+    start_gateway: object, http: aiohttp.ClientSession
+) -> None:
+    base = await start_gateway(redis_max_connections=3)  # type: ignore[operator]
+    chats = await asyncio.gather(*(connect(http, base) for _ in range(30)))
+    replies = await asyncio.gather(*(chat.say("how much is shipping") for chat in chats))
+    assert all("Shipping is free" in r["text"] for r in replies)

@@ -106,6 +106,8 @@ class WebChatEndpoint:
         self._sockets.add(ws)
         try:
             await self._serve(request, ws, token, after)
+        except ConnectionResetError:
+            log.info("webchat.client_gone")
         except (RedisError, OSError) as exc:
             log.error("webchat.backend_unavailable", error=str(exc))
             with contextlib.suppress(ConnectionError, RuntimeError):

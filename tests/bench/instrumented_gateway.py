@@ -1,0 +1,44 @@
+"""The real gateway, plus a count of the Redis round trips its client makes.
+
+A round trip is one write of packed commands to Redis: a single command, a whole pipeline or one script call
+each count once. The benchmark reads the count before and after its message phase (sockets are already open,
+so their pub/sub subscriptions fall outside it). Served at ``GET /bench/redis-roundtrips``; nothing here is
+part of the product.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from aiohttp import web
+from redis.asyncio.connection import Connection
+
+from gateway.app import create_app
+from gateway.logs import configure_logging
+from gateway.settings import load_settings
+
+_counter = {"round_trips": 0}
+_original_send = Connection.send_packed_command
+
+
+async def _counting_send(self: Connection, command: Any, check_health: bool = True) -> None:
+    _counter["round_trips"] += 1
+    await _original_send(self, command, check_health)
+
+
+async def _round_trips(request: web.Request) -> web.Response:
+    return web.json_response(_counter)
+
+
+def main() -> None:
+    Connection.send_packed_command = _counting_send  # type: ignore[method-assign]
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    app = create_app(settings)
+    app.router.add_get("/bench/redis-roundtrips", _round_trips)
+    web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
+
+
+if __name__ == "__main__":
+    main()
