@@ -22,7 +22,7 @@
 
   var CSS = [
     ":host{all:initial;font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;font-size:15px;color:#1d2330}",
-    ".launcher{position:fixed;right:20px;bottom:20px;width:60px;height:60px;border-radius:50%;border:0;",
+    ".launcher{position:fixed;right:20px;bottom:20px;width:60px;height:60px;border-radius:50%;border:0;display:flex;align-items:center;justify-content:center;",
     "background:#2f5bea;color:#fff;font-size:26px;cursor:pointer;box-shadow:0 6px 20px rgba(0,0,0,.25);z-index:2147483000}",
     ".launcher:focus-visible{outline:3px solid #9db4ff;outline-offset:2px}",
     ".panel{position:fixed;right:20px;bottom:92px;width:360px;max-width:calc(100vw - 40px);height:520px;",
@@ -108,7 +108,10 @@
     this.root = root;
     root.innerHTML =
       "<style>" + CSS + "</style>" +
-      '<button class="launcher" aria-label="Open chat" part="launcher">&#128172;</button>' +
+      '<button class="launcher" aria-label="Open chat" part="launcher">' +
+      '<svg width="28" height="28" viewBox="0 0 24 24" fill="currentColor" aria-hidden="true">' +
+      '<path d="M4 3h16a2 2 0 0 1 2 2v11a2 2 0 0 1-2 2H9l-5 4v-4H4a2 2 0 0 1-2-2V5a2 2 0 0 1 2-2z"/></svg>' +
+      '</button>' +
       '<section class="panel" role="dialog" aria-label="Chat">' +
       '<div class="header"><span class="title"></span><span class="status">Connecting</span>' +
       '<button class="close" aria-label="Close chat">&times;</button></div>' +
