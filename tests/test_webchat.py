@@ -6,7 +6,9 @@ import asyncio
 
 import aiohttp
 import pytest
+from redis.asyncio import Redis
 
+from sessions.keys import Keys
 from tests.chat import connect
 
 
@@ -171,3 +173,15 @@ async def test_burst_of_sessions_waits_for_redis_connections_instead_of_failing(
     chats = await asyncio.gather(*(connect(http, base) for _ in range(30)))
     replies = await asyncio.gather(*(chat.say("how much is shipping") for chat in chats))
     assert all("Shipping is free" in r["text"] for r in replies)
+
+
+async def test_message_to_an_expired_conversation_ends_the_socket_cleanly(
+    gateway: str, http: aiohttp.ClientSession, redis: Redis, namespace: str
+) -> None:
+    chat = await connect(http, gateway)
+    await redis.delete(Keys(namespace).conversation(chat.conversation_id))  # as if it expired
+    await chat.ws.send_json({"type": "message", "text": "hello?", "client_id": "late"})
+    error = await chat.recv()
+    assert error["code"] == "conversation_ended" and error["client_id"] == "late"
+    closing = await chat.ws.receive(timeout=5)
+    assert closing.type is aiohttp.WSMsgType.CLOSE and closing.data == 4404

@@ -182,7 +182,14 @@ class WebChatEndpoint:
                 await ws.send_json(frame.frame())
                 continue
             if isinstance(frame, MessageFrame):
-                await self._receive(ws, conversation, frame)
+                try:
+                    await self._receive(ws, conversation, frame)
+                except ConversationNotFound:  # expired while the socket was open
+                    await ws.send_json({"type": "error", "code": "conversation_ended",
+                                        "client_id": frame.client_id,
+                                        "detail": "This conversation has ended; a new one can be started."})
+                    await ws.close(code=CLOSE_INVALID_TOKEN)
+                    return
             else:
                 await ws.send_json({"type": "pong"})
 
