@@ -17,6 +17,7 @@ import pytest
 
 from gateway.embedded_redis import free_port
 from tests.chat import connect
+from tests.readiness import wait_until_ready
 
 SECRET_WORDS = "my card 4111 is stolen please help"
 
@@ -54,14 +55,7 @@ async def run_gateway(http: aiohttp.ClientSession) -> AsyncIterator[Callable[...
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
         )
         base = f"http://127.0.0.1:{port}"
-        for _ in range(200):
-            try:
-                async with http.get(f"{base}/readyz") as r:
-                    if r.status == 200:
-                        break
-            except aiohttp.ClientConnectionError:
-                await asyncio.sleep(0.05)
-        else:
+        if not await wait_until_ready(http, base):
             process.kill()
             raise AssertionError("gateway did not become ready")
         running = Running(process, base)

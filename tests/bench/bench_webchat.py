@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from gateway.embedded_redis import EmbeddedRedis, free_port  # noqa: E402
+from tests.readiness import wait_until_ready  # noqa: E402
 
 QUESTIONS = ["Where is my order?", "how much is shipping", "can I return an item", "reset my password",
              "do you take credit cards", "when do I get my money back", "hello", "thanks"]
@@ -80,13 +81,8 @@ async def run(args: argparse.Namespace, redis_url: str) -> dict[str, Any]:
     connector = aiohttp.TCPConnector(limit=0)
     try:
         async with aiohttp.ClientSession(connector=connector) as http:
-            for _ in range(200):
-                try:
-                    async with http.get(f"{base}/readyz") as r:
-                        if r.status == 200:
-                            break
-                except aiohttp.ClientConnectionError:
-                    await asyncio.sleep(0.05)
+            if not await wait_until_ready(http, base):
+                raise SystemExit("the gateway did not become ready")
             sockets = await asyncio.gather(*(open_session(http, base) for _ in range(args.sessions)))
             latencies: list[float] = []
             commands_before, trips_before = await total_commands(redis), await round_trips(http, base)
