@@ -92,7 +92,7 @@ class WebChatEndpoint:
             return web.json_response(
                 {"code": "origin_not_allowed", "detail": f"Origin {origin} may not open a chat."}, status=403
             )
-        token = request.query.get("token")
+        token = request.query.get("token") or None
         after = request.query.get("after") or None
         if after is not None and not _STREAM_ID.match(after):
             return web.json_response(
@@ -121,26 +121,30 @@ class WebChatEndpoint:
     async def _serve(
         self, request: web.Request, ws: web.WebSocketResponse, token: str | None, after: str | None
     ) -> None:
-        if token and not _RESUME_TOKEN.match(token):
+        if token is not None and not _RESUME_TOKEN.match(token):
             await self._refuse_token(ws)
             return
-        if token:
-            conversation_id = token.partition(".")[0]
-        else:
-            conversation, token = await self._open(request)
-            conversation_id = conversation.id
+        resumed = token is not None
+        new: Conversation | None = None
+        if token is None:
+            new, token = await self._open(request)
+        conversation_id = token.partition(".")[0]
         structlog.contextvars.bind_contextvars(conversation_id=conversation_id)
         # Follow before reading history: anything appended in between arrives twice and is skipped by id,
         # rather than falling into a gap.
         async with self.live.follow(conversation_id) as feed:
-            try:
-                conversation, history = await self.store.resume(token, after)
-            except ConversationNotFound:
-                await self._refuse_token(ws)
-                return
+            history: list[Message] = []
+            if new is not None:
+                conversation = new  # just created: nothing to read back
+            else:
+                try:
+                    conversation, history = await self.store.resume(token, after)
+                except ConversationNotFound:
+                    await self._refuse_token(ws)
+                    return
             await ws.send_json(session_frame(conversation, token, history))
             last_seen = history[-1].id if history else after
-            log.info("webchat.connected", resumed=bool(request.query.get("token")), replayed=len(history))
+            log.info("webchat.connected", resumed=resumed, replayed=len(history))
             writer = _LiveWriter(ws, self.store, conversation.id, last_seen)
             pump = asyncio.create_task(writer.run(feed), name=f"webchat-writer-{conversation.id}")
             try:
