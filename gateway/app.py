@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import signal
 from collections.abc import AsyncIterator
 
+import structlog
 from aiohttp import web
 from redis.asyncio import BlockingConnectionPool, Redis
 
@@ -15,10 +18,15 @@ from gateway.middleware import error_middleware, request_context_middleware
 from gateway.pipeline import Pipeline
 from gateway.routes import setup_routes
 from gateway.settings import Settings
+from handoff.holder import RulesHolder
+from handoff.problems import RulesError
+from handoff.queues import QueueStore
 from sessions.customers import CustomerStore
 from sessions.keys import Keys
 from sessions.live import LiveFeed
 from sessions.store import ConversationStore
+
+log = structlog.get_logger(__name__)
 
 
 async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -35,6 +43,7 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     app[appkeys.REDIS] = redis
     app[appkeys.STORE] = ConversationStore(redis, keys, ttl)
     app[appkeys.CUSTOMERS] = CustomerStore(redis, keys, ttl)
+    app[appkeys.QUEUES] = QueueStore(redis, keys)
     live = LiveFeed(redis, keys)
     await live.start()
     app[appkeys.LIVE] = live
@@ -51,12 +60,42 @@ async def _bot_ctx(app: web.Application) -> AsyncIterator[None]:
     await bot.aclose()
 
 
+async def _rules_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Load the rules (language models included) off the event loop; SIGHUP reloads them."""
+    holder = await asyncio.to_thread(RulesHolder, app[appkeys.SETTINGS].rules_dir)
+    app[appkeys.RULES] = holder
+    loop = asyncio.get_running_loop()
+    reloads: set[asyncio.Task[None]] = set()
+
+    async def reload() -> None:
+        try:
+            await holder.reload()
+        except RulesError as exc:
+            log.error("rules.reload_refused", problems=[str(p) for p in exc.problems],
+                      kept=holder.rules.version)
+
+    def on_hangup() -> None:
+        task = asyncio.create_task(reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    try:
+        loop.add_signal_handler(signal.SIGHUP, on_hangup)
+        installed = True
+    except (RuntimeError, ValueError):  # not the main thread (tests run apps inside a running loop)
+        installed = False
+    yield
+    if installed:
+        loop.remove_signal_handler(signal.SIGHUP)
+
+
 async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[appkeys.SETTINGS]
     channels = ChannelRegistry()
     channels.register(WebChatAdapter())
     app[appkeys.CHANNELS] = channels
-    pipeline = Pipeline(app[appkeys.STORE], app[appkeys.BOT], channels)
+    pipeline = Pipeline(app[appkeys.STORE], app[appkeys.BOT], channels, app[appkeys.RULES],
+                        app[appkeys.QUEUES])
     app[appkeys.PIPELINE] = pipeline
     secret = settings.identity_secret.get_secret_value() if settings.identity_secret else None
     app[appkeys.WEBCHAT] = WebChatEndpoint(
@@ -73,7 +112,7 @@ async def _close_sockets(app: web.Application) -> None:
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[request_context_middleware, error_middleware])
     app[appkeys.SETTINGS] = settings
-    app.cleanup_ctx.extend([_redis_ctx, _bot_ctx, _pipeline_ctx])
+    app.cleanup_ctx.extend([_redis_ctx, _bot_ctx, _rules_ctx, _pipeline_ctx])
     app.on_shutdown.append(_close_sockets)
     setup_routes(app)
     return app

@@ -10,6 +10,8 @@ from channels.webchat import WebChatEndpoint
 from gateway.bots.base import Bot
 from gateway.pipeline import Pipeline
 from gateway.settings import Settings
+from handoff.holder import RulesHolder
+from handoff.queues import QueueStore
 from sessions.customers import CustomerStore
 from sessions.live import LiveFeed
 from sessions.store import ConversationStore
@@ -23,3 +25,5 @@ BOT = web.AppKey("bot", Bot)
 CHANNELS = web.AppKey("channels", ChannelRegistry)
 PIPELINE = web.AppKey("pipeline", Pipeline)
 WEBCHAT = web.AppKey("webchat", WebChatEndpoint)
+RULES = web.AppKey("rules", RulesHolder)
+QUEUES = web.AppKey("queues", QueueStore)

@@ -10,28 +10,43 @@ from collections.abc import Sequence
 from aiohttp import web
 from redis.asyncio import Redis
 
+from gateway import rules_cli
 from gateway.app import create_app
 from gateway.embedded_redis import EmbeddedRedisError
 from gateway.logs import configure_logging
 from gateway.redis_target import redis_target
 from gateway.settings import ConfigError, Settings, load_settings
+from handoff.loader import load_rules
+from handoff.problems import RulesError
 from sessions.keys import Keys
 from sessions.store import ConversationNotFound, ConversationStore
 
 
 def _run(settings: Settings, args: argparse.Namespace) -> int:
+    try:
+        rules = load_rules(settings.rules_dir)
+    except RulesError as exc:
+        print(f"handoff-gateway: the rules in {settings.rules_dir} are invalid "
+              f"(`handoff-gateway rules check` lists them): {exc.problems[0]}", file=sys.stderr)
+        return 2
     host = args.host or settings.host
     port = args.port or settings.port
     with redis_target(settings) as target:
         app = create_app(settings.model_copy(update={"redis_url": target.url}))
         shown = "localhost" if host in {"127.0.0.1", "0.0.0.0"} else host  # noqa: S104 - display only
-        print(f"handoff-gateway on http://{shown}:{port}  (Redis: {target.description}; bot: {settings.bot})",
-              file=sys.stderr, flush=True)
+        print(f"handoff-gateway on http://{shown}:{port}  (Redis: {target.description}; bot: {settings.bot}; "
+              f"rules: {rules.version})", file=sys.stderr, flush=True)
         web.run_app(app, host=host, port=port, print=None, access_log=None)
     return 0
 
 
-async def _conversations(settings: Settings, url: str, conversation_id: str | None, limit: int) -> int:
+async def _conversations(
+    settings: Settings, url: str, conversation_id: str | None, limit: int, jsonl: bool
+) -> int:
+    if jsonl:
+        for recording in await rules_cli.recordings_from_redis(settings, url, limit):
+            print(recording.model_dump_json())
+        return 0
     redis = Redis.from_url(url)
     store = ConversationStore(redis, Keys(settings.redis_namespace), settings.conversation_ttl_seconds)
     try:
@@ -53,6 +68,10 @@ async def _conversations(settings: Settings, url: str, conversation_id: str | No
             print(f"no conversation {conversation_id}", file=sys.stderr)
             return 1
         print(f"conversation {c.id}  state={c.state.value}  channel={c.channel}  customer={c.customer.id}")
+        if c.handoff is not None:
+            h = c.handoff
+            print(f"  handoff: {h.reason} ({h.trigger_rule}) -> {h.queue} [{h.mode}, priority {h.priority}] "
+                  f"by route {h.route_rule}; rules {h.rules_version}")
         for m in await store.transcript(c.id):
             print(f"  {m.ts:%H:%M:%S} {m.sender.value:<8} {m.text}")
         return 0
@@ -69,6 +88,9 @@ def _parser() -> argparse.ArgumentParser:
     conv = sub.add_parser("conversations", help="list recent conversations, or show one transcript")
     conv.add_argument("id", nargs="?", help="conversation id to show")
     conv.add_argument("--limit", type=int, default=20)
+    conv.add_argument("--jsonl", action="store_true",
+                      help="export the newest conversations as JSONL, for `rules replay --from`")
+    rules_cli.add_parser(sub)
     return parser
 
 
@@ -83,8 +105,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _run(settings, args)
+        if args.command == "rules":
+            return rules_cli.run(settings, args)
         with redis_target(settings) as target:
-            return asyncio.run(_conversations(settings, target.url, args.id, args.limit))
+            return asyncio.run(_conversations(settings, target.url, args.id, args.limit, args.jsonl))
     except EmbeddedRedisError as exc:
         print(f"handoff-gateway: {exc}", file=sys.stderr)
         return 1

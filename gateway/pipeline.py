@@ -1,5 +1,6 @@
-"""The pipeline: stores what customers say, lets the bot answer while the conversation is the bot's, and
-hands replies to the conversation's channel. It knows conversation states, never channel names.
+"""The pipeline: stores what customers say, lets the bot answer while the conversation is the bot's, asks
+the handoff policy after every bot turn, and hands replies to the conversation's channel. It knows
+conversation states, never channel names.
 """
 
 from __future__ import annotations
@@ -7,29 +8,52 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
+from collections.abc import Callable
+from datetime import datetime
 
 import structlog
 
 from channels.base import ChannelRegistry
 from gateway.bots.base import Bot
+from handoff.holder import RulesHolder
+from handoff.policy import Action, Decision, TurnInput, decide, needs_load, reroute
+from handoff.queues import QueueStore
+from handoff.routing import LIVE
 from sessions.models import (
     BotTurn,
+    Conversation,
+    ConversationEvent,
     ConversationState,
     Direction,
     InboundMessage,
     Message,
     SenderKind,
+    utcnow,
 )
-from sessions.store import AppendResult, ConversationStore
+from sessions.store import AppendResult, ConversationStore, TransitionRefused
 
 log = structlog.get_logger(__name__)
 
+Clock = Callable[[], datetime]
+
 
 class Pipeline:
-    def __init__(self, store: ConversationStore, bot: Bot, channels: ChannelRegistry) -> None:
+    def __init__(
+        self,
+        store: ConversationStore,
+        bot: Bot,
+        channels: ChannelRegistry,
+        rules: RulesHolder,
+        queues: QueueStore,
+        *,
+        clock: Clock = utcnow,
+    ) -> None:
         self.store = store
         self.bot = bot
         self.channels = channels
+        self.rules = rules
+        self.queues = queues
+        self.clock = clock
         # One bot turn at a time per conversation, so replies follow the messages they answer.
         self._turn_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
@@ -51,7 +75,11 @@ class Pipeline:
         return accepted
 
     async def advance(self, accepted: AppendResult) -> None:
-        """Move the conversation on after a customer's message: today, the bot's turn while it owns it."""
+        """Move the conversation on after a customer's message: the bot's turn while it owns it.
+
+        Once a conversation has left the bot, the bot stays silent: customer messages are kept for the
+        person who takes over.
+        """
         if accepted.duplicate:
             return
         lock = self._turn_locks.setdefault(accepted.conversation.id, asyncio.Lock())
@@ -60,30 +88,92 @@ class Pipeline:
                 await self._bot_turn(accepted)
 
     async def _bot_turn(self, accepted: AppendResult) -> None:
-        conversation = accepted.conversation
+        conversation, message = accepted.conversation, accepted.message
         started = time.perf_counter()
         try:
-            turn = await self.bot.respond(conversation, accepted.message)
+            turn = await self.bot.respond(conversation, message)
         except Exception:  # a bot bug must not cost the customer an answer
             log.exception("bot.crashed", bot=self.bot.name)
             turn = BotTurn(text="Sorry, something went wrong on my side. Please try again.", fallback=True)
-        failed = turn.fallback or (not turn.resolved and turn.confidence < 0.5)
+        rules = self.rules.rules
+        inp = TurnInput(conversation, message.text, turn, self.rules.signals.read(message.text), self.clock())
+        decision = decide(inp, rules)
+        if overflow_queues := needs_load(decision, rules):
+            decision = reroute(decision, inp, rules, await self.queues.load(overflow_queues))
+        log.info("bot.replied", bot=self.bot.name, intent=turn.intent, confidence=turn.confidence,
+                 fallback=turn.fallback, action=decision.action.value, rules=decision.rules_version,
+                 ms=round((time.perf_counter() - started) * 1000, 2))
+        if decision.leaves_bot:
+            stored = await self._hand_off(conversation, turn, decision, inp.now)
+        else:
+            stored = await self._reply(conversation, turn, decision)
+        if stored is not None:
+            await self.channels.get(conversation.channel).deliver(stored.conversation, stored.message)
+
+    async def _reply(self, conversation: Conversation, turn: BotTurn, decision: Decision) -> AppendResult:
+        if decision.action is not Action.CONTINUE:
+            log.info("policy.said", action=decision.action.value, explanation=decision.explanation)
         reply = Message(
             conversation_id=conversation.id,
             direction=Direction.OUTBOUND,
             sender=SenderKind.BOT,
-            text=turn.text,
+            text=decision.text or turn.text,
             channel=conversation.channel,
             turn=turn.meta(),
+            channel_metadata={"policy": decision.action.value} if decision.text else {},
         )
-        stored = await self.store.append(
-            reply,
-            updates={
-                "last_intent": turn.intent or "",
-                "last_confidence": turn.confidence,
-                "failed_bot_turns": conversation.failed_bot_turns + 1 if failed else 0,
-            },
+        return await self.store.append(reply, updates={
+            "last_intent": turn.intent or "",
+            "last_confidence": turn.confidence,
+            "signals": decision.signals,
+        })
+
+    async def _hand_off(
+        self, conversation: Conversation, turn: BotTurn, decision: Decision, now: datetime
+    ) -> AppendResult | None:
+        """Leave the bot in one atomic step: state, decision, events and the customer's notice together."""
+        route = decision.route
+        assert route is not None and decision.trigger is not None
+        record = decision.record(now, self.rules.rules.queue(route.queue).name)
+        state = ConversationState.QUEUED if route.mode == LIVE else ConversationState.ASYNC
+        status = record.status(state)
+        notice = Message(
+            conversation_id=conversation.id,
+            direction=Direction.OUTBOUND,
+            sender=SenderKind.SYSTEM,
+            text=decision.text or "",
+            channel=conversation.channel,
+            channel_metadata={"handoff": {"status": state.value, "queue": route.queue, "mode": route.mode}},
+            # What the bot understood on the turn that handed off, so `rules replay` can replay it.
+            turn=turn.meta(),
         )
-        log.info("bot.replied", bot=self.bot.name, intent=turn.intent, confidence=turn.confidence,
-                 fallback=turn.fallback, ms=round((time.perf_counter() - started) * 1000, 2))
-        await self.channels.get(conversation.channel).deliver(stored.conversation, stored.message)
+        events = [
+            ConversationEvent(type="handoff.escalated", conversation_id=conversation.id, ts=now, data={
+                **record.model_dump(mode="json"),
+                "fired": [{"reason": f.reason, "rule": f.rule, "priority": f.priority,
+                           "explanation": f.explanation} for f in decision.fired],
+                # The bot's reply that the handoff replaced, for review and the agent's context.
+                "bot_turn": turn.model_dump(mode="json"),
+            }),
+            ConversationEvent(type=f"handoff.{state.value}", conversation_id=conversation.id, ts=now,
+                              data={"status": status, "text": decision.text}),
+        ]
+        tags = list(dict.fromkeys([*conversation.tags, record.reason, *decision.trigger.tags]))
+        try:
+            stored = await self.store.append_and_move(
+                notice, state, events,
+                updates={
+                    "queue": route.queue, "priority": record.priority, "tags": tags, "handoff": record,
+                    "signals": decision.signals, "last_intent": turn.intent or "",
+                    "last_confidence": turn.confidence,
+                },
+                allowed_from=[ConversationState.BOT],
+            )
+        except TransitionRefused as exc:
+            log.info("handoff.skipped", current=exc.current)
+            return None
+        await self.queues.enqueue(route.queue, conversation.id, record.priority, now)
+        log.info("handoff.escalated", reason=record.reason, rule=record.trigger_rule, queue=route.queue,
+                 mode=route.mode, priority=record.priority, route_rule=record.route_rule,
+                 rules=record.rules_version)
+        return stored

@@ -9,6 +9,7 @@ from pydantic import Field, HttpUrl, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEMO_KNOWLEDGE_BASE = Path(__file__).parent / "bots" / "kb" / "demo_shop.yaml"
+DEMO_RULES = Path(__file__).parent / "rules" / "demo_shop"
 
 
 class Settings(BaseSettings):
@@ -36,6 +37,8 @@ class Settings(BaseSettings):
     bot_http_fallback_text: str = (
         "Sorry, I can't answer that right now. Please try again in a moment."
     )
+    rules_dir: Path = DEMO_RULES
+    admin_token: SecretStr | None = None
     log_format: Literal["auto", "console", "json"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -58,6 +61,20 @@ class Settings(BaseSettings):
     def _check_kb(cls, value: Path) -> Path:
         if not value.is_file():
             raise ValueError(f"no such file: {value}")
+        return value
+
+    @field_validator("rules_dir")
+    @classmethod
+    def _check_rules_dir(cls, value: Path) -> Path:
+        if not value.is_dir():
+            raise ValueError(f"no such directory: {value}")
+        return value
+
+    @field_validator("admin_token")
+    @classmethod
+    def _check_admin_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters")
         return value
 
     @model_validator(mode="after")

@@ -1,6 +1,7 @@
 """Every Redis key and channel name the project uses, built in one place.
 
-A conversation's keys share the hash tag ``{c:<id>}``, so a Lua script over them runs on one Cluster slot.
+A conversation's keys share the hash tag ``{c:<id>}``, so a Lua script over them runs on one Cluster slot;
+a desk's keys (queues, and in time agents and offers) share ``{d:<desk>}``.
 """
 
 from __future__ import annotations
@@ -36,6 +37,13 @@ class Keys:
 
     def identity(self, channel: str, address: str) -> str:
         return f"{self.namespace}:{{i:{channel}:{address}}}:customer-id"
+
+    def _desk(self, desk: str) -> str:
+        return f"{self.namespace}:{{d:{desk}}}"
+
+    def queue(self, desk: str, queue: str) -> str:
+        """A desk's queue: conversation ids ordered by priority, then by how long they have waited."""
+        return f"{self._desk(desk)}:queue:{queue}"
 
     def conversation_index(self) -> str:
         return f"{self.namespace}:conversations"

@@ -108,6 +108,8 @@ class TurnMeta(BaseModel):
     """What the bot knew about its own reply, kept on the bot's message for review and handoff context."""
 
     intent: str | None = None
+    # The intent's family (orders, billing, ...): what escalation and routing rules are written against.
+    family: str | None = None
     confidence: float = 0.0
     resolved: bool = False
     fallback: bool = False
@@ -132,6 +134,57 @@ class Message(BaseModel):
     ts: datetime = Field(default_factory=utcnow)
 
 
+class PolicySignals(BaseModel):
+    """What the handoff policy remembers between turns, so each decision is a function of one snapshot."""
+
+    explicit_requests: int = 0
+    failed_turns: int = 0
+    low_confidence_turns: int = 0
+    # How often a request for a person was declined here (channel or time), so the bot never argues twice.
+    declined: int = 0
+    # Sentiment scores (-1..1) of the latest customer messages, newest last.
+    sentiment: list[float] = Field(default_factory=list)
+    # Language detected from the customer's own words (ISO 639-1), when a detector was sure enough.
+    language: str | None = None
+    last_intent: str | None = None
+    last_family: str | None = None
+
+
+class HandoffRecord(BaseModel):
+    """Why and where a conversation left the bot: stored on the conversation and in its event stream."""
+
+    reason: str
+    trigger_rule: str
+    explanation: str
+    priority: int
+    # Other triggers that fired on the same turn, for review.
+    also: list[str] = Field(default_factory=list)
+    queue: str
+    queue_name: str = ""
+    skills: list[str] = Field(default_factory=list)
+    # live | async | callback | voicemail: what the customer was told would happen.
+    mode: str
+    route_rule: str
+    route_explanation: str
+    overflow_from: str | None = None
+    back_at: datetime | None = None
+    language: str | None = None
+    rules_version: str
+    decided_at: datetime
+
+    def status(self, state: ConversationState) -> dict[str, Any]:
+        """Where the handed-off conversation stands, as a channel shows it to the customer."""
+        return {
+            "status": state.value,
+            "queue": self.queue,
+            "queue_name": self.queue_name or self.queue,
+            "mode": self.mode,
+            "reason": self.reason,
+            "priority": self.priority,
+            "back_at": self.back_at.isoformat() if self.back_at else None,
+        }
+
+
 class Conversation(BaseModel):
     id: str
     state: ConversationState = ConversationState.BOT
@@ -146,7 +199,8 @@ class Conversation(BaseModel):
     # The bot's view of the latest turn, so policies can read it without replaying the transcript.
     last_intent: str | None = None
     last_confidence: float | None = None
-    failed_bot_turns: int = 0
+    signals: PolicySignals = Field(default_factory=PolicySignals)
+    handoff: HandoffRecord | None = None
 
     @field_validator("last_intent", "queue", "agent", mode="before")
     @classmethod

@@ -11,7 +11,7 @@ import hmac
 import json
 import secrets
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from importlib.resources import files
@@ -31,7 +31,7 @@ from sessions.models import (
     utcnow,
 )
 
-_JSON_FIELDS = ("customer", "tags")
+_JSON_FIELDS = ("customer", "tags", "signals", "handoff")
 
 
 class ConversationNotFound(LookupError):
@@ -116,6 +116,7 @@ class ConversationStore:
         self._create: AsyncScript = redis.register_script(_script("create_conversation"))
         self._append: AsyncScript = redis.register_script(_script("append_message"))
         self._transition: AsyncScript = redis.register_script(_script("transition"))
+        self._append_and_move: AsyncScript = redis.register_script(_script("append_and_move"))
 
     # -- conversations -------------------------------------------------------------------------------
     async def create(self, customer: Customer, channel: str, **fields: Any) -> NewConversation:
@@ -203,6 +204,43 @@ class ConversationStore:
         message_id, duplicate, state = result
         stored = message.model_copy(update={"id": _decode(message_id)})
         return AppendResult(stored, bool(duplicate), conversation_from_hash(state))
+
+    async def append_and_move(
+        self,
+        message: Message,
+        to: ConversationState,
+        events: Sequence[ConversationEvent],
+        updates: Mapping[str, Any] | None = None,
+        allowed_from: Iterable[ConversationState] = (),
+    ) -> AppendResult:
+        """Append a message and change state in one atomic step (a handoff and its announcement).
+
+        Raises TransitionRefused, writing nothing, when the conversation is no longer in ``allowed_from``
+        (another instance handed it off first, say).
+        """
+        cid = message.conversation_id
+        keys = self.keys
+        result = await self._append_and_move(
+            keys=[keys.conversation(cid), keys.transcript(cid), keys.events(cid)],
+            args=[
+                self.ttl_ms,
+                message.model_dump_json(exclude={"id"}),
+                keys.live_channel(cid),
+                utcnow().isoformat(),
+                " ".join(s.value for s in allowed_from),
+                to.value,
+                len(events),
+                *(e.model_dump_json() for e in events),
+                *_encode_fields(updates or {}),
+            ],
+        )
+        if not result or result[0] is None:
+            raise ConversationNotFound(cid)
+        if int(result[0]) == 0:
+            raise TransitionRefused(cid, _decode(result[1]), to.value)
+        _, message_id, state = result
+        stored = message.model_copy(update={"id": _decode(message_id)})
+        return AppendResult(stored, False, conversation_from_hash(state))
 
     async def transcript(self, conversation_id: str, after: str | None = None) -> list[Message]:
         start = f"({after}" if after else "-"

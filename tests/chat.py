@@ -43,6 +43,28 @@ class ChatClient:
         self.last_frames = await self.recv_until(lambda f: f.get("sender") == "bot")
         return self.last_frames[-1]
 
+    async def send(self, text: str, client_id: str | None = None) -> list[dict[str, Any]]:
+        """Send a message; returns the frames up to its ack and its echo (the bot may answer later, or never)."""
+        client_id = client_id or uuid.uuid4().hex
+        await self.ws.send_json({"type": "message", "text": text, "client_id": client_id})
+        seen: set[str] = set()
+
+        def done(frame: dict[str, Any]) -> bool:
+            if frame.get("client_id") == client_id:
+                seen.add(str(frame.get("type")))
+            return seen == {"ack", "message"}
+
+        return await self.recv_until(done)
+
+    async def say_until_handoff(self, text: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Send a message that should hand the conversation off; returns (system message, handoff frame)."""
+        await self.ws.send_json({"type": "message", "text": text, "client_id": uuid.uuid4().hex})
+        frames = await self.recv_until(lambda f: f.get("type") == "handoff")
+        assert not [f for f in frames if f.get("sender") == "bot"], f"the bot answered a handoff: {frames}"
+        notices = [f for f in frames if f.get("sender") == "system"]
+        assert len(notices) == 1, frames
+        return notices[0], frames[-1]
+
     async def assert_silent(self, seconds: float = 0.3) -> None:
         try:
             frame = await self.ws.receive_json(timeout=seconds)

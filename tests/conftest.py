@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import pytest
 from aiohttp import web
 from redis.asyncio import Redis
 
+from gateway import appkeys
 from gateway.app import create_app
 from gateway.embedded_redis import EmbeddedRedis, free_port
 from gateway.settings import Settings
@@ -69,11 +71,15 @@ async def start_gateway(
     """Starts real gateways on free ports (settings overridable per call); returns their base URL."""
     runners: list[web.AppRunner] = []
 
-    async def start(**overrides: Any) -> str:
+    async def start(clock: Callable[[], datetime] | None = None, **overrides: Any) -> str:
+        """``clock`` fixes the time the handoff policy sees (business hours), as a deployment's clock would."""
         port = free_port()
         settings = make_settings(redis_url, namespace, tmp_path, port=port, **overrides)
-        runner = web.AppRunner(create_app(settings), access_log=None)
+        app = create_app(settings)
+        runner = web.AppRunner(app, access_log=None)
         await runner.setup()
+        if clock is not None:
+            app[appkeys.PIPELINE].clock = clock
         await web.TCPSite(runner, "127.0.0.1", port).start()
         runners.append(runner)
         return f"http://127.0.0.1:{port}"

@@ -148,7 +148,7 @@ async def test_gateway_with_http_bot_end_to_end(
 ) -> None:
     async def echo(request: web.Request) -> web.Response:
         body = await request.json()
-        return web.json_response({"text": "echo: " + body["message"]["text"], "confidence": 0.5})
+        return web.json_response({"text": "echo: " + body["message"]["text"], "confidence": 0.9})
 
     base = await start_gateway(bot="http", bot_http_url=await bot_server(echo))
     chat = await connect(http, base)

@@ -19,7 +19,7 @@ from gateway.embedded_redis import free_port
 from tests.chat import connect
 from tests.readiness import wait_until_ready
 
-SECRET_WORDS = "my card 4111 is stolen please help"
+SECRET_WORDS = "my order 41115 has not arrived, my email is jane@example.com"
 
 
 def cli_env(data_dir: Path, **extra: str) -> dict[str, str]:

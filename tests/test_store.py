@@ -12,6 +12,7 @@ from sessions.models import (
     Customer,
     Direction,
     Message,
+    PolicySignals,
     SenderKind,
 )
 from sessions.store import ConversationNotFound, ConversationStore, TransitionRefused
@@ -58,9 +59,9 @@ async def test_append_to_unknown_conversation_raises(store: ConversationStore) -
 
 async def test_append_updates_fields_and_returns_the_snapshot(store: ConversationStore) -> None:
     cid = (await store.create(Customer(id="cu1", tier="gold"), "webchat")).conversation.id
-    result = await store.append(customer_says(cid, "x"), updates={"last_intent": "billing", "failed_bot_turns": 2})
+    result = await store.append(customer_says(cid, "x"), updates={"last_intent": "billing", "signals": PolicySignals(failed_turns=2)})
     assert result.conversation.last_intent == "billing"
-    assert result.conversation.failed_bot_turns == 2
+    assert result.conversation.signals.failed_turns == 2
     assert result.conversation.customer.tier == "gold"
 
 

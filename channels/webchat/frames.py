@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from sessions.models import Conversation, Message
+from sessions.models import Conversation, ConversationState, Message
 
 CLIENT_ID_MAX = 128
 
@@ -90,14 +90,21 @@ def message_frame(message: Message) -> dict[str, Any]:
     return frame
 
 
+def handoff_frame(status: dict[str, Any], text: str | None = None) -> dict[str, Any]:
+    return {"type": "handoff", **status, "text": text}
+
+
 def session_frame(conversation: Conversation, token: str, history: list[Message]) -> dict[str, Any]:
-    return {
+    frame: dict[str, Any] = {
         "type": "session",
         "conversation_id": conversation.id,
         "token": token,
         "state": conversation.state.value,
         "history": [message_frame(m) for m in history],
     }
+    if conversation.handoff is not None and conversation.state is not ConversationState.BOT:
+        frame["handoff"] = conversation.handoff.status(conversation.state)
+    return frame
 
 
 def ack_frame(client_id: str, message_id: str) -> dict[str, Any]:

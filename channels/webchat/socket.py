@@ -19,6 +19,7 @@ from channels.webchat.frames import (
     FrameError,
     MessageFrame,
     ack_frame,
+    handoff_frame,
     message_frame,
     parse_client_frame,
     session_frame,
@@ -243,9 +244,11 @@ class _LiveWriter:
         await self._write(message_frame(message))
 
     async def _send_event(self, event: ConversationEvent) -> None:
-        frame = event.data.get("frame")
-        if isinstance(frame, dict):
-            await self._write(frame)
+        """Events that change what the customer should see (a handoff's status) become frames."""
+        status = event.data.get("status")
+        if event.type.startswith("handoff.") and isinstance(status, dict):
+            text = event.data.get("text")
+            await self._write(handoff_frame(status, text if isinstance(text, str) else None))
 
     async def _write(self, frame: dict[str, Any]) -> None:
         with contextlib.suppress(ConnectionError, RuntimeError):

@@ -103,13 +103,14 @@ class FaqBot:
         intent, confidence = self.classify(message.text)
         if intent is None or confidence < self.kb.min_confidence:
             return BotTurn(text=self.kb.fallback, intent=intent.id if intent else None,
-                           confidence=confidence, fallback=True)
+                           family=intent.family if intent else None, confidence=confidence, fallback=True)
         fields = {
             name: match.group(1)
             for name, pattern in self._patterns[intent.id].items()
             if (match := pattern.search(message.text))
         }
-        return BotTurn(text=intent.answer, intent=intent.id, confidence=confidence, resolved=intent.resolves,
+        return BotTurn(text=intent.answer, intent=intent.id, family=intent.family, confidence=confidence,
+                       resolved=intent.resolves,
                        articles=intent.articles, fields=fields)
 
     async def aclose(self) -> None:

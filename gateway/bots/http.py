@@ -20,6 +20,7 @@ class HttpBotReply(BaseModel):
 
     text: str = Field(min_length=1, max_length=4000)
     intent: str | None = None
+    family: str | None = None
     confidence: float = Field(1.0, ge=0, le=1)
     resolved: bool = False
     articles: list[str] = Field(default_factory=list)
@@ -37,7 +38,7 @@ def turn_request(conversation: Conversation, message: Message) -> dict[str, obje
             "channel": conversation.channel,
             "state": conversation.state.value,
             "last_intent": conversation.last_intent,
-            "failed_bot_turns": conversation.failed_bot_turns,
+            "failed_bot_turns": conversation.signals.failed_turns,
         },
         "customer": {
             "id": customer.id,

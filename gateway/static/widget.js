@@ -208,6 +208,7 @@
         this.save();
         this.setConnected(true);
         for (var i = 0; i < frame.history.length; i++) this.showMessage(frame.history[i]);
+        if (frame.handoff) this.showHandoff(frame.handoff);
         this.flushOutbox();
         break;
       case "message":
@@ -261,10 +262,26 @@
     return el;
   };
 
+  // A one-line status above the conversation; the full explanation is the system message in the log.
   Widget.prototype.showHandoff = function (frame) {
-    var text = frame.text || "";
+    var team = frame.queue_name || frame.queue || "our team";
+    var text = "";
+    if (frame.status === "queued") text = "Waiting for a person from " + team + ". They'll reply here.";
+    else if (frame.status === "offered") text = "A person from " + team + " is about to join.";
+    else if (frame.status === "assigned") text = "You're chatting with " + team + ".";
+    else if (frame.status === "async") {
+      text = team + " will reply here";
+      if (frame.back_at) {
+        var back = new Date(frame.back_at);
+        if (!isNaN(back.getTime()) && back > new Date()) {
+          text += " after they reopen (" + back.toLocaleString([], { weekday: "long", hour: "2-digit", minute: "2-digit" }) + ")";
+        }
+      }
+      text += ". You don't need to wait here.";
+    }
     this.banner.textContent = text;
-    this.banner.classList.toggle("show", !!text && frame.status !== "resolved" && frame.status !== "closed");
+    this.banner.setAttribute("data-status", frame.status || "");
+    this.banner.classList.toggle("show", !!text);
   };
 
   Widget.prototype.showNotice = function (text) {

@@ -1,0 +1,161 @@
+"""``handoff-gateway rules check|test|replay``: what support operations run before a rule change ships."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from pydantic import ValidationError
+from redis.asyncio import Redis
+
+from gateway.bots.faq import KnowledgeBaseError, load_knowledge_base
+from gateway.redis_target import redis_target
+from gateway.settings import Settings
+from handoff.lint import lint
+from handoff.loader import load_rules
+from handoff.problems import RulesError
+from handoff.replay import Recording, compare, render
+from handoff.ruleset import RuleSet
+from handoff.scenarios import run_directory
+from handoff.signals import default_signal_reader
+from sessions.keys import Keys
+from sessions.store import ConversationNotFound, ConversationStore
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    rules = sub.add_parser("rules", help="check, test and replay escalation and routing rules")
+    verbs = rules.add_subparsers(dest="verb", required=True)
+    check = verbs.add_parser("check", help="validate a rules directory and report suspicious rules")
+    check.add_argument("dir", nargs="?", type=Path, help="rules directory (default: RULES_DIR)")
+    test = verbs.add_parser("test", help="run the scenario files against a rules directory")
+    test.add_argument("dir", nargs="?", type=Path, help="rules directory (default: RULES_DIR)")
+    test.add_argument("--scenarios", type=Path, help="scenario directory (default: DIR/scenarios)")
+    test.add_argument("-v", "--verbose", action="store_true", help="print every decision")
+    replay = verbs.add_parser("replay", help="compare live and candidate rules on recorded conversations")
+    replay.add_argument("--candidate", type=Path, required=True, help="the changed rules directory")
+    replay.add_argument("--live", type=Path, help="the rules in force (default: RULES_DIR)")
+    replay.add_argument("--from", dest="source", type=Path,
+                        help="JSONL export (handoff-gateway conversations --jsonl); default: read Redis")
+    replay.add_argument("--limit", type=int, default=1000, help="newest conversations to read from Redis")
+
+
+def run(settings: Settings, args: argparse.Namespace) -> int:
+    if args.verb == "check":
+        return _check(settings, args.dir or settings.rules_dir)
+    if args.verb == "test":
+        return _test(args.dir or settings.rules_dir, args.scenarios, args.verbose)
+    return _replay(settings, args)
+
+
+def _load(directory: Path) -> RuleSet | None:
+    try:
+        return load_rules(directory)
+    except RulesError as exc:
+        print(f"{directory}: {len(exc.problems)} error(s)", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  error: {problem}", file=sys.stderr)
+        return None
+
+
+def _known_intents(settings: Settings) -> tuple[set[str], set[str]]:
+    """The FAQ bot's intents and families, so the lint can flag rules that name ones it never reports."""
+    if settings.bot != "faq":
+        return set(), set()
+    try:
+        kb = load_knowledge_base(settings.faq_knowledge_base)
+    except KnowledgeBaseError:
+        return set(), set()
+    return {i.id for i in kb.intents}, {i.family for i in kb.intents}
+
+
+def _check(settings: Settings, directory: Path) -> int:
+    rules = _load(directory)
+    if rules is None:
+        return 1
+    intents, families = _known_intents(settings)
+    problems = lint(rules, intents, families)
+    for problem in problems:
+        print(f"  {problem.severity}: {problem}")
+    errors = sum(p.severity == "error" for p in problems)
+    warnings = len(problems) - errors
+    summary = (f"{directory}: version {rules.version}, {len(rules.queues.queues)} queues, "
+               f"{len(rules.routing.rules)} routing rules; {errors} error(s), {warnings} warning(s)")
+    print(summary, file=sys.stderr if errors else sys.stdout)
+    return 1 if errors else 0
+
+
+def _test(directory: Path, scenarios: Path | None, verbose: bool) -> int:
+    rules = _load(directory)
+    if rules is None:
+        return 1
+    folder = scenarios or directory / "scenarios"
+    try:
+        outcomes = run_directory(rules, folder, default_signal_reader(rules.meta.locales))
+    except RulesError as exc:
+        for problem in exc.problems:
+            print(f"  error: {folder / problem.file}: {problem}", file=sys.stderr)
+        return 1
+    for outcome in outcomes:
+        print(f"{'PASS' if outcome.passed else 'FAIL'}  {outcome.file}: {outcome.name}")
+        for failure in outcome.failures:
+            print(f"      {failure}")
+        if verbose:
+            for number, decision in enumerate(outcome.decisions, start=1):
+                print(f"      turn {number}: {decision.action.value}: {decision.explanation}")
+    failed = sum(not o.passed for o in outcomes)
+    print(f"{len(outcomes) - failed} passed, {failed} failed ({rules.version}, {folder})")
+    if not outcomes:
+        print(f"no scenarios in {folder}", file=sys.stderr)
+        return 1
+    return 1 if failed else 0
+
+
+def _read_jsonl(path: Path) -> Iterator[Recording]:
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield Recording.model_validate_json(line)
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                where = ".".join(map(str, first["loc"]))
+                raise ValueError(f"{path}:{number}: {where}: {first['msg']}") from None
+
+
+async def recordings_from_redis(settings: Settings, url: str, limit: int) -> list[Recording]:
+    redis = Redis.from_url(url)
+    store = ConversationStore(redis, Keys(settings.redis_namespace), settings.conversation_ttl_seconds)
+    recordings: list[Recording] = []
+    try:
+        for cid in await store.recent(limit):
+            try:
+                conversation = await store.get(cid)
+            except ConversationNotFound:
+                continue
+            recordings.append(Recording(conversation=conversation, messages=await store.transcript(cid)))
+    finally:
+        await redis.aclose()
+    return list(reversed(recordings))
+
+
+def _replay(settings: Settings, args: argparse.Namespace) -> int:
+    live = _load(args.live or settings.rules_dir)
+    candidate = _load(args.candidate)
+    if live is None or candidate is None:
+        return 1
+    try:
+        if args.source is not None:
+            recordings = list(_read_jsonl(args.source))
+        else:
+            with redis_target(settings) as target:
+                recordings = asyncio.run(recordings_from_redis(settings, target.url, args.limit))
+    except (OSError, ValueError) as exc:
+        print(f"handoff-gateway: {exc}", file=sys.stderr)
+        return 1
+    locales = sorted({*live.meta.locales, *candidate.meta.locales})
+    print(render(compare(live, candidate, recordings, default_signal_reader(locales))))
+    return 0

@@ -1,0 +1,145 @@
+"""Reads a rules directory into a RuleSet, or says exactly where it is wrong (file, line, field).
+
+The content hash covers every rule file byte for byte, so two gateways that report the same version and
+hash decide the same way, and a decision's recorded version identifies the rules it was made under.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from handoff.lint import lint
+from handoff.problems import Problem, RulesError
+from handoff.ruleset import RuleSet
+from handoff.schema import (
+    FILES,
+    MessagesFile,
+    QueuesFile,
+    RoutingFile,
+    RuleSetMeta,
+    TriggersFile,
+)
+
+M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
+
+
+class SourceMap:
+    """Line numbers of YAML nodes, so an error about ``queues.billing.hours`` points at its line."""
+
+    def __init__(self, text: str) -> None:
+        try:
+            self._root: yaml.Node | None = yaml.compose(text, Loader=yaml.SafeLoader)
+        except yaml.YAMLError:
+            self._root = None
+
+    def line(self, loc: Sequence[str | int]) -> int | None:
+        node = self._root
+        found = node.start_mark.line + 1 if node is not None else None
+        for part in loc:
+            if isinstance(node, yaml.MappingNode):
+                entry = next(((k, v) for k, v in node.value if getattr(k, "value", None) == str(part)), None)
+                if entry is None:
+                    break
+                key, node = entry
+                found = key.start_mark.line + 1  # the line that names the field
+            elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+                node = node.value[part]
+                found = node.start_mark.line + 1
+            else:
+                break
+        return found
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedFile:
+    name: str
+    data: Any
+    source: SourceMap
+    raw: bytes
+
+
+def _field(loc: Sequence[str | int]) -> str:
+    return ".".join(str(p) for p in loc if not (isinstance(p, str) and p.startswith(("function-", "str"))))
+
+
+def _read(directory: Path, name: str, problems: list[Problem]) -> LoadedFile | None:
+    path = directory / name
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        problems.append(Problem(name, None, "", "file is missing"))
+        return None
+    except OSError as exc:
+        problems.append(Problem(name, None, "", f"cannot be read: {exc.strerror}"))
+        return None
+    text = raw.decode("utf-8", errors="replace")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problems.append(Problem(name, line, "", f"not valid YAML: {getattr(exc, 'problem', exc)}"))
+        return None
+    return LoadedFile(name, data if data is not None else {}, SourceMap(text), raw)
+
+
+def _validate(loaded: LoadedFile, model: type[M], problems: list[Problem]) -> M | None:
+    try:
+        return model.model_validate(loaded.data)
+    except ValidationError as exc:
+        for error in exc.errors():
+            loc = [p for p in error["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
+            message = error["msg"].removeprefix("Value error, ")
+            problems.append(Problem(loaded.name, loaded.source.line(loc), _field(loc), message))
+        return None
+
+
+def content_hash(files: Sequence[LoadedFile]) -> str:
+    digest = hashlib.sha256()
+    for loaded in sorted(files, key=lambda f: f.name):
+        digest.update(loaded.name.encode() + b"\0" + loaded.raw + b"\0")
+    return digest.hexdigest()
+
+
+def load_rules(directory: Path) -> RuleSet:
+    """Load and check a rules directory. Raises RulesError listing every error found."""
+    if not directory.is_dir():
+        raise RulesError([Problem(str(directory), None, "", "is not a directory")])
+    problems: list[Problem] = []
+    loaded = {name: _read(directory, name, problems) for name in FILES}
+    models: dict[str, Any] = {}
+    for name, model in FILES.items():
+        file = loaded[name]
+        if file is not None:
+            models[name] = _validate(file, model, problems)
+    if problems or any(m is None for m in models.values()):
+        raise RulesError(problems)
+    files = [f for f in loaded.values() if f is not None]
+    rules = RuleSet(
+        directory=directory,
+        meta=_as(models["ruleset.yaml"], RuleSetMeta),
+        queues=_as(models["queues.yaml"], QueuesFile),
+        triggers=_as(models["triggers.yaml"], TriggersFile),
+        routing=_as(models["routing.yaml"], RoutingFile),
+        messages=_as(models["messages.yaml"], MessagesFile),
+        digest=content_hash(files),
+        sources={f.name: f.source for f in files},
+    )
+    # The same errors `rules check` reports: a set it fails is never put in force.
+    errors = [p for p in lint(rules) if p.severity == "error"]
+    if errors:
+        raise RulesError(errors)
+    return rules
+
+
+def _as(value: object, model: type[T]) -> T:
+    assert isinstance(value, model)
+    return value

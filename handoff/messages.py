@@ -1,0 +1,61 @@
+"""Customer-facing texts from messages.yaml, filled in for one customer (locale, channel, clock).
+
+Times are written in the customer's locale (babel) and in the team's time zone, named, so "back Monday
+08:00 Eastern Standard Time" is never ambiguous.
+"""
+
+from __future__ import annotations
+
+import string
+from datetime import datetime
+
+from babel.dates import format_datetime, format_timedelta
+
+from handoff.routing import Route
+from handoff.ruleset import RuleSet
+
+# Every key the policy may use; `rules check` reports any missing for a locale.
+DEFLECT = "deflect"
+CLARIFY = "clarify"
+SELF_SERVICE = "after_hours_self_service"
+BACK_UNKNOWN = "back_unknown"
+# An asynchronous follow-up while the team is open (live help was not offered on this channel).
+TICKET = "handoff_ticket"
+BY_MODE = {
+    "live": "handoff_live",
+    "async": "handoff_async",
+    "callback": "handoff_callback",
+    "voicemail": "handoff_voicemail",
+    "self_service": SELF_SERVICE,
+}
+REQUIRED = (DEFLECT, CLARIFY, BACK_UNKNOWN, TICKET, *BY_MODE.values())
+PLACEHOLDERS = frozenset({"queue", "back_at", "back_in"})
+
+
+def placeholders(text: str) -> set[str]:
+    return {name for _, name, _, _ in string.Formatter().parse(text) if name is not None}
+
+
+class _Values(dict[str, str]):
+    def __missing__(self, key: str) -> str:  # an unknown placeholder stays visible rather than crashing
+        return "{" + key + "}"
+
+
+def render(
+    rules: RuleSet, key: str, locale: str, channel: str, *, now: datetime, route: Route | None = None
+) -> tuple[str, str]:
+    """The message text and the locale it was written in."""
+    text, used = rules.message(key, locale, channel)
+    if not text:
+        return text, used
+    values = _Values()
+    if route is not None:
+        values["queue"] = rules.queue(route.queue).name
+        if route.back_at is not None:
+            zone = rules.zone_of(rules.queue(route.queue).hours)
+            values["back_at"] = format_datetime(route.back_at, "EEEE HH:mm zzzz", tzinfo=zone, locale=used)
+            values["back_in"] = format_timedelta(route.back_at - now, add_direction=True, locale=used)
+        else:
+            unknown, _ = rules.message(BACK_UNKNOWN, used, channel)
+            values["back_at"] = values["back_in"] = unknown
+    return text.format_map(values).strip(), used

@@ -1,0 +1,158 @@
+"""Escalation triggers: which rules fire on one bot turn, and what the policy remembers for the next.
+
+Pure functions of the snapshot; nothing here does I/O or reads the clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from handoff.ruleset import RuleSet
+from handoff.signals import MessageSignals
+from sessions.models import BotTurn, Conversation, PolicySignals
+
+# Reason codes, stable across versions: dashboards and review group by them.
+EXPLICIT_REQUEST = "explicit_request"
+HIGH_RISK = "high_risk_intent"
+APPROVAL_REQUIRED = "approval_required"
+UNSUPPORTED = "unsupported_workflow"
+NEGATIVE_SENTIMENT = "negative_sentiment"
+FAILED_TURNS = "failed_turns"
+LOW_CONFIDENCE = "low_confidence"
+
+# When two triggers have the same priority, the earlier one here is the stated reason.
+REASONS = (
+    HIGH_RISK, EXPLICIT_REQUEST, APPROVAL_REQUIRED, UNSUPPORTED, NEGATIVE_SENTIMENT, FAILED_TURNS,
+    LOW_CONFIDENCE,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Fired:
+    reason: str
+    rule: str
+    priority: int
+    explanation: str
+    tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerResult:
+    fired: tuple[Fired, ...]
+    signals: PolicySignals
+    # The customer asked for a person, but not often enough yet to transfer.
+    early_request: bool
+    # This turn is the first low-confidence one and the rules want a clarifying question.
+    clarify: bool
+    explicit: bool
+
+
+def evaluate(
+    rules: RuleSet, conversation: Conversation, text: str, turn: BotTurn, message: MessageSignals
+) -> TriggerResult:
+    cfg = rules.triggers
+    prev = conversation.signals
+    # Only an intent the bot was sure enough to answer on counts; a fallback's best guess does not.
+    intent = None if turn.fallback else turn.intent
+    family = None if turn.fallback else turn.family
+    fired = _high_risk(rules, text, intent, family)
+
+    er = cfg.explicit_request
+    explicit = er.enabled and ((intent is not None and intent in er.intents) or
+                               rules.explicit_phrases.search(text) is not None)
+    requests = prev.explicit_requests + 1 if explicit else prev.explicit_requests
+    early_request = explicit and requests < er.transfer_on_request
+    if explicit and not early_request:
+        fired.append(Fired(EXPLICIT_REQUEST, "explicit_request", er.priority,
+                           f"asked for a person {_times(requests)}"))
+
+    ar = cfg.approval_required
+    if ar.enabled and intent is not None and intent in ar.intents and (
+        conversation.customer.verified or not ar.require_verified
+    ):
+        fired.append(Fired(APPROVAL_REQUIRED, "approval_required", ar.priority,
+                           f"{intent} needs a person's approval for a signed-in customer"))
+
+    uw = cfg.unsupported_workflow
+    what = intent if intent is not None and intent in uw.intents else rules.unsupported_phrases.search(text)
+    if uw.enabled and what:
+        fired.append(Fired(UNSUPPORTED, "unsupported_workflow", uw.priority,
+                           f'"{what}" is a workflow the bot does not support'))
+
+    ns = cfg.negative_sentiment
+    sentiment = [*prev.sentiment, message.sentiment][-ns.window:]
+    negatives = sum(1 for s in sentiment if s <= ns.at_or_below)
+    if ns.enabled and message.sentiment <= ns.at_or_below and negatives >= ns.min_negative:
+        fired.append(Fired(NEGATIVE_SENTIMENT, "negative_sentiment", ns.priority,
+                           f"{negatives} of the last {len(sentiment)} messages were negative"))
+
+    # A failed turn: a fallback, an empty answer, or the customer asking the same thing again.
+    repeated = intent is not None and intent == prev.last_intent and not explicit
+    failed = turn.fallback or not turn.text.strip() or repeated
+    failed_turns = prev.failed_turns + 1 if failed else 0
+    hit = _failed_limit(rules, family or prev.last_family, conversation.channel, failed_turns)
+    if failed and hit is not None:
+        fired.append(hit)
+
+    lc = cfg.low_confidence
+    low = lc.enabled and turn.confidence < lc.below and not explicit
+    low_turns = prev.low_confidence_turns + 1 if low else 0
+    if low and low_turns >= lc.escalate_after:
+        fired.append(Fired(LOW_CONFIDENCE, "low_confidence", lc.priority,
+                           f"{low_turns} answers in a row below confidence {lc.below}"))
+    clarify = low and lc.clarify_first and low_turns == 1 and low_turns < lc.escalate_after
+
+    signals = PolicySignals(
+        explicit_requests=requests,
+        failed_turns=failed_turns,
+        low_confidence_turns=low_turns,
+        declined=prev.declined,
+        sentiment=sentiment,
+        language=message.language or prev.language,
+        last_intent=intent,
+        last_family=family or prev.last_family,
+    )
+    return TriggerResult(tuple(fired), signals, early_request, clarify, explicit)
+
+
+def _high_risk(rules: RuleSet, text: str, intent: str | None, family: str | None) -> list[Fired]:
+    fired: list[Fired] = []
+    for rule, phrases in zip(rules.triggers.high_risk, rules.high_risk_phrases, strict=True):
+        why = None
+        if intent is not None and intent in rule.intents:
+            why = f"intent {intent}"
+        elif family is not None and family in rule.families:
+            why = f"intent family {family}"
+        elif phrase := phrases.search(text):
+            why = f'the words "{phrase}"'
+        if why:
+            explanation = rule.explanation or f"{rule.id} is handled by people"
+            fired.append(Fired(HIGH_RISK, f"high_risk.{rule.id}", rule.priority, f"{explanation} ({why})",
+                               tuple(rule.tags)))
+    return fired
+
+
+def strongest(fired: tuple[Fired, ...]) -> Fired:
+    """The stated reason: the highest priority, then the order of REASONS."""
+    return min(fired, key=lambda f: (-f.priority, REASONS.index(f.reason)))
+
+
+def _failed_limit(rules: RuleSet, family: str | None, channel: str, failed_turns: int) -> Fired | None:
+    """The first matching per-family/per-channel limit applies, else the default."""
+    ft = rules.triggers.failed_turns
+    rule, limit = "failed_turns", ft.after
+    for index, candidate in enumerate(ft.limits):
+        if (candidate.families and family not in candidate.families) or (
+            candidate.channels and channel not in candidate.channels
+        ):
+            continue
+        rule, limit = f"failed_turns.limits[{index}]", candidate.after
+        break
+    if not ft.enabled or failed_turns < limit:
+        return None
+    return Fired(FAILED_TURNS, rule, ft.priority,
+                 f"{failed_turns} bot answers in a row did not help (limit {limit})")
+
+
+def _times(n: int) -> str:
+    return "once" if n == 1 else "twice" if n == 2 else f"{n} times"
