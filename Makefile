@@ -27,9 +27,10 @@ lint: $(STAMP)
 
 check: lint test
 
-## bench: web chat benchmark against a gateway it starts itself (see tests/bench/README.md)
+## bench: the web chat benchmark (a gateway it starts itself) and the handoff policy benchmark (tests/bench/README.md)
 bench: $(STAMP)
 	$(BIN)/python tests/bench/bench_webchat.py --sessions 200
+	$(BIN)/python tests/bench/bench_policy.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

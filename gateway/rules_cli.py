@@ -96,7 +96,7 @@ def _test(directory: Path, scenarios: Path | None, verbose: bool) -> int:
         outcomes = run_directory(rules, folder, default_signal_reader(rules.meta.locales))
     except RulesError as exc:
         for problem in exc.problems:
-            print(f"  error: {folder / problem.file}: {problem}", file=sys.stderr)
+            print(f"  error: {folder}/{problem}", file=sys.stderr)
         return 1
     for outcome in outcomes:
         print(f"{'PASS' if outcome.passed else 'FAIL'}  {outcome.file}: {outcome.name}")

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
 
+from gateway import appkeys
 from gateway.app import create_app
 from gateway.embedded_redis import free_port
 from sessions.keys import Keys
@@ -47,10 +49,14 @@ class Server:
         self.settings = make_settings(redis_url, namespace, tmp_path, port=self.port,
                                       allowed_origins=frozenset({self.base}), **overrides)
         self.runner: web.AppRunner | None = None
+        self.clock: Callable[[], datetime] | None = None
 
     async def start(self) -> None:
-        self.runner = web.AppRunner(create_app(self.settings), access_log=None)
+        app = create_app(self.settings)
+        self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
+        if self.clock is not None:
+            app[appkeys.PIPELINE].clock = self.clock
         await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
 
     async def stop(self) -> None:
@@ -129,5 +135,30 @@ async def test_verified_demo_customer(browser: Browser, redis_url: str, namespac
         store = ConversationStore(redis, Keys(namespace), 60)
         conversation = await store.get((await store.recent(1))[0])
         assert conversation.customer.trusted("tier") == "gold"
+    finally:
+        await server.stop()
+
+
+async def test_handoff_shows_the_notice_and_a_status_line_that_survives_a_reload(
+    browser: Browser, redis_url: str, namespace: str, tmp_path: Path, redis: Any
+) -> None:
+    server = Server(redis_url, namespace, tmp_path)
+    server.clock = lambda: datetime(2026, 11, 28, 4, 30, tzinfo=UTC)  # Friday night in New York
+    await server.start()
+    try:
+        page = await browser.new_page()
+        await page.goto(server.base)
+        await page.get_by_role("button", name="Open chat").click()
+        await send(page, "I want to dispute a charge on my card")
+        await expect(page.locator(".msg.system")).to_contain_text("Our Billing team is closed right now")
+        await expect(page.locator(".msg.bot")).to_have_count(0)  # the bot never answered
+        banner = page.locator(".banner")
+        await expect(banner).to_be_visible()
+        await expect(banner).to_contain_text("Billing will reply here")
+        await expect(banner).to_have_attribute("data-status", "async")
+
+        await page.reload()
+        await expect(page.locator(".banner")).to_contain_text("Billing will reply here")
+        await expect(page.locator(".msg.system")).to_have_count(1)
     finally:
         await server.stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import aiohttp
 import pytest
 
 from gateway.embedded_redis import free_port
+from gateway.settings import DEMO_RULES
 from tests.chat import connect
 from tests.readiness import wait_until_ready
 
@@ -48,10 +50,10 @@ class Running:
 async def run_gateway(http: aiohttp.ClientSession) -> AsyncIterator[Callable[..., Any]]:
     started: list[Running] = []
 
-    async def start(data_dir: Path) -> Running:
+    async def start(data_dir: Path, **extra: str) -> Running:
         port = free_port()
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "gateway", "run", "--port", str(port), env=cli_env(data_dir),
+            sys.executable, "-m", "gateway", "run", "--port", str(port), env=cli_env(data_dir, **extra),
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
         )
         base = f"http://127.0.0.1:{port}"
@@ -108,6 +110,8 @@ async def test_restart_keeps_the_conversation_and_cli_sees_it(
         ({"BOT": "gpt"}, "BOT"),
         ({"BOT": "http"}, "BOT_HTTP_URL"),
         ({"MAX_MESSAGE_CHARS": "0"}, "MAX_MESSAGE_CHARS"),
+        ({"RULES_DIR": "/nonexistent/rules"}, "RULES_DIR"),
+        ({"ADMIN_TOKEN": "short"}, "ADMIN_TOKEN"),
     ],
 )
 def test_bad_setting_stops_start_up_with_one_line_naming_it(
@@ -122,3 +126,49 @@ def test_bad_setting_stops_start_up_with_one_line_naming_it(
 def test_unknown_conversation_is_a_clear_error(tmp_path: Path) -> None:
     result = cli(tmp_path, "conversations", "f" * 32)
     assert result.returncode == 1 and "no conversation" in result.stderr
+
+
+def test_broken_rules_stop_start_up_with_the_line_to_fix(tmp_path: Path) -> None:
+    rules = tmp_path / "rules"
+    shutil.copytree(DEMO_RULES, rules)
+    (rules / "routing.yaml").write_text((rules / "routing.yaml").read_text().replace(
+        "    queue: accounts", "    queue: acounts"))
+    result = cli(tmp_path, "run", RULES_DIR=str(rules))
+    assert result.returncode == 2
+    assert "the rules in" in result.stderr and "no queue named 'acounts'" in result.stderr
+    assert "routing.yaml:" in result.stderr
+
+
+async def test_sighup_reloads_the_rules_and_a_broken_set_is_refused(
+    tmp_path: Path, run_gateway: Any, http: aiohttp.ClientSession
+) -> None:
+    rules = tmp_path / "rules"
+    shutil.copytree(DEMO_RULES, rules)
+    token = "sighup-test-admin-token"
+    running = await run_gateway(tmp_path, RULES_DIR=str(rules), ADMIN_TOKEN=token)
+    auth = {"Authorization": f"Bearer {token}"}
+
+    async def version() -> str:
+        async with http.get(f"{running.base}/api/admin/rules", headers=auth) as response:
+            return str((await response.json())["version"])
+
+    async def after_hangup(previous: str) -> str:
+        running.process.send_signal(signal.SIGHUP)
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            if (current := await version()) != previous:
+                return current
+        return previous
+
+    first = await version()
+    ruleset = rules / "ruleset.yaml"
+    ruleset.write_text(ruleset.read_text().replace('"2026-11-26.1"', '"2026-11-26.9"'))
+    second = await after_hangup(first)
+    assert second.startswith("2026-11-26.9+")
+
+    (rules / "triggers.yaml").write_text("low_confidence: {below: 7}\n")
+    running.process.send_signal(signal.SIGHUP)
+    await asyncio.sleep(1.0)
+    assert await version() == second  # refused; the running set stays
+    logs = await running.stop()
+    assert "rules.reload_refused" in logs and "low_confidence.below" in logs
