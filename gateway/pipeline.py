@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
+from collections import OrderedDict
 from collections.abc import Callable
 from datetime import datetime
 
@@ -35,6 +36,7 @@ from sessions.store import AppendResult, ConversationStore, TransitionRefused
 log = structlog.get_logger(__name__)
 
 Clock = Callable[[], datetime]
+_REMEMBERED_TURNS = 10_000
 
 
 class Pipeline:
@@ -56,6 +58,8 @@ class Pipeline:
         self.clock = clock
         # One bot turn at a time per conversation, so replies follow the messages they answer.
         self._turn_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        # When each recent conversation's last turn was stored, to spot a snapshot taken before it.
+        self._turn_finished: OrderedDict[str, datetime] = OrderedDict()
 
     async def accept(self, inbound: InboundMessage) -> AppendResult:
         """Store a customer's message once per external id; one Redis round trip."""
@@ -82,13 +86,24 @@ class Pipeline:
         """
         if accepted.duplicate:
             return
-        lock = self._turn_locks.setdefault(accepted.conversation.id, asyncio.Lock())
+        cid = accepted.conversation.id
+        lock = self._turn_locks.setdefault(cid, asyncio.Lock())
         async with lock:
-            if accepted.conversation.state is ConversationState.BOT:
-                await self._bot_turn(accepted)
+            conversation = accepted.conversation
+            finished = self._turn_finished.get(cid)
+            if finished is not None and finished >= conversation.updated_at:
+                # Stored before the previous turn finished: its snapshot misses that turn's decision.
+                conversation = await self.store.get(cid)
+            if conversation.state is ConversationState.BOT:
+                await self._bot_turn(conversation, accepted.message)
 
-    async def _bot_turn(self, accepted: AppendResult) -> None:
-        conversation, message = accepted.conversation, accepted.message
+    def _finished(self, stored: AppendResult) -> None:
+        self._turn_finished[stored.conversation.id] = stored.conversation.updated_at
+        self._turn_finished.move_to_end(stored.conversation.id)
+        while len(self._turn_finished) > _REMEMBERED_TURNS:
+            self._turn_finished.popitem(last=False)
+
+    async def _bot_turn(self, conversation: Conversation, message: Message) -> None:
         started = time.perf_counter()
         try:
             turn = await self.bot.respond(conversation, message)
@@ -108,9 +123,14 @@ class Pipeline:
         else:
             stored = await self._reply(conversation, turn, decision)
         if stored is not None:
+            self._finished(stored)
             await self.channels.get(conversation.channel).deliver(stored.conversation, stored.message)
 
-    async def _reply(self, conversation: Conversation, turn: BotTurn, decision: Decision) -> AppendResult:
+    async def _reply(
+        self, conversation: Conversation, turn: BotTurn, decision: Decision
+    ) -> AppendResult | None:
+        """The bot's reply, stored only while the conversation is still the bot's (another instance may
+        have handed it off meanwhile)."""
         if decision.action is not Action.CONTINUE:
             log.info("policy.said", action=decision.action.value, explanation=decision.explanation)
         reply = Message(
@@ -122,11 +142,15 @@ class Pipeline:
             turn=turn.meta(),
             channel_metadata={"policy": decision.action.value} if decision.text else {},
         )
-        return await self.store.append(reply, updates={
-            "last_intent": turn.intent or "",
-            "last_confidence": turn.confidence,
-            "signals": decision.signals,
-        })
+        try:
+            return await self.store.append_and_move(reply, ConversationState.BOT, [], updates={
+                "last_intent": turn.intent or "",
+                "last_confidence": turn.confidence,
+                "signals": decision.signals,
+            }, allowed_from=[ConversationState.BOT])
+        except TransitionRefused as exc:
+            log.info("bot.reply_dropped", current=exc.current)
+            return None
 
     async def _hand_off(
         self, conversation: Conversation, turn: BotTurn, decision: Decision, now: datetime
@@ -159,6 +183,10 @@ class Pipeline:
                               data={"status": status, "text": decision.text}),
         ]
         tags = list(dict.fromkeys([*conversation.tags, record.reason, *decision.trigger.tags]))
+        # Queue first: a crash between the two steps leaves an entry the desk drops on claim (its state
+        # is not queued), never a queued conversation that no queue holds.
+        added = await self.queues.enqueue(route.queue, conversation.id, record.priority, now,
+                                          live=state is ConversationState.QUEUED)
         try:
             stored = await self.store.append_and_move(
                 notice, state, events,
@@ -171,8 +199,9 @@ class Pipeline:
             )
         except TransitionRefused as exc:
             log.info("handoff.skipped", current=exc.current)
+            if added:
+                await self.queues.remove(route.queue, conversation.id, live=state is ConversationState.QUEUED)
             return None
-        await self.queues.enqueue(route.queue, conversation.id, record.priority, now)
         log.info("handoff.escalated", reason=record.reason, rule=record.trigger_rule, queue=route.queue,
                  mode=route.mode, priority=record.priority, route_rule=record.route_rule,
                  rules=record.rules_version)

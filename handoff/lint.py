@@ -78,12 +78,9 @@ def cross_check(rules: RuleSet) -> list[Problem]:
         for name, value in texts.items():
             pairs = [(name, value)] if isinstance(value, str) else list(value.items())
             for locale, text in pairs:
-                unknown = messages.placeholders(text) - messages.PLACEHOLDERS
                 where = [key, name] if isinstance(value, str) else [key, name, locale]
-                if unknown:
-                    report.add("messages.yaml", ["messages", *where],
-                               f"unknown placeholder {{{sorted(unknown)[0]}}}; use "
-                               + ", ".join(f"{{{p}}}" for p in sorted(messages.PLACEHOLDERS)))
+                if problem := messages.check_template(text):
+                    report.add("messages.yaml", ["messages", *where], problem)
     return report.problems
 
 
@@ -113,13 +110,14 @@ def lint(
 
     if intents:
         triggers = rules.triggers
-        named = [("explicit_request", triggers.explicit_request.intents),
+        named: list[tuple[str, list[str]]] = [("explicit_request", triggers.explicit_request.intents),
                  ("approval_required", triggers.approval_required.intents),
                  ("unsupported_workflow", triggers.unsupported_workflow.intents)]
-        named += [(f"high_risk.{i}", r.intents) for i, r in enumerate(triggers.high_risk)]
-        for where, names in named:
-            for intent in set(names) - intents:
-                report.add("triggers.yaml", [*where.split("."), "intents"],
+        located: list[tuple[list[str | int], list[str]]] = [([where], names) for where, names in named]
+        located += [(["high_risk", i], r.intents) for i, r in enumerate(triggers.high_risk)]
+        for loc, names in located:
+            for intent in sorted(set(names) - intents):
+                report.add("triggers.yaml", [*loc, "intents"],
                            f"the bot has no intent {intent!r}; this trigger can never fire on it", "warning")
 
     for key, texts in rules.messages.messages.items():

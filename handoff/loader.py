@@ -134,7 +134,10 @@ def load_rules(directory: Path) -> RuleSet:
         sources={f.name: f.source for f in files},
     )
     # The same errors `rules check` reports: a set it fails is never put in force.
-    errors = [p for p in lint(rules) if p.severity == "error"]
+    try:
+        errors = [p for p in lint(rules) if p.severity == "error"]
+    except Exception as exc:  # a check that cannot run must refuse the set, not crash a reload
+        raise RulesError([Problem(str(directory), None, "", f"could not be checked: {exc!r}")]) from exc
     if errors:
         raise RulesError(errors)
     return rules

@@ -32,8 +32,24 @@ REQUIRED = (DEFLECT, CLARIFY, BACK_UNKNOWN, TICKET, *BY_MODE.values())
 PLACEHOLDERS = frozenset({"queue", "back_at", "back_in"})
 
 
-def placeholders(text: str) -> set[str]:
-    return {name for _, name, _, _ in string.Formatter().parse(text) if name is not None}
+_SAMPLE = {"queue": "Billing", "back_at": "Monday 08:00 Eastern Standard Time", "back_in": "in 9 hours"}
+
+
+def check_template(text: str) -> str | None:
+    """Why ``text`` cannot be filled in, or None: run on every message before a rule set is accepted."""
+    try:
+        names = {name for _, name, _, _ in string.Formatter().parse(text) if name is not None}
+    except ValueError as exc:
+        return f"cannot be filled in ({exc}); write a literal brace as {{{{ or }}}}"
+    unknown = names - PLACEHOLDERS
+    if unknown:
+        return (f"unknown placeholder {{{sorted(unknown)[0]}}}; use "
+                + ", ".join(f"{{{p}}}" for p in sorted(PLACEHOLDERS)))
+    try:
+        text.format_map(_SAMPLE)
+    except (ValueError, KeyError, IndexError, AttributeError) as exc:
+        return f"cannot be filled in ({exc}); placeholders are written plainly, e.g. {{queue}}"
+    return None
 
 
 class _Values(dict[str, str]):

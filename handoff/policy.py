@@ -13,9 +13,9 @@ from datetime import datetime
 from enum import StrEnum
 
 from handoff import messages
-from handoff.routing import LIVE, QueueLoad, Route, facts_for, route
+from handoff.routing import QueueLoad, Route, facts_for, route
 from handoff.ruleset import RuleSet
-from handoff.schema import NotOffered
+from handoff.schema import AfterHoursMode, NotOffered
 from handoff.signals import MessageSignals
 from handoff.triggers import EXPLICIT_REQUEST, Fired, TriggerResult, evaluate, strongest
 from sessions.models import BotTurn, Conversation, HandoffRecord, PolicySignals
@@ -105,9 +105,10 @@ def decide(inp: TurnInput, rules: RuleSet, load: Mapping[str, QueueLoad] | None 
     also = tuple(f for f in result.fired if f is not trigger)
     facts = facts_for(inp.conversation, trigger, signals.last_intent, signals.last_family,
                       signals.language)
-    blocked = _not_offered(rules, trigger, channel, inp.now)
-    if blocked is not None and blocked.instead == "self_service" and signals.declined == 0:
-        # Told once why a person is not available here; asking again gets a ticket, never a third argument.
+    blocked = _not_offered(rules, channel, inp.now)
+    explicit = trigger.reason == EXPLICIT_REQUEST
+    if blocked is not None and blocked.instead == "self_service" and explicit and not signals.declined:
+        # Told once why a person is not available here; asking again gets a written follow-up.
         chosen = route(rules, facts, inp.now, load, instead="self_service")
         declined = signals.model_copy(update={"declined": 1})
         text, used = messages.render(rules, blocked.message, locale, channel, now=inp.now, route=chosen)
@@ -115,16 +116,15 @@ def decide(inp: TurnInput, rules: RuleSet, load: Mapping[str, QueueLoad] | None 
                         f"{trigger.explanation}; live help is not offered here ({blocked.id})",
                         trigger, also, chosen, blocked.message, text, used, result.fired)
 
-    instead = None
+    instead: AfterHoursMode | None = None
     key = None
     if blocked is not None:
+        # No live person on this channel now, whatever the trigger: never promise one.
         instead = "async" if blocked.instead == "self_service" else blocked.instead
         key = blocked.message if blocked.instead != "self_service" else None
-    elif signals.declined and trigger.reason == EXPLICIT_REQUEST:
-        instead = "async"
     chosen = route(rules, facts, inp.now, load, instead=instead)
     if chosen.mode == "self_service":
-        if signals.declined == 0:
+        if not signals.declined:
             declined = signals.model_copy(
                 update={"declined": 1, "failed_turns": 0, "low_confidence_turns": 0}
             )
@@ -150,16 +150,14 @@ def reroute(decision: Decision, inp: TurnInput, rules: RuleSet, load: Mapping[st
 
 
 def needs_load(decision: Decision, rules: RuleSet) -> list[str]:
-    """Queues whose load can change this decision: only those with an overflow limit."""
-    if decision.route is None or decision.route.mode != LIVE:
+    """Queues whose load can change this decision: a routed queue with an overflow limit."""
+    if decision.route is None:
         return []
-    queue = decision.route.queue
+    queue = decision.route.overflow_from or decision.route.queue
     return [queue] if rules.queue(queue).overflow is not None else []
 
 
-def _not_offered(rules: RuleSet, trigger: Fired, channel: str, now: datetime) -> NotOffered | None:
-    if trigger.reason != EXPLICIT_REQUEST:
-        return None
+def _not_offered(rules: RuleSet, channel: str, now: datetime) -> NotOffered | None:
     for rule in rules.triggers.explicit_request.not_offered:
         if rule.channels and channel not in rule.channels:
             continue

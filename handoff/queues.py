@@ -34,14 +34,24 @@ class QueueStore:
         self.keys = keys
         self.desk = desk
 
-    async def enqueue(self, queue: str, conversation_id: str, priority: int, since: datetime) -> None:
-        """Idempotent: a conversation already waiting keeps its place (NX)."""
-        await self.redis.zadd(
-            self.keys.queue(self.desk, queue), {conversation_id: queue_score(priority, since)}, nx=True
+    def _key(self, queue: str, live: bool) -> str:
+        return self.keys.queue(self.desk, queue) if live else self.keys.backlog(self.desk, queue)
+
+    async def enqueue(
+        self, queue: str, conversation_id: str, priority: int, since: datetime, *, live: bool = True
+    ) -> bool:
+        """Add to the live queue, or to its backlog of asynchronous follow-ups. Idempotent: a conversation
+        already waiting keeps its place. Returns whether it was added now."""
+        added = await self.redis.zadd(
+            self._key(queue, live), {conversation_id: queue_score(priority, since)}, nx=True
         )
+        return bool(added)
+
+    async def remove(self, queue: str, conversation_id: str, *, live: bool = True) -> None:
+        await self.redis.zrem(self._key(queue, live), conversation_id)
 
     async def load(self, queues: Iterable[str]) -> dict[str, QueueLoad]:
-        """Depth and oldest wait of each queue, in one round trip."""
+        """Depth of each live queue (conversations waiting for a person now), in one round trip."""
         names = list(dict.fromkeys(queues))
         if not names:
             return {}
@@ -51,9 +61,7 @@ class QueueStore:
             depths = await pipe.execute()
         return {name: QueueLoad(depth=int(depth)) for name, depth in zip(names, depths, strict=True)}
 
-    async def waiting(self, queue: str, limit: int = 100) -> list[tuple[str, datetime]]:
+    async def waiting(self, queue: str, limit: int = 100, *, live: bool = True) -> list[tuple[str, datetime]]:
         """Conversation ids in serving order, with when each started waiting."""
-        raw: list[Any] = await self.redis.zrange(
-            self.keys.queue(self.desk, queue), 0, limit - 1, withscores=True
-        )
+        raw: list[Any] = await self.redis.zrange(self._key(queue, live), 0, limit - 1, withscores=True)
         return [(bytes(member).decode(), waiting_since(float(score))) for member, score in raw]

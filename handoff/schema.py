@@ -25,6 +25,7 @@ Priority = Annotated[int, Field(ge=0, le=9)]
 AfterHoursMode = Literal["async", "callback", "voicemail", "self_service"]
 
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_TIME = re.compile(r"([01]\d|2[0-3]):[0-5]\d")
 _SPAN = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
 
 
@@ -97,6 +98,20 @@ class Closure(Strict):
     from_: time | None = Field(None, alias="from")
     until: time | None = None
     note: str = ""
+
+    @field_validator("from_", "until", mode="before")
+    @classmethod
+    def _quoted(cls, value: object) -> object:
+        # Unquoted, YAML reads 14:00 as the number 840 (base 60); only "HH:MM" strings are unambiguous.
+        if value is not None and not (isinstance(value, str) and _TIME.fullmatch(value)):
+            raise ValueError(f'write times as "HH:MM" in quotes, e.g. "14:00" (got {value!r})')
+        return value
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Closure:
+        if self.from_ is not None and self.until is not None and self.until <= self.from_:
+            raise ValueError("until must be after from")
+        return self
 
 
 class Hours(Strict):
@@ -224,6 +239,7 @@ class FailedTurns(Strict):
 
 class HighRisk(Strict):
     id: Identifier
+    enabled: bool = True
     intents: list[str] = Field(default_factory=list)
     families: list[str] = Field(default_factory=list)
     phrases: list[str] = Field(default_factory=list)

@@ -61,7 +61,8 @@ def evaluate(
     explicit = er.enabled and ((intent is not None and intent in er.intents) or
                                rules.explicit_phrases.search(text) is not None)
     requests = prev.explicit_requests + 1 if explicit else prev.explicit_requests
-    early_request = explicit and requests < er.transfer_on_request
+    # Once told live help is not available here, asking again always goes through: no second argument.
+    early_request = explicit and requests < er.transfer_on_request and not prev.declined
     if explicit and not early_request:
         fired.append(Fired(EXPLICIT_REQUEST, "explicit_request", er.priority,
                            f"asked for a person {_times(requests)}"))
@@ -118,6 +119,8 @@ def evaluate(
 def _high_risk(rules: RuleSet, text: str, intent: str | None, family: str | None) -> list[Fired]:
     fired: list[Fired] = []
     for rule, phrases in zip(rules.triggers.high_risk, rules.high_risk_phrases, strict=True):
+        if not rule.enabled:
+            continue
         why = None
         if intent is not None and intent in rule.intents:
             why = f"intent {intent}"

@@ -45,6 +45,33 @@ class Keys:
         """A desk's queue: conversation ids ordered by priority, then by how long they have waited."""
         return f"{self._desk(desk)}:queue:{queue}"
 
+    def backlog(self, desk: str, queue: str) -> str:
+        """A queue's asynchronous follow-ups (after hours, written-only channels), ordered like the queue."""
+        return f"{self._desk(desk)}:backlog:{queue}"
+
+    def agents(self, desk: str) -> str:
+        """Agent id -> profile JSON."""
+        return f"{self._desk(desk)}:agents"
+
+    def agent_tokens(self, desk: str) -> str:
+        """SHA-256 of an agent's API token -> agent id (the token itself is never stored)."""
+        return f"{self._desk(desk)}:agent-tokens"
+
+    def agent_state(self, desk: str, agent_id: str) -> str:
+        """Presence, capacity, active count and idle-since of one agent."""
+        return f"{self._desk(desk)}:agent:{agent_id}"
+
+    def agent_conversations(self, desk: str, agent_id: str) -> str:
+        return f"{self._desk(desk)}:agent:{agent_id}:conversations"
+
+    def presence(self, desk: str) -> str:
+        """Agents online or away, scored by when their heartbeat expires (ms)."""
+        return f"{self._desk(desk)}:presence"
+
+    def assignments(self, desk: str) -> str:
+        """Conversation id -> the agent who holds it: the one place that says who has a conversation."""
+        return f"{self._desk(desk)}:assignments"
+
     def conversation_index(self) -> str:
         return f"{self.namespace}:conversations"
 

@@ -98,3 +98,26 @@ async def gateway(start_gateway: GatewayFactory) -> str:
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as session:
         yield session
+
+
+BotHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@pytest.fixture
+async def bot_server() -> AsyncIterator[Callable[[BotHandler], Awaitable[str]]]:
+    """A team's own bot service: a real HTTP server on loopback, recording what it receives."""
+    runners: list[web.AppRunner] = []
+
+    async def serve(handler: BotHandler) -> str:
+        app = web.Application()
+        app.router.add_post("/turn", handler)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        port = free_port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        runners.append(runner)
+        return f"http://127.0.0.1:{port}/turn"
+
+    yield serve
+    for runner in runners:
+        await runner.cleanup()

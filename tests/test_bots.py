@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,6 @@ from aiohttp import web
 
 from gateway.bots.faq import FaqBot, KnowledgeBaseError, load_knowledge_base
 from gateway.bots.http import HttpBot
-from gateway.embedded_redis import free_port
 from gateway.settings import DEMO_KNOWLEDGE_BASE
 from sessions.models import Conversation, Customer, Direction, Message, SenderKind
 from tests.chat import connect
@@ -72,26 +71,6 @@ def test_broken_knowledge_base_names_the_field(tmp_path: Path) -> None:
 
 
 BotHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@pytest.fixture
-async def bot_server() -> AsyncIterator[Callable[[BotHandler], Awaitable[str]]]:
-    """A team's own bot service: a real HTTP server on loopback, recording what it receives."""
-    runners: list[web.AppRunner] = []
-
-    async def serve(handler: BotHandler) -> str:
-        app = web.Application()
-        app.router.add_post("/turn", handler)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        port = free_port()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
-        runners.append(runner)
-        return f"http://127.0.0.1:{port}/turn"
-
-    yield serve
-    for runner in runners:
-        await runner.cleanup()
 
 
 async def test_http_bot_sends_the_turn_and_uses_the_reply(bot_server: Any) -> None:

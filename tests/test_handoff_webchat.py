@@ -6,12 +6,14 @@ morning; Saturday 04:30Z is Friday night there.
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+from aiohttp import web
 from redis.asyncio import Redis
 
 from gateway.settings import DEMO_RULES
@@ -60,6 +62,30 @@ async def test_asking_for_a_person_twice_hands_off_and_the_bot_goes_silent(
     await chat.assert_silent(0.5)
     transcript = await store.transcript(chat.conversation_id)
     assert [m.sender.value for m in transcript][-2:] == ["system", "customer"]
+
+
+async def test_a_message_sent_during_the_previous_turn_sees_its_outcome(
+    start_gateway: Any, bot_server: Any, http: aiohttp.ClientSession, redis: Redis, namespace: str
+) -> None:
+    """Two tabs of one conversation and a slow bot: the second request is counted as the second, and the
+    message that arrives while the conversation is being handed off gets no bot answer."""
+
+    async def slow_bot(request: web.Request) -> web.Response:
+        await asyncio.sleep(0.2)
+        return web.json_response({"text": "(bot)", "intent": "human_request", "confidence": 1.0})
+
+    base = await start_gateway(clock=lambda: FRIDAY_MORNING, bot="http", bot_http_url=await bot_server(slow_bot))
+    tab1 = await connect(http, base)
+    tab2 = await connect(http, base, token=tab1.token)
+    await asyncio.gather(tab1.send("I want to talk to a human"), tab2.send("agent please"))
+    await tab1.recv_until(lambda f: f.get("type") == "handoff", timeout=5)
+    await tab2.send("hello? anyone?")
+    await asyncio.sleep(0.5)
+
+    transcript = await store_for(redis, namespace).transcript(tab1.conversation_id)
+    assert [(m.sender.value, m.channel_metadata.get("policy")) for m in transcript if m.sender.value != "customer"] \
+        == [("bot", "deflect"), ("system", None)]
+    assert [m.sender.value for m in transcript][-1] == "customer"
 
 
 async def test_a_card_dispute_goes_to_billing_at_once_with_high_priority(

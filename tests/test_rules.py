@@ -115,6 +115,20 @@ def test_unknown_placeholder_in_a_message_is_refused(copy_rules: Callable[..., P
     assert any("unknown placeholder {team}" in p for p in problems)
 
 
+def test_a_message_that_cannot_be_filled_in_is_refused_not_crashed_on(copy_rules: Callable[..., Path]) -> None:
+    problems = problems_of(copy_rules("messages.yaml", "I can get you to a person.", "I can get you } a person."))
+    assert any("messages.deflect.en: cannot be filled in" in p for p in problems)
+    problems = problems_of(copy_rules("messages.yaml", "our {queue} team", "our {queue:d} team"))
+    assert any("cannot be filled in" in p for p in problems)
+
+
+def test_closure_times_must_be_quoted_and_in_order(copy_rules: Callable[..., Path]) -> None:
+    problems = problems_of(copy_rules("queues.yaml", 'from: "14:00"', "from: 14:00"))
+    assert any('closures.0.from: Value error, write times as "HH:MM" in quotes' in p
+               or 'closures.0.from: write times as "HH:MM" in quotes, e.g. "14:00" (got 840)' in p
+               for p in problems), problems
+
+
 # -- lint ----------------------------------------------------------------------------------------------
 def test_lint_finds_shadowed_and_never_matching_rules(copy_rules: Callable[..., Path]) -> None:
     directory = copy_rules("routing.yaml", "fallback:", """  - id: gold-billing
