@@ -3,30 +3,39 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 from collections.abc import AsyncIterator
 
 import structlog
 from aiohttp import web
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.exceptions import RedisError
 
 from channels.base import ChannelRegistry
 from channels.webchat import WebChatAdapter, WebChatConfig, WebChatEndpoint
 from gateway import appkeys
+from gateway.agent_api import desk_errors
 from gateway.bots import build_bot
 from gateway.middleware import error_middleware, request_context_middleware
 from gateway.pipeline import Pipeline
 from gateway.routes import setup_routes
 from gateway.settings import Settings
+from handoff.agents import AgentStore
+from handoff.context import BotTurnSummarizer
+from handoff.desk import Desk
 from handoff.holder import RulesHolder
 from handoff.problems import RulesError
 from handoff.queues import QueueStore
 from sessions.customers import CustomerStore
 from sessions.keys import Keys
 from sessions.live import LiveFeed
+from sessions.models import utcnow
 from sessions.store import ConversationStore
 
 log = structlog.get_logger(__name__)
+
+SWEEP_SECONDS = 5.0
 
 
 async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -44,6 +53,10 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     app[appkeys.STORE] = ConversationStore(redis, keys, ttl)
     app[appkeys.CUSTOMERS] = CustomerStore(redis, keys, ttl)
     app[appkeys.QUEUES] = QueueStore(redis, keys)
+    app[appkeys.AGENTS] = AgentStore(redis, keys)
+    app[appkeys.DESK] = Desk(redis=redis, keys=keys, store=app[appkeys.STORE], agents=app[appkeys.AGENTS],
+                             queues=app[appkeys.QUEUES])
+    app[appkeys.SUMMARIZER] = BotTurnSummarizer()
     live = LiveFeed(redis, keys)
     await live.start()
     app[appkeys.LIVE] = live
@@ -89,6 +102,26 @@ async def _rules_ctx(app: web.Application) -> AsyncIterator[None]:
         loop.remove_signal_handler(signal.SIGHUP)
 
 
+async def _desk_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Agents whose heartbeat runs out go offline and hand their conversations back, on any instance."""
+
+    async def sweep() -> None:
+        while True:
+            await asyncio.sleep(SWEEP_SECONDS)
+            try:
+                gone = await app[appkeys.DESK].go_offline_if_expired(utcnow(), app[appkeys.RULES].rules)
+                if gone:
+                    log.info("desk.agents_expired", agents=gone)
+            except RedisError as exc:
+                log.warning("desk.sweep_failed", error=type(exc).__name__)
+
+    task = asyncio.create_task(sweep())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[appkeys.SETTINGS]
     channels = ChannelRegistry()
@@ -110,9 +143,9 @@ async def _close_sockets(app: web.Application) -> None:
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(middlewares=[request_context_middleware, error_middleware])
+    app = web.Application(middlewares=[request_context_middleware, error_middleware, desk_errors])
     app[appkeys.SETTINGS] = settings
-    app.cleanup_ctx.extend([_redis_ctx, _bot_ctx, _rules_ctx, _pipeline_ctx])
+    app.cleanup_ctx.extend([_redis_ctx, _bot_ctx, _rules_ctx, _desk_ctx, _pipeline_ctx])
     app.on_shutdown.append(_close_sockets)
     setup_routes(app)
     return app

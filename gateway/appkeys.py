@@ -10,6 +10,9 @@ from channels.webchat import WebChatEndpoint
 from gateway.bots.base import Bot
 from gateway.pipeline import Pipeline
 from gateway.settings import Settings
+from handoff.agents import AgentStore
+from handoff.context import Summarizer
+from handoff.desk import Desk
 from handoff.holder import RulesHolder
 from handoff.queues import QueueStore
 from sessions.customers import CustomerStore
@@ -27,3 +30,6 @@ PIPELINE = web.AppKey("pipeline", Pipeline)
 WEBCHAT = web.AppKey("webchat", WebChatEndpoint)
 RULES = web.AppKey("rules", RulesHolder)
 QUEUES = web.AppKey("queues", QueueStore)
+AGENTS = web.AppKey("agents", AgentStore)
+DESK = web.AppKey("desk", Desk)
+SUMMARIZER = web.AppKey("summarizer", Summarizer)

@@ -16,6 +16,7 @@ from gateway.embedded_redis import EmbeddedRedisError
 from gateway.logs import configure_logging
 from gateway.redis_target import redis_target
 from gateway.settings import ConfigError, Settings, load_settings
+from handoff.agents import AgentStore
 from handoff.loader import load_rules
 from handoff.problems import RulesError
 from sessions.keys import Keys
@@ -79,6 +80,46 @@ async def _conversations(
         await redis.aclose()
 
 
+def _split(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+async def _agents(settings: Settings, url: str, args: argparse.Namespace) -> int:
+    redis = Redis.from_url(url)
+    store = AgentStore(redis, Keys(settings.redis_namespace))
+    try:
+        if args.verb == "add":
+            if await store.find(args.name):
+                print(f"handoff-gateway: an agent named {args.name!r} exists", file=sys.stderr)
+                return 1
+            agent, token = await store.add(args.name, _split(args.skills), _split(args.languages),
+                                           _split(args.queues))
+            print(f"agent {agent.name} (id {agent.id}) created. API token, shown only now:")
+            print(token)
+            return 0
+        if args.verb == "list":
+            agents = await store.all()
+            states = await store.states([a.id for a in agents])
+            if not agents:
+                print("no agents")
+            for agent in agents:
+                state = states[agent.id]
+                load = f"{state.active}/{state.capacity}"
+                print(f"{agent.id}  {agent.name:<20} {state.status.value:<8} {load}  "
+                      f"skills={','.join(agent.skills) or '-'} languages={','.join(agent.languages) or '-'} "
+                      f"queues={','.join(agent.queues) or 'any'}")
+            return 0
+        found = await store.find(args.agent)
+        if found is None:
+            print(f"handoff-gateway: no agent {args.agent!r}", file=sys.stderr)
+            return 1
+        await store.remove(found)
+        print(f"agent {found.name} removed")
+        return 0
+    finally:
+        await redis.aclose()
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="handoff-gateway", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -91,6 +132,17 @@ def _parser() -> argparse.ArgumentParser:
     conv.add_argument("--jsonl", action="store_true",
                       help="export the newest conversations as JSONL, for `rules replay --from`")
     rules_cli.add_parser(sub)
+    agents = sub.add_parser("agents", help="add, list and remove agents of the desk")
+    verbs = agents.add_subparsers(dest="verb", required=True)
+    add = verbs.add_parser("add", help="create an agent and print their API token (shown once)")
+    add.add_argument("name")
+    add.add_argument("--skills", default="", help="comma-separated, e.g. billing,vip")
+    add.add_argument("--languages", default="", help="comma-separated ISO codes, e.g. en,de")
+    add.add_argument("--queues", default="",
+                     help="comma-separated queue ids (default: every queue they have the skills for)")
+    verbs.add_parser("list", help="list agents with their presence")
+    remove = verbs.add_parser("remove", help="remove an agent (by name or id); their token stops working")
+    remove.add_argument("agent")
     return parser
 
 
@@ -107,6 +159,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(settings, args)
         if args.command == "rules":
             return rules_cli.run(settings, args)
+        if args.command == "agents":
+            with redis_target(settings) as target:
+                return asyncio.run(_agents(settings, target.url, args))
         with redis_target(settings) as target:
             return asyncio.run(_conversations(settings, target.url, args.id, args.limit, args.jsonl))
     except EmbeddedRedisError as exc:

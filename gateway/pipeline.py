@@ -94,8 +94,20 @@ class Pipeline:
             if finished is not None and finished >= conversation.updated_at:
                 # Stored before the previous turn finished: its snapshot misses that turn's decision.
                 conversation = await self.store.get(cid)
+            if conversation.state is ConversationState.RESOLVED:
+                conversation = await self._reopen(conversation)
             if conversation.state is ConversationState.BOT:
                 await self._bot_turn(conversation, accepted.message)
+
+    async def _reopen(self, conversation: Conversation) -> Conversation:
+        """A customer writing after an agent resolved the conversation is answered by the bot again."""
+        event = ConversationEvent(type="conversation.reopened", conversation_id=conversation.id)
+        try:
+            await self.store.transition(conversation.id, ConversationState.BOT, event,
+                                        allowed_from=[ConversationState.RESOLVED])
+        except TransitionRefused:
+            return await self.store.get(conversation.id)
+        return conversation.model_copy(update={"state": ConversationState.BOT})
 
     def _finished(self, stored: AppendResult) -> None:
         self._turn_finished[stored.conversation.id] = stored.conversation.updated_at

@@ -21,6 +21,8 @@ SELF_SERVICE = "after_hours_self_service"
 BACK_UNKNOWN = "back_unknown"
 # An asynchronous follow-up while the team is open (live help was not offered on this channel).
 TICKET = "handoff_ticket"
+# The agent desk's notices to the customer.
+DESK = ("agent_joined", "transferred", "resolved", "back_to_bot", "agent_left")
 BY_MODE = {
     "live": "handoff_live",
     "async": "handoff_async",
@@ -28,11 +30,16 @@ BY_MODE = {
     "voicemail": "handoff_voicemail",
     "self_service": SELF_SERVICE,
 }
-REQUIRED = (DEFLECT, CLARIFY, BACK_UNKNOWN, TICKET, *BY_MODE.values())
-PLACEHOLDERS = frozenset({"queue", "back_at", "back_in"})
+REQUIRED = (DEFLECT, CLARIFY, BACK_UNKNOWN, TICKET, *BY_MODE.values(), *DESK)
+PLACEHOLDERS = frozenset({"queue", "back_at", "back_in", "agent"})
 
 
-_SAMPLE = {"queue": "Billing", "back_at": "Monday 08:00 Eastern Standard Time", "back_in": "in 9 hours"}
+_SAMPLE = {
+    "agent": "Alex",
+    "queue": "Billing",
+    "back_at": "Monday 08:00 Eastern Standard Time",
+    "back_in": "in 9 hours",
+}
 
 
 def check_template(text: str) -> str | None:
@@ -58,13 +65,14 @@ class _Values(dict[str, str]):
 
 
 def render(
-    rules: RuleSet, key: str, locale: str, channel: str, *, now: datetime, route: Route | None = None
+    rules: RuleSet, key: str, locale: str, channel: str, *, now: datetime, route: Route | None = None,
+    extra: dict[str, str] | None = None,
 ) -> tuple[str, str]:
     """The message text and the locale it was written in."""
     text, used = rules.message(key, locale, channel)
     if not text:
         return text, used
-    values = _Values()
+    values = _Values(extra or {})
     if route is not None:
         values["queue"] = rules.queue(route.queue).name
         if route.back_at is not None:

@@ -42,7 +42,10 @@ ALLOWED_TRANSITIONS: dict[ConversationState, frozenset[ConversationState]] = {
     ConversationState.ASSIGNED: frozenset(
         {ConversationState.RESOLVED, ConversationState.QUEUED, ConversationState.BOT}
     ),
-    ConversationState.ASYNC: frozenset({ConversationState.RESOLVED, ConversationState.QUEUED}),
+    # An agent picks up an asynchronous follow-up (assigned), or it goes back to a live queue.
+    ConversationState.ASYNC: frozenset(
+        {ConversationState.ASSIGNED, ConversationState.RESOLVED, ConversationState.QUEUED}
+    ),
     ConversationState.ABANDONED: frozenset({ConversationState.BOT, ConversationState.QUEUED}),
     ConversationState.RESOLVED: frozenset({ConversationState.BOT}),
 }
@@ -201,6 +204,8 @@ class Conversation(BaseModel):
     last_confidence: float | None = None
     signals: PolicySignals = Field(default_factory=PolicySignals)
     handoff: HandoffRecord | None = None
+    # Notes agents leave for each other (transfers, hand-backs), oldest first.
+    notes: list[dict[str, Any]] = Field(default_factory=list)
 
     @field_validator("last_intent", "queue", "agent", mode="before")
     @classmethod

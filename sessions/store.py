@@ -31,7 +31,7 @@ from sessions.models import (
     utcnow,
 )
 
-_JSON_FIELDS = ("customer", "tags", "signals", "handoff")
+_JSON_FIELDS = ("customer", "tags", "signals", "handoff", "notes")
 
 
 class ConversationNotFound(LookupError):
@@ -143,6 +143,16 @@ class ConversationStore:
         if not raw:
             raise ConversationNotFound(conversation_id)
         return conversation_from_hash(raw)
+
+    async def get_many(self, conversation_ids: list[str]) -> list[Conversation]:
+        """Several conversations in one round trip, skipping any that expired."""
+        if not conversation_ids:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for cid in conversation_ids:
+                pipe.hgetall(self.keys.conversation(cid))
+            raws = await pipe.execute()
+        return [conversation_from_hash(raw) for raw in raws if raw]
 
     async def resume(self, token: str, after: str | None = None) -> tuple[Conversation, list[Message]]:
         """The conversation a resume token is bound to, with its history (after ``after`` when given).

@@ -268,7 +268,9 @@
     var text = "";
     if (frame.status === "queued") text = "Waiting for a person from " + team + ". They'll reply here.";
     else if (frame.status === "offered") text = "A person from " + team + " is about to join.";
-    else if (frame.status === "assigned") text = "You're chatting with " + team + ".";
+    else if (frame.status === "assigned") {
+      text = frame.agent_name ? "You're chatting with " + frame.agent_name + " (" + team + ")." : "You're chatting with " + team + ".";
+    }
     else if (frame.status === "async") {
       text = team + " will reply here";
       if (frame.back_at) {

@@ -1,0 +1,244 @@
+"""The agent REST API under /api: presence, queues, conversations, claim, reply, transfer, resolve.
+
+Every call needs ``Authorization: Bearer <agent token>`` (`handoff-gateway agents add` prints one). Errors
+are ``{"code", "detail"}`` with a 4xx status; the OpenAPI document at /api/openapi.json lists them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import structlog
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from gateway import appkeys
+from handoff.agents import Agent, Presence
+from handoff.context import build_package
+from handoff.desk import DeskError
+from handoff.queues import waiting_since
+from sessions.models import Conversation, utcnow
+
+log = structlog.get_logger(__name__)
+
+MAX_AGENT_MESSAGE_CHARS = 4000
+
+
+class PresenceBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    status: Presence
+    capacity: int | None = Field(None, ge=0, le=50)
+
+
+class MessageBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    text: str = Field(min_length=1, max_length=MAX_AGENT_MESSAGE_CHARS)
+
+
+class TransferBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    queue: str = Field(min_length=1)
+    note: str = Field("", max_length=2000)
+
+
+class ResolveBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    outcome: str = Field("resolved", min_length=1, max_length=100)
+    back_to_bot: bool = False
+
+
+def _error(status: int, code: str, detail: str) -> web.Response:
+    return web.json_response({"code": code, "detail": detail}, status=status)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+async def _body(request: web.Request, model: type[M]) -> M:
+    try:
+        raw = await request.read()
+        return model.model_validate_json(raw or b"{}")
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        raise DeskError(400, "invalid_body", f"{where}: {first['msg']}") from None
+
+
+async def _agent(request: web.Request) -> Agent:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    agent = await request.app[appkeys.AGENTS].authenticate(token) if scheme.lower() == "bearer" else None
+    if agent is None:
+        raise DeskError(401, "unauthorized", "Send Authorization: Bearer <your agent token>.")
+    structlog.contextvars.bind_contextvars(agent_id=agent.id)
+    return agent
+
+
+def _conversation_json(conversation: Conversation) -> dict[str, Any]:
+    data = conversation.model_dump(mode="json", exclude={"signals"})
+    data["customer"] = {k: data["customer"][k] for k in ("id", "name", "tier", "language", "verified_fields")}
+    return data
+
+
+async def me(request: web.Request) -> web.Response:
+    agent = await _agent(request)
+    state = await request.app[appkeys.AGENTS].state(agent.id)
+    return web.json_response({**agent.model_dump(mode="json"), "presence": state.model_dump(mode="json")})
+
+
+async def presence(request: web.Request) -> web.Response:
+    agent = await _agent(request)
+    body = await _body(request, PresenceBody)
+    app = request.app
+    state = await app[appkeys.AGENTS].set_presence(agent.id, body.status, body.capacity, utcnow())
+    returned: list[str] = []
+    if body.status is Presence.OFFLINE:
+        rules = app[appkeys.RULES].rules
+        returned = await app[appkeys.DESK].hand_back(agent.id, "the agent went offline", rules)
+    log.info("agent.presence", status=body.status.value, capacity=state.capacity, handed_back=len(returned))
+    return web.json_response({**state.model_dump(mode="json"), "handed_back": returned})
+
+
+async def queues(request: web.Request) -> web.Response:
+    agent = await _agent(request)
+    app = request.app
+    rules = app[appkeys.RULES].rules
+    now = utcnow()
+    names = [n for n, q in rules.queues.queues.items() if not q.retired]
+    online = await app[appkeys.AGENTS].online()
+    agents = {a.id: a for a in await app[appkeys.AGENTS].all()}
+    keys, desk = app[appkeys.QUEUES].keys, app[appkeys.QUEUES].desk
+    redis = app[appkeys.REDIS]
+    async with redis.pipeline(transaction=False) as pipe:
+        for name in names:
+            pipe.zcard(keys.queue(desk, name))
+            pipe.zcard(keys.backlog(desk, name))
+            pipe.zrange(keys.queue(desk, name), 0, -1, withscores=True)
+        raw = await pipe.execute()
+    result = []
+    for index, name in enumerate(names):
+        depth, backlog, entries = raw[3 * index : 3 * index + 3]
+        oldest = min((waiting_since(score) for _, score in entries), default=None)
+        queue = rules.queue(name)
+        serving = [
+            i for i, s in online.items() if i in agents and agents[i].serves(name, queue.skills)
+            and s.status is Presence.ONLINE
+        ]
+        next_open = rules.next_open(queue.hours, now)
+        result.append({
+            "id": name, "name": queue.name, "depth": int(depth), "backlog": int(backlog),
+            "oldest_wait_seconds": round((now - oldest).total_seconds()) if oldest else None,
+            "agents_online": len(serving), "open_now": rules.is_open(queue.hours, now),
+            "next_open": next_open.isoformat() if next_open else None,
+            "you_serve": agent.serves(name, queue.skills),
+        })
+    return web.json_response({"queues": result})
+
+
+async def conversations(request: web.Request) -> web.Response:
+    agent = await _agent(request)
+    app = request.app
+    state = request.query.get("state", "queued")
+    if state not in {"queued", "async", "assigned"}:
+        return _error(400, "invalid_state", "state must be queued, async or assigned.")
+    rules = app[appkeys.RULES].rules
+    store, queue_store = app[appkeys.STORE], app[appkeys.QUEUES]
+    ids: list[str] = []
+    if state == "assigned":
+        key = queue_store.keys.agent_conversations(queue_store.desk, agent.id)
+        raw = await app[appkeys.REDIS].smembers(key)
+        ids = sorted(m.decode() if isinstance(m, bytes) else str(m) for m in raw)
+    else:
+        for name, queue in rules.queues.queues.items():
+            if not queue.retired and agent.serves(name, queue.skills):
+                ids += [cid for cid, _ in await queue_store.waiting(name, live=state == "queued")]
+    found = await store.get_many(ids)
+    return web.json_response({"conversations": [_conversation_json(c) for c in found]})
+
+
+async def conversation(request: web.Request) -> web.Response:
+    agent = await _agent(request)
+    app = request.app
+    desk = app[appkeys.DESK]
+    found = await desk.conversation(request.match_info["id"])
+    desk.check_access(agent, found)
+    transcript = await app[appkeys.STORE].transcript(found.id)
+    package = build_package(found, transcript, app[appkeys.SUMMARIZER])
+    return web.json_response(
+        {"conversation": _conversation_json(found), "context": package.model_dump(mode="json")}
+    )
+
+
+async def claim(request: web.Request) -> web.Response:
+    agent = await _agent(request)
+    app = request.app
+    outcome = await app[appkeys.DESK].claim(agent, request.match_info["id"], app[appkeys.RULES].rules)
+    await _deliver(app, outcome.conversation, outcome.notice)
+    transcript = await app[appkeys.STORE].transcript(outcome.conversation.id)
+    package = build_package(outcome.conversation, transcript, app[appkeys.SUMMARIZER])
+    log.info("agent.claimed", conversation_id=outcome.conversation.id, queue=outcome.conversation.queue)
+    return web.json_response({
+        "conversation": _conversation_json(outcome.conversation), "context": package.model_dump(mode="json"),
+    })
+
+
+async def send_message(request: web.Request) -> web.Response:
+    agent = await _agent(request)
+    body = await _body(request, MessageBody)
+    app = request.app
+    stored = await app[appkeys.DESK].say(agent, request.match_info["id"], body.text)
+    await app[appkeys.CHANNELS].get(stored.conversation.channel).deliver(stored.conversation, stored.message)
+    log.info("agent.replied", conversation_id=stored.conversation.id, message_id=stored.message.id)
+    return web.json_response({"id": stored.message.id, "ts": stored.message.ts.isoformat()}, status=201)
+
+
+async def transfer(request: web.Request) -> web.Response:
+    agent = await _agent(request)
+    body = await _body(request, TransferBody)
+    app = request.app
+    outcome = await app[appkeys.DESK].transfer(
+        agent, request.match_info["id"], body.queue, body.note, app[appkeys.RULES].rules
+    )
+    await _deliver(app, outcome.conversation, outcome.notice)
+    log.info("agent.transferred", conversation_id=outcome.conversation.id, queue=body.queue)
+    return web.json_response({"conversation": _conversation_json(outcome.conversation)})
+
+
+async def resolve(request: web.Request) -> web.Response:
+    agent = await _agent(request)
+    body = await _body(request, ResolveBody)
+    app = request.app
+    outcome = await app[appkeys.DESK].resolve(
+        agent, request.match_info["id"], body.outcome, body.back_to_bot, app[appkeys.RULES].rules
+    )
+    await _deliver(app, outcome.conversation, outcome.notice)
+    log.info("agent.resolved", conversation_id=outcome.conversation.id, back_to_bot=body.back_to_bot)
+    return web.json_response({"conversation": _conversation_json(outcome.conversation)})
+
+
+async def _deliver(app: web.Application, conversation: Conversation, notice: Any) -> None:
+    if notice is not None:
+        await app[appkeys.CHANNELS].get(conversation.channel).deliver(conversation, notice)
+
+
+@web.middleware
+async def desk_errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    """DeskError -> its status and code, for every /api handler."""
+    try:
+        response: web.StreamResponse = await handler(request)
+    except DeskError as exc:
+        return _error(exc.status, exc.code, exc.detail)
+    return response
+
+
+def setup(app: web.Application) -> None:
+    router = app.router
+    router.add_get("/api/agents/me", me)
+    router.add_post("/api/agents/me/presence", presence)
+    router.add_get("/api/queues", queues)
+    router.add_get("/api/conversations", conversations)
+    router.add_get("/api/conversations/{id}", conversation)
+    router.add_post("/api/conversations/{id}/claim", claim)
+    router.add_post("/api/conversations/{id}/messages", send_message)
+    router.add_post("/api/conversations/{id}/transfer", transfer)
+    router.add_post("/api/conversations/{id}/resolve", resolve)
+

@@ -1,0 +1,131 @@
+"""The OpenAPI 3.1 description of the agent and admin API, served at /api/openapi.json.
+
+Written by hand next to the handlers' pydantic bodies, whose JSON schemas it embeds, so the documented
+request bodies are exactly the ones the API validates.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from gateway.agent_api import MessageBody, PresenceBody, ResolveBody, TransferBody
+
+ERROR = {"$ref": "#/components/schemas/Error"}
+
+
+def _errors(*codes: tuple[int, str]) -> dict[str, Any]:
+    return {
+        str(status): {"description": text, "content": {"application/json": {"schema": ERROR}}}
+        for status, text in codes
+    }
+
+
+def _json(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": {"type": "object"}}}}
+
+
+def _body(model: Any) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}
+
+
+UNAUTHORIZED = (401, "no valid agent token (code unauthorized)")
+BAD_BODY = (400, "the body is not valid (code invalid_body; detail names the field)")
+NOT_FOUND = (404, "no such conversation (code conversation_not_found)")
+FORBIDDEN = (403, "another agent's conversation, or a queue you do not serve")
+ID = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
+
+
+def build() -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "handoff-gateway agent API", "version": "1"},
+        "security": [{"agentToken": []}],
+        "components": {
+            "securitySchemes": {
+                "agentToken": {"type": "http", "scheme": "bearer",
+                               "description": "`handoff-gateway agents add` prints an agent's token once."},
+                "adminToken": {"type": "http", "scheme": "bearer", "description": "the ADMIN_TOKEN setting"},
+            },
+            "schemas": {"Error": {"type": "object", "required": ["code", "detail"], "properties": {
+                "code": {"type": "string", "description": "machine-readable"},
+                "detail": {"type": "string", "description": "one sentence for a person"},
+            }}},
+        },
+        "paths": {
+            "/api/agents/me": {"get": {
+                "summary": "The signed-in agent and their presence",
+                "responses": {"200": _json("profile and presence"), **_errors(UNAUTHORIZED)},
+            }},
+            "/api/agents/me/presence": {"post": {
+                "summary": "Set presence (online, away, offline) and capacity; also renews the heartbeat",
+                "description": "Presence expires 60 s after the last call; going offline, or expiring, "
+                               "hands the agent's conversations back to the head of their queues.",
+                "requestBody": _body(PresenceBody),
+                "responses": {"200": _json("the agent's state"), **_errors(UNAUTHORIZED, BAD_BODY)},
+            }},
+            "/api/queues": {"get": {
+                "summary": "Each queue: depth, backlog, oldest wait, agents online, open now",
+                "responses": {"200": _json("queues"), **_errors(UNAUTHORIZED)},
+            }},
+            "/api/conversations": {"get": {
+                "summary": "Conversations waiting in queues you serve, or yours",
+                "parameters": [{"name": "state", "in": "query", "schema": {
+                    "type": "string", "enum": ["queued", "async", "assigned"], "default": "queued"}}],
+                "responses": {"200": _json("conversations"),
+                              **_errors(UNAUTHORIZED, (400, "unknown state (code invalid_state)"))},
+            }},
+            "/api/conversations/{id}": {"get": {
+                "summary": "A conversation with its context package (summary first, transcript below)",
+                "parameters": ID,
+                "responses": {"200": _json("conversation and context"),
+                              **_errors(UNAUTHORIZED, FORBIDDEN, NOT_FOUND)},
+            }},
+            "/api/conversations/{id}/claim": {"post": {
+                "summary": "Take a waiting conversation; exactly one agent wins",
+                "parameters": ID,
+                "responses": {"200": _json("conversation and context"), **_errors(
+                    UNAUTHORIZED, FORBIDDEN, NOT_FOUND,
+                    (409, "claimed_by_another, not_waiting, not_online or at_capacity"))},
+            }},
+            "/api/conversations/{id}/messages": {"post": {
+                "summary": "Send the customer a message on their channel",
+                "parameters": ID, "requestBody": _body(MessageBody),
+                "responses": {"201": _json("the stored message's id"), **_errors(
+                    UNAUTHORIZED, BAD_BODY, FORBIDDEN, NOT_FOUND, (409, "not_assigned"))},
+            }},
+            "/api/conversations/{id}/transfer": {"post": {
+                "summary": "Warm transfer to another queue; the note travels with the conversation",
+                "parameters": ID, "requestBody": _body(TransferBody),
+                "responses": {"200": _json("the conversation"), **_errors(
+                    UNAUTHORIZED, BAD_BODY, FORBIDDEN, NOT_FOUND, (409, "not_assigned"),
+                    (422, "no such open queue (unknown_queue)"))},
+            }},
+            "/api/conversations/{id}/resolve": {"post": {
+                "summary": "Close the conversation, or hand it back to the bot",
+                "parameters": ID, "requestBody": _body(ResolveBody),
+                "responses": {"200": _json("the conversation"), **_errors(
+                    UNAUTHORIZED, BAD_BODY, FORBIDDEN, NOT_FOUND, (409, "not_assigned"))},
+            }},
+            "/api/admin/rules": {"get": {
+                "summary": "The escalation and routing rules in force", "security": [{"adminToken": []}],
+                "responses": {"200": _json("version, hash, directory, load time"),
+                              **_errors((401, "unauthorized"), (403, "admin_disabled"))},
+            }},
+            "/api/admin/rules/reload": {"post": {
+                "summary": "Reload RULES_DIR; an invalid set is refused and the old one stays",
+                "security": [{"adminToken": []}],
+                "responses": {"200": _json("the rules now in force"), **_errors(
+                    (401, "unauthorized"), (403, "admin_disabled"),
+                    (422, "rules_invalid, with problems: file, line, field, message"))},
+            }},
+        },
+    }
+
+
+_DOCUMENT = build()
+
+
+async def document(request: web.Request) -> web.Response:
+    return web.json_response(_DOCUMENT)

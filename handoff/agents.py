@@ -1,0 +1,168 @@
+"""Agents of a desk: who they are, how they sign in, and whether they can take a conversation now.
+
+Profiles and presence live under the desk's hash tag. An agent's API token is shown once, at creation; only
+its SHA-256 is kept, so a leaked Redis dump signs nobody in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, Field
+from redis.asyncio import Redis
+
+from sessions.keys import Keys
+from sessions.models import utcnow
+
+TOKEN_PREFIX = "hga_"  # noqa: S105 - a prefix that makes leaked tokens easy to spot, not a secret
+# Presence expires unless the console (or API client) renews it: a closed laptop goes offline by itself.
+HEARTBEAT_SECONDS = 60
+
+
+class Presence(StrEnum):
+    ONLINE = "online"
+    AWAY = "away"
+    OFFLINE = "offline"
+
+
+class Agent(BaseModel):
+    id: str
+    name: str
+    skills: list[str] = Field(default_factory=list)
+    languages: list[str] = Field(default_factory=list)
+    # Queues the agent serves; empty means every queue whose skills they have.
+    queues: list[str] = Field(default_factory=list)
+    created_at: datetime = Field(default_factory=utcnow)
+
+    def serves(self, queue: str, skills: list[str]) -> bool:
+        if self.queues and queue not in self.queues:
+            return False
+        return set(skills) <= set(self.skills)
+
+
+class AgentState(BaseModel):
+    status: Presence = Presence.OFFLINE
+    capacity: int = 0
+    active: int = 0
+    # Epoch ms the agent's last conversation ended (or they came online): the longest idle is offered first.
+    idle_since: int = 0
+    heartbeat_until: int = 0
+
+    @property
+    def free(self) -> int:
+        return max(0, self.capacity - self.active) if self.status is Presence.ONLINE else 0
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _ms(at: datetime) -> int:
+    return int(at.timestamp() * 1000)
+
+
+class AgentStore:
+    def __init__(self, redis: Redis, keys: Keys, desk: str = "main") -> None:
+        self.redis = redis
+        self.keys = keys
+        self.desk = desk
+
+    async def add(
+        self, name: str, skills: list[str], languages: list[str], queues: list[str]
+    ) -> tuple[Agent, str]:
+        """Create an agent; returns it with its API token, which is not stored and cannot be shown again."""
+        agent = Agent(id=uuid.uuid4().hex[:12], name=name, skills=skills, languages=languages, queues=queues)
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hset(self.keys.agents(self.desk), agent.id, agent.model_dump_json())
+            pipe.hset(self.keys.agent_tokens(self.desk), hash_token(token), agent.id)
+            await pipe.execute()
+        return agent, token
+
+    async def all(self) -> list[Agent]:
+        raw: dict[Any, Any] = await self.redis.hgetall(self.keys.agents(self.desk))
+        return sorted((Agent.model_validate_json(v) for v in raw.values()), key=lambda a: a.name.lower())
+
+    async def get(self, agent_id: str) -> Agent | None:
+        raw = await self.redis.hget(self.keys.agents(self.desk), agent_id)
+        return Agent.model_validate_json(raw) if raw else None
+
+    async def find(self, id_or_name: str) -> Agent | None:
+        for agent in await self.all():
+            if id_or_name in (agent.id, agent.name):
+                return agent
+        return None
+
+    async def remove(self, agent: Agent) -> None:
+        """Delete the agent and every token of theirs; their presence ends at once."""
+        tokens: dict[Any, Any] = await self.redis.hgetall(self.keys.agent_tokens(self.desk))
+        theirs = [t for t, owner in tokens.items() if _text(owner) == agent.id]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hdel(self.keys.agents(self.desk), agent.id)
+            if theirs:
+                pipe.hdel(self.keys.agent_tokens(self.desk), *theirs)
+            pipe.zrem(self.keys.presence(self.desk), agent.id)
+            pipe.hset(self.keys.agent_state(self.desk, agent.id), "status", Presence.OFFLINE.value)
+            await pipe.execute()
+
+    async def authenticate(self, token: str) -> Agent | None:
+        if not token.startswith(TOKEN_PREFIX):
+            return None
+        agent_id = await self.redis.hget(self.keys.agent_tokens(self.desk), hash_token(token))
+        return await self.get(_text(agent_id)) if agent_id else None
+
+    async def state(self, agent_id: str) -> AgentState:
+        raw: dict[Any, Any] = await self.redis.hgetall(self.keys.agent_state(self.desk, agent_id))
+        return _state(raw)
+
+    async def states(self, agent_ids: list[str]) -> dict[str, AgentState]:
+        """Several agents' states in one round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for agent_id in agent_ids:
+                pipe.hgetall(self.keys.agent_state(self.desk, agent_id))
+            raws = await pipe.execute()
+        return {agent_id: _state(raw) for agent_id, raw in zip(agent_ids, raws, strict=True)}
+
+    async def set_presence(
+        self, agent_id: str, status: Presence, capacity: int | None, now: datetime
+    ) -> AgentState:
+        """Set presence and capacity (None keeps it); online and away renew the heartbeat."""
+        key = self.keys.agent_state(self.desk, agent_id)
+        until = _ms(now) + HEARTBEAT_SECONDS * 1000
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hsetnx(key, "idle_since", _ms(now))
+            pipe.hset(key, "status", status.value)
+            pipe.hset(key, "heartbeat_until", until)
+            if capacity is not None:
+                pipe.hset(key, "capacity", capacity)
+            if status is Presence.OFFLINE:
+                pipe.zrem(self.keys.presence(self.desk), agent_id)
+            else:
+                pipe.zadd(self.keys.presence(self.desk), {agent_id: until})
+            pipe.hgetall(key)
+            *_, raw = await pipe.execute()
+        return _state(raw)
+
+    async def online(self) -> dict[str, AgentState]:
+        """Agents whose presence has not expired, with their states."""
+        ids = [_text(i) for i in await self.redis.zrange(self.keys.presence(self.desk), 0, -1)]
+        return {i: s for i, s in (await self.states(ids)).items() if s.status is not Presence.OFFLINE}
+
+    async def expired(self, now: datetime) -> list[str]:
+        """Agents whose heartbeat ran out: they are treated as gone (their conversations go back)."""
+        raw = await self.redis.zrangebyscore(self.keys.presence(self.desk), "-inf", _ms(now))
+        return [_text(i) for i in raw]
+
+
+def _text(raw: Any) -> str:
+    return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+
+def _state(raw: dict[Any, Any]) -> AgentState:
+    data = {_text(k): _text(v) for k, v in raw.items()}
+    return AgentState.model_validate(data)

@@ -1,0 +1,362 @@
+"""The agent desk: claiming, answering, transferring and resolving handed-off conversations.
+
+Who holds a conversation is decided on the desk's hash tag by one Lua script (claim.lua), so however many
+agents and instances race for it, exactly one wins; the conversation's own state then follows in a second,
+conversation-tag step (no script spans two tags). If that second step is refused, the desk step is undone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from importlib.resources import files
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+
+from handoff import messages
+from handoff.agents import Agent, AgentStore, Presence
+from handoff.queues import QueueStore, queue_score
+from handoff.ruleset import RuleSet
+from sessions.keys import Keys
+from sessions.models import (
+    Conversation,
+    ConversationEvent,
+    ConversationState,
+    Direction,
+    Message,
+    PolicySignals,
+    SenderKind,
+    utcnow,
+)
+from sessions.store import AppendResult, ConversationNotFound, ConversationStore, TransitionRefused
+
+WAITING = (ConversationState.QUEUED, ConversationState.OFFERED, ConversationState.ASYNC)
+
+
+class DeskError(Exception):
+    """A request the desk refuses, with the HTTP status and machine-readable code the API answers."""
+
+    def __init__(self, status: int, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+        self.detail = detail
+
+
+def _script(name: str) -> str:
+    return (files("handoff") / "lua" / f"{name}.lua").read_text(encoding="utf-8")
+
+
+def _ms(at: datetime) -> int:
+    return int(at.timestamp() * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A desk step's result: the conversation after it and the notice the customer was sent."""
+
+    conversation: Conversation
+    notice: Message | None
+
+
+class Desk:
+    def __init__(
+        self,
+        *,
+        redis: Redis,
+        keys: Keys,
+        store: ConversationStore,
+        agents: AgentStore,
+        queues: QueueStore,
+        desk: str = "main",
+    ) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.store = store
+        self.agents = agents
+        self.queues = queues
+        self.desk = desk
+        self._claim: AsyncScript = redis.register_script(_script("claim"))
+        self._release: AsyncScript = redis.register_script(_script("release"))
+
+    async def conversation(self, conversation_id: str) -> Conversation:
+        try:
+            return await self.store.get(conversation_id)
+        except ConversationNotFound:
+            raise DeskError(404, "conversation_not_found", f"No conversation {conversation_id}.") from None
+
+    def check_access(self, agent: Agent, conversation: Conversation) -> None:
+        """An agent sees conversations waiting in queues they serve, and their own; never another's."""
+        if (
+            conversation.agent
+            and conversation.agent != agent.id
+            and conversation.state is ConversationState.ASSIGNED
+        ):
+            raise DeskError(403, "another_agents_conversation", "Another agent holds this conversation.")
+        if conversation.state in WAITING and conversation.queue and not self._serves(agent, conversation):
+            raise DeskError(403, "not_your_queue", f"You do not serve the queue {conversation.queue}.")
+
+    def _serves(self, agent: Agent, conversation: Conversation) -> bool:
+        skills = conversation.handoff.skills if conversation.handoff else []
+        return agent.serves(conversation.queue or "", skills)
+
+    # -- claim -------------------------------------------------------------------------------------------
+    async def claim(self, agent: Agent, conversation_id: str, rules: RuleSet) -> Outcome:
+        conversation = await self.conversation(conversation_id)
+        if conversation.state is ConversationState.ASSIGNED:
+            if conversation.agent == agent.id:
+                return Outcome(conversation, None)
+            raise DeskError(409, "claimed_by_another", "Another agent took this conversation first.")
+        if conversation.state not in WAITING or not conversation.queue:
+            raise DeskError(
+                409, "not_waiting", f"The conversation is {conversation.state.value}, not waiting."
+            )
+        self.check_access(agent, conversation)
+        live = conversation.state is not ConversationState.ASYNC
+        queue_key = (
+            self.keys.queue(self.desk, conversation.queue)
+            if live
+            else self.keys.backlog(self.desk, conversation.queue)
+        )
+        code, _ = await self._claim(
+            keys=[
+                self.keys.assignments(self.desk),
+                queue_key,
+                self.keys.agent_state(self.desk, agent.id),
+                self.keys.agent_conversations(self.desk, agent.id),
+            ],
+            args=[conversation.id, agent.id],
+        )
+        code = int(code)
+        if code == 0:
+            raise DeskError(409, "claimed_by_another", "Another agent took this conversation first.")
+        if code == -1:
+            raise DeskError(409, "not_waiting", "The conversation is no longer waiting in its queue.")
+        if code == -2:
+            raise DeskError(409, "not_online", "Set your presence to online before taking conversations.")
+        if code == -3:
+            raise DeskError(409, "at_capacity", "You are at your capacity; resolve or transfer one first.")
+        notice = self._notice(rules, conversation, "agent_joined", agent=agent.name)
+        status = self._status(conversation, ConversationState.ASSIGNED, agent)
+        try:
+            stored = await self.store.append_and_move(
+                notice,
+                ConversationState.ASSIGNED,
+                [self._event(conversation, "handoff.assigned", status, notice, agent_id=agent.id)],
+                updates={"agent": agent.id},
+                allowed_from=WAITING,
+            )
+        except TransitionRefused:
+            await self._release_desk(agent.id, conversation.id, requeue=None)
+            raise DeskError(
+                409, "not_waiting", "The conversation stopped waiting while you claimed it."
+            ) from None
+        return Outcome(stored.conversation, stored.message)
+
+    # -- talk --------------------------------------------------------------------------------------------
+    async def say(self, agent: Agent, conversation_id: str, text: str) -> AppendResult:
+        conversation = await self._held(agent, conversation_id)
+        message = Message(
+            conversation_id=conversation.id,
+            direction=Direction.OUTBOUND,
+            sender=SenderKind.AGENT,
+            text=text,
+            channel=conversation.channel,
+            channel_metadata={"agent_id": agent.id, "agent_name": agent.name},
+        )
+        try:
+            return await self.store.append_and_move(
+                message, ConversationState.ASSIGNED, [], allowed_from=[ConversationState.ASSIGNED]
+            )
+        except TransitionRefused:
+            raise DeskError(409, "not_assigned", "The conversation is no longer assigned to you.") from None
+
+    # -- transfer ----------------------------------------------------------------------------------------
+    async def transfer(
+        self, agent: Agent, conversation_id: str, queue: str, note: str, rules: RuleSet
+    ) -> Outcome:
+        """Warm transfer: back into a queue (ahead of newer conversations of its priority), with the note."""
+        target = rules.queues.queues.get(queue)
+        if target is None or target.retired:
+            raise DeskError(422, "unknown_queue", f"There is no open queue named {queue!r}.")
+        conversation = await self._held(agent, conversation_id)
+        priority = conversation.priority
+        since = conversation.handoff.decided_at if conversation.handoff else utcnow()
+        note_entry = {
+            "kind": "transfer",
+            "from_agent": agent.name,
+            "to_queue": queue,
+            "note": note,
+            "at": utcnow().isoformat(),
+        }
+        notice = self._notice(rules, conversation, "transferred", queue=target.name)
+        # The conversation now needs what the new queue needs, whatever the first routing asked for.
+        handoff = (
+            conversation.handoff.model_copy(update={"queue": queue, "queue_name": target.name,
+                                                    "skills": list(target.skills)})
+            if conversation.handoff else None
+        )
+        moved = conversation.model_copy(update={"queue": queue, "handoff": handoff})
+        status = self._status(moved, ConversationState.QUEUED, None, queue_name=target.name)
+        if not await self._release_desk(
+            agent.id, conversation.id, requeue=(queue, queue_score(priority, since))
+        ):
+            raise DeskError(409, "not_assigned", "The conversation is no longer assigned to you.")
+        stored = await self._move(
+            notice,
+            ConversationState.QUEUED,
+            [
+                self._event(
+                    conversation,
+                    "handoff.transferred",
+                    status,
+                    notice,
+                    agent_id=agent.id,
+                    note=note,
+                    to_queue=queue,
+                ),
+            ],
+            {"queue": queue, "agent": "", "handoff": handoff, "notes": [*conversation.notes, note_entry]},
+        )
+        return Outcome(stored.conversation, stored.message)
+
+    # -- resolve -----------------------------------------------------------------------------------------
+    async def resolve(
+        self, agent: Agent, conversation_id: str, outcome: str, back_to_bot: bool, rules: RuleSet
+    ) -> Outcome:
+        conversation = await self._held(agent, conversation_id)
+        if not await self._release_desk(agent.id, conversation.id, requeue=None):
+            raise DeskError(409, "not_assigned", "The conversation is no longer assigned to you.")
+        to = ConversationState.BOT if back_to_bot else ConversationState.RESOLVED
+        notice = self._notice(
+            rules, conversation, "back_to_bot" if back_to_bot else "resolved", agent=agent.name
+        )
+        status = {**self._status(conversation, ConversationState.RESOLVED, agent), "back_to_bot": back_to_bot}
+        decided = conversation.handoff.decided_at if conversation.handoff else conversation.updated_at
+        stored = await self._move(
+            notice,
+            to,
+            [
+                self._event(
+                    conversation,
+                    "handoff.resolved",
+                    status,
+                    notice,
+                    agent_id=agent.id,
+                    outcome=outcome,
+                    back_to_bot=back_to_bot,
+                    seconds_since_handoff=round((utcnow() - decided).total_seconds()),
+                ),
+            ],
+            {"agent": "", "signals": PolicySignals(language=conversation.signals.language)},
+        )
+        return Outcome(stored.conversation, stored.message)
+
+    # -- presence ----------------------------------------------------------------------------------------
+    async def hand_back(self, agent_id: str, reason: str, rules: RuleSet) -> list[str]:
+        """An agent left (offline, or their heartbeat ran out): their conversations go back to the head of
+        their queues, with a note, and the customers are told."""
+        agent = await self.agents.get(agent_id)
+        name = agent.name if agent else agent_id
+        raw = await self.redis.smembers(self.keys.agent_conversations(self.desk, agent_id))
+        returned: list[str] = []
+        for cid in sorted(c.decode() if isinstance(c, bytes) else str(c) for c in raw):
+            try:
+                conversation = await self.store.get(cid)
+            except ConversationNotFound:
+                await self._release_desk(agent_id, cid, requeue=None)
+                continue
+            queue = conversation.queue or rules.routing.fallback.queue
+            if not await self._release_desk(agent_id, cid, requeue=(queue, "head")):
+                continue
+            note = {"kind": "hand_back", "from_agent": name, "note": reason, "at": utcnow().isoformat()}
+            notice = self._notice(rules, conversation, "agent_left")
+            status = self._status(conversation, ConversationState.QUEUED, None)
+            await self._move(
+                notice,
+                ConversationState.QUEUED,
+                [
+                    self._event(
+                        conversation, "handoff.requeued", status, notice, agent_id=agent_id, note=reason
+                    ),
+                ],
+                {"agent": "", "notes": [*conversation.notes, note]},
+            )
+            returned.append(cid)
+        return returned
+
+    async def go_offline_if_expired(self, now: datetime, rules: RuleSet) -> list[str]:
+        """Agents whose heartbeat ran out are set offline and hand back their conversations."""
+        gone = await self.agents.expired(now)
+        for agent_id in gone:
+            await self.agents.set_presence(agent_id, Presence.OFFLINE, None, now)
+            await self.hand_back(agent_id, "the agent's connection was lost", rules)
+        return gone
+
+    # -- helpers -----------------------------------------------------------------------------------------
+    async def _held(self, agent: Agent, conversation_id: str) -> Conversation:
+        conversation = await self.conversation(conversation_id)
+        if conversation.state is not ConversationState.ASSIGNED or conversation.agent != agent.id:
+            if conversation.state is ConversationState.ASSIGNED:
+                raise DeskError(403, "another_agents_conversation", "Another agent holds this conversation.")
+            raise DeskError(409, "not_assigned", "Claim the conversation first.")
+        return conversation
+
+    async def _release_desk(
+        self, agent_id: str, conversation_id: str, requeue: tuple[str, Any] | None
+    ) -> bool:
+        queue_key = self.keys.queue(self.desk, requeue[0]) if requeue else self.keys.assignments(self.desk)
+        released = await self._release(
+            keys=[
+                self.keys.assignments(self.desk),
+                self.keys.agent_state(self.desk, agent_id),
+                self.keys.agent_conversations(self.desk, agent_id),
+                queue_key,
+            ],
+            args=[conversation_id, agent_id, _ms(utcnow()), "" if requeue is None else requeue[1]],
+        )
+        return bool(released)
+
+    async def _move(
+        self, notice: Message, to: ConversationState, events: list[ConversationEvent], updates: dict[str, Any]
+    ) -> AppendResult:
+        return await self.store.append_and_move(
+            notice, to, events, updates=updates, allowed_from=[ConversationState.ASSIGNED]
+        )
+
+    def _notice(self, rules: RuleSet, conversation: Conversation, key: str, **values: str) -> Message:
+        locale = (
+            conversation.handoff.language if conversation.handoff else None
+        ) or rules.meta.default_locale
+        text, _ = messages.render(rules, key, locale, conversation.channel, now=utcnow(), extra=values)
+        return Message(
+            conversation_id=conversation.id,
+            direction=Direction.OUTBOUND,
+            sender=SenderKind.SYSTEM,
+            text=text,
+            channel=conversation.channel,
+        )
+
+    def _status(
+        self, conversation: Conversation, state: ConversationState, agent: Agent | None, queue_name: str = ""
+    ) -> dict[str, Any]:
+        base: dict[str, Any] = (
+            conversation.handoff.status(state)
+            if conversation.handoff
+            else {"status": state.value, "queue": conversation.queue}
+        )
+        if queue_name:
+            base.update(queue=conversation.queue, queue_name=queue_name)
+        if agent is not None:
+            base["agent_name"] = agent.name
+        return base
+
+    @staticmethod
+    def _event(
+        conversation: Conversation, kind: str, status: dict[str, Any], notice: Message, **data: Any
+    ) -> ConversationEvent:
+        return ConversationEvent(
+            type=kind, conversation_id=conversation.id, data={"status": status, "text": notice.text, **data}
+        )

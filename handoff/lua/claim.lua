@@ -1,0 +1,20 @@
+-- Give a waiting conversation to one agent, atomically: whoever runs this first gets it, nobody twice.
+-- KEYS: assignments hash, the conversation's queue, agent state hash, agent's conversation set.
+-- ARGV: conversation id, agent id.
+-- Returns {1, "claimed"|"already"}; {0, holder} when another agent has it; {-1, "not_waiting"};
+-- {-2, status} when the agent is not online; {-3, active} when the agent is at capacity.
+local holder = redis.call('HGET', KEYS[1], ARGV[1])
+if holder then
+  if holder == ARGV[2] then return {1, 'already'} end
+  return {0, holder}
+end
+local status = redis.call('HGET', KEYS[3], 'status')
+if status ~= 'online' then return {-2, status or 'offline'} end
+local capacity = tonumber(redis.call('HGET', KEYS[3], 'capacity') or '0')
+local active = tonumber(redis.call('HGET', KEYS[3], 'active') or '0')
+if active >= capacity then return {-3, tostring(active)} end
+if redis.call('ZREM', KEYS[2], ARGV[1]) == 0 then return {-1, 'not_waiting'} end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('SADD', KEYS[4], ARGV[1])
+redis.call('HINCRBY', KEYS[3], 'active', 1)
+return {1, 'claimed'}
