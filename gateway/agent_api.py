@@ -47,6 +47,10 @@ class ResolveBody(BaseModel):
     back_to_bot: bool = False
 
 
+def _text(raw: Any) -> str:
+    return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+
 def _error(status: int, code: str, detail: str) -> web.Response:
     return web.json_response({"code": code, "detail": detail}, status=status)
 
@@ -91,9 +95,12 @@ async def presence(request: web.Request) -> web.Response:
     app = request.app
     state = await app[appkeys.AGENTS].set_presence(agent.id, body.status, body.capacity, utcnow())
     returned: list[str] = []
+    if body.status is not Presence.ONLINE:
+        await app[appkeys.DISPATCHER].withdraw_offers_to(agent.id)
     if body.status is Presence.OFFLINE:
         rules = app[appkeys.RULES].rules
         returned = await app[appkeys.DESK].hand_back(agent.id, "the agent went offline", rules)
+    app[appkeys.DISPATCHER].kick()
     log.info("agent.presence", status=body.status.value, capacity=state.capacity, handed_back=len(returned))
     return web.json_response({**state.model_dump(mode="json"), "handed_back": returned})
 
@@ -138,12 +145,15 @@ async def conversations(request: web.Request) -> web.Response:
     agent = await _agent(request)
     app = request.app
     state = request.query.get("state", "queued")
-    if state not in {"queued", "async", "assigned"}:
-        return _error(400, "invalid_state", "state must be queued, async or assigned.")
+    if state not in {"queued", "offered", "async", "assigned"}:
+        return _error(400, "invalid_state", "state must be queued, offered, async or assigned.")
     rules = app[appkeys.RULES].rules
     store, queue_store = app[appkeys.STORE], app[appkeys.QUEUES]
     ids: list[str] = []
-    if state == "assigned":
+    if state == "offered":  # offered to me, waiting for my answer
+        offers = await app[appkeys.REDIS].hgetall(queue_store.keys.offers(queue_store.desk))
+        ids = sorted(_text(cid) for cid, value in offers.items() if _text(value).startswith(f"{agent.id}|"))
+    elif state == "assigned":
         key = queue_store.keys.agent_conversations(queue_store.desk, agent.id)
         raw = await app[appkeys.REDIS].smembers(key)
         ids = sorted(m.decode() if isinstance(m, bytes) else str(m) for m in raw)
@@ -181,6 +191,13 @@ async def claim(request: web.Request) -> web.Response:
     })
 
 
+async def decline(request: web.Request) -> web.Response:
+    agent = await _agent(request)
+    await request.app[appkeys.DISPATCHER].decline(agent, request.match_info["id"])
+    request.app[appkeys.DISPATCHER].kick()
+    return web.json_response({"declined": request.match_info["id"]})
+
+
 async def send_message(request: web.Request) -> web.Response:
     agent = await _agent(request)
     body = await _body(request, MessageBody)
@@ -199,6 +216,7 @@ async def transfer(request: web.Request) -> web.Response:
         agent, request.match_info["id"], body.queue, body.note, app[appkeys.RULES].rules
     )
     await _deliver(app, outcome.conversation, outcome.notice)
+    app[appkeys.DISPATCHER].kick()
     log.info("agent.transferred", conversation_id=outcome.conversation.id, queue=body.queue)
     return web.json_response({"conversation": _conversation_json(outcome.conversation)})
 
@@ -211,6 +229,7 @@ async def resolve(request: web.Request) -> web.Response:
         agent, request.match_info["id"], body.outcome, body.back_to_bot, app[appkeys.RULES].rules
     )
     await _deliver(app, outcome.conversation, outcome.notice)
+    app[appkeys.DISPATCHER].kick()
     log.info("agent.resolved", conversation_id=outcome.conversation.id, back_to_bot=body.back_to_bot)
     return web.json_response({"conversation": _conversation_json(outcome.conversation)})
 
@@ -238,6 +257,7 @@ def setup(app: web.Application) -> None:
     router.add_get("/api/conversations", conversations)
     router.add_get("/api/conversations/{id}", conversation)
     router.add_post("/api/conversations/{id}/claim", claim)
+    router.add_post("/api/conversations/{id}/decline", decline)
     router.add_post("/api/conversations/{id}/messages", send_message)
     router.add_post("/api/conversations/{id}/transfer", transfer)
     router.add_post("/api/conversations/{id}/resolve", resolve)

@@ -25,6 +25,7 @@ from handoff.agents import AgentStore
 from handoff.context import BotTurnSummarizer
 from handoff.desk import Desk
 from handoff.holder import RulesHolder
+from handoff.offers import Dispatcher
 from handoff.problems import RulesError
 from handoff.queues import QueueStore
 from sessions.customers import CustomerStore
@@ -35,7 +36,7 @@ from sessions.store import ConversationStore
 
 log = structlog.get_logger(__name__)
 
-SWEEP_SECONDS = 5.0
+SWEEP_SECONDS = 2.0
 
 
 async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -57,6 +58,7 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     app[appkeys.DESK] = Desk(redis=redis, keys=keys, store=app[appkeys.STORE], agents=app[appkeys.AGENTS],
                              queues=app[appkeys.QUEUES])
     app[appkeys.SUMMARIZER] = BotTurnSummarizer()
+    app[appkeys.DISPATCHER] = Dispatcher(app[appkeys.DESK], settings.offer_timeout_seconds)
     live = LiveFeed(redis, keys)
     await live.start()
     app[appkeys.LIVE] = live
@@ -103,23 +105,40 @@ async def _rules_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _desk_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Agents whose heartbeat runs out go offline and hand their conversations back, on any instance."""
+    """The desk's clockwork, on every instance: lapsed offers go back to their queues, agents whose heartbeat
+    ran out go offline and hand their conversations back, and waiting conversations are offered to free
+    agents, at once when something changed (a kick) and every few seconds regardless."""
+    dispatcher = app[appkeys.DISPATCHER]
+    desk = app[appkeys.DESK]
+
+    stopping = asyncio.Event()
 
     async def sweep() -> None:
-        while True:
-            await asyncio.sleep(SWEEP_SECONDS)
+        while not stopping.is_set():
+            await dispatcher.wait_for_kick(SWEEP_SECONDS)
+            if stopping.is_set():
+                return
+            rules, now = app[appkeys.RULES].rules, utcnow()
             try:
-                gone = await app[appkeys.DESK].go_offline_if_expired(utcnow(), app[appkeys.RULES].rules)
-                if gone:
-                    log.info("desk.agents_expired", agents=gone)
+                await dispatcher.expire_offers(now)
+                for agent_id in await desk.go_offline_if_expired(now, rules):
+                    await dispatcher.withdraw_offers_to(agent_id)
+                    log.info("desk.agent_expired", agent_id=agent_id)
+                # Business hours follow the pipeline's clock (fixed in tests, like the policy's).
+                await dispatcher.dispatch(rules, app[appkeys.PIPELINE].clock())
             except RedisError as exc:
                 log.warning("desk.sweep_failed", error=type(exc).__name__)
 
-    task = asyncio.create_task(sweep())
+    task = asyncio.create_task(sweep(), name="desk-sweep")
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    stopping.set()
+    dispatcher.kick()
+    done, _ = await asyncio.wait({task}, timeout=5)
+    if not done:  # stuck in a Redis call: cancel, and never let shutdown hang on it
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=2)
+        if not done:
+            log.warning("desk.sweep_did_not_stop")
 
 
 async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -128,7 +147,7 @@ async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
     channels.register(WebChatAdapter())
     app[appkeys.CHANNELS] = channels
     pipeline = Pipeline(app[appkeys.STORE], app[appkeys.BOT], channels, app[appkeys.RULES],
-                        app[appkeys.QUEUES])
+                        app[appkeys.QUEUES], on_handoff=app[appkeys.DISPATCHER].kick)
     app[appkeys.PIPELINE] = pipeline
     secret = settings.identity_secret.get_secret_value() if settings.identity_secret else None
     app[appkeys.WEBCHAT] = WebChatEndpoint(

@@ -14,6 +14,7 @@ from handoff.agents import AgentStore
 from handoff.context import Summarizer
 from handoff.desk import Desk
 from handoff.holder import RulesHolder
+from handoff.offers import Dispatcher
 from handoff.queues import QueueStore
 from sessions.customers import CustomerStore
 from sessions.live import LiveFeed
@@ -33,3 +34,4 @@ QUEUES = web.AppKey("queues", QueueStore)
 AGENTS = web.AppKey("agents", AgentStore)
 DESK = web.AppKey("desk", Desk)
 SUMMARIZER = web.AppKey("summarizer", Summarizer)
+DISPATCHER = web.AppKey("dispatcher", Dispatcher)

@@ -72,7 +72,8 @@ def build() -> dict[str, Any]:
             "/api/conversations": {"get": {
                 "summary": "Conversations waiting in queues you serve, or yours",
                 "parameters": [{"name": "state", "in": "query", "schema": {
-                    "type": "string", "enum": ["queued", "async", "assigned"], "default": "queued"}}],
+                    "type": "string", "enum": ["queued", "offered", "async", "assigned"],
+                    "default": "queued"}}],
                 "responses": {"200": _json("conversations"),
                               **_errors(UNAUTHORIZED, (400, "unknown state (code invalid_state)"))},
             }},
@@ -88,6 +89,12 @@ def build() -> dict[str, Any]:
                 "responses": {"200": _json("conversation and context"), **_errors(
                     UNAUTHORIZED, FORBIDDEN, NOT_FOUND,
                     (409, "claimed_by_another, not_waiting, not_online or at_capacity"))},
+            }},
+            "/api/conversations/{id}/decline": {"post": {
+                "summary": "Decline an offer; the conversation is offered to the next agent",
+                "parameters": ID,
+                "responses": {"200": _json("declined"),
+                              **_errors(UNAUTHORIZED, (409, "no offer to you (no_offer)"))},
             }},
             "/api/conversations/{id}/messages": {"post": {
                 "summary": "Send the customer a message on their channel",

@@ -49,6 +49,7 @@ class Pipeline:
         queues: QueueStore,
         *,
         clock: Clock = utcnow,
+        on_handoff: Callable[[], None] = lambda: None,
     ) -> None:
         self.store = store
         self.bot = bot
@@ -56,6 +57,7 @@ class Pipeline:
         self.rules = rules
         self.queues = queues
         self.clock = clock
+        self.on_handoff = on_handoff
         # One bot turn at a time per conversation, so replies follow the messages they answer.
         self._turn_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         # When each recent conversation's last turn was stored, to spot a snapshot taken before it.
@@ -214,6 +216,7 @@ class Pipeline:
             if added:
                 await self.queues.remove(route.queue, conversation.id, live=state is ConversationState.QUEUED)
             return None
+        self.on_handoff()
         log.info("handoff.escalated", reason=record.reason, rule=record.trigger_rule, queue=route.queue,
                  mode=route.mode, priority=record.priority, route_rule=record.route_rule,
                  rules=record.rules_version)

@@ -38,6 +38,7 @@ class Settings(BaseSettings):
         "Sorry, I can't answer that right now. Please try again in a moment."
     )
     rules_dir: Path = DEMO_RULES
+    offer_timeout_seconds: float = Field(30.0, ge=5, le=600)
     admin_token: SecretStr | None = None
     log_format: Literal["auto", "console", "json"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"

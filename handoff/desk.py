@@ -126,6 +126,8 @@ class Desk:
                 queue_key,
                 self.keys.agent_state(self.desk, agent.id),
                 self.keys.agent_conversations(self.desk, agent.id),
+                self.keys.offers(self.desk),
+                self.keys.offer_deadlines(self.desk),
             ],
             args=[conversation.id, agent.id],
         )
@@ -138,6 +140,8 @@ class Desk:
             raise DeskError(409, "not_online", "Set your presence to online before taking conversations.")
         if code == -3:
             raise DeskError(409, "at_capacity", "You are at your capacity; resolve or transfer one first.")
+        if code == -4:
+            raise DeskError(409, "offered_to_another", "The conversation is being offered to another agent.")
         notice = self._notice(rules, conversation, "agent_joined", agent=agent.name)
         status = self._status(conversation, ConversationState.ASSIGNED, agent)
         try:
@@ -194,9 +198,11 @@ class Desk:
         notice = self._notice(rules, conversation, "transferred", queue=target.name)
         # The conversation now needs what the new queue needs, whatever the first routing asked for.
         handoff = (
-            conversation.handoff.model_copy(update={"queue": queue, "queue_name": target.name,
-                                                    "skills": list(target.skills)})
-            if conversation.handoff else None
+            conversation.handoff.model_copy(
+                update={"queue": queue, "queue_name": target.name, "skills": list(target.skills)}
+            )
+            if conversation.handoff
+            else None
         )
         moved = conversation.model_copy(update={"queue": queue, "handoff": handoff})
         status = self._status(moved, ConversationState.QUEUED, None, queue_name=target.name)
@@ -337,6 +343,18 @@ class Desk:
             sender=SenderKind.SYSTEM,
             text=text,
             channel=conversation.channel,
+        )
+
+    def status_of(self, conversation: Conversation, state: ConversationState) -> dict[str, Any]:
+        return self._status(conversation, state, None)
+
+    async def notify_agent(
+        self, agent_id: str, kind: str, conversation_id: str, data: dict[str, Any]
+    ) -> None:
+        """Tell the agent's open consoles; the desk state stays the record (consoles re-read it)."""
+        event = ConversationEvent(type=kind, conversation_id=conversation_id, data=data)
+        await self.redis.publish(
+            self.keys.agent_inbox(self.desk, agent_id), "event\n" + event.model_dump_json()
         )
 
     def _status(

@@ -68,6 +68,22 @@ class Keys:
         """Agents online or away, scored by when their heartbeat expires (ms)."""
         return f"{self._desk(desk)}:presence"
 
+    def offers(self, desk: str) -> str:
+        """Conversation id -> "agent|queue score|queue" while it is offered to one agent."""
+        return f"{self._desk(desk)}:offers"
+
+    def offer_deadlines(self, desk: str) -> str:
+        """Offered conversations by when the offer lapses (ms): the durable timer the sweepers pop."""
+        return f"{self._desk(desk)}:offer-deadlines"
+
+    def passed_over(self, desk: str, conversation_id: str) -> str:
+        """Agents who let an offer of this conversation lapse or declined it: offered to someone else next."""
+        return f"{self._desk(desk)}:passed:{conversation_id}"
+
+    def agent_inbox(self, desk: str, agent_id: str) -> str:
+        """Pub/sub channel of one agent's desk events (offers, assignments); the desk state is the record."""
+        return f"{self._desk(desk)}:agent:{agent_id}:inbox"
+
     def assignments(self, desk: str) -> str:
         """Conversation id -> the agent who holds it: the one place that says who has a conversation."""
         return f"{self._desk(desk)}:assignments"

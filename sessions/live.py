@@ -60,11 +60,17 @@ class LiveFeed:
         if self._pubsub is not None:
             await self._pubsub.aclose()  # type: ignore[no-untyped-call]
 
-    @contextlib.asynccontextmanager
-    async def follow(self, conversation_id: str) -> AsyncIterator[asyncio.Queue[LiveItem]]:
+    def follow(self, conversation_id: str) -> contextlib.AbstractAsyncContextManager[asyncio.Queue[LiveItem]]:
         """A queue of what is appended to the conversation from now on, while the context is open."""
+        return self._follow(conversation_id, self._keys.live_channel(conversation_id))
+
+    def follow_channel(self, channel: str) -> contextlib.AbstractAsyncContextManager[asyncio.Queue[LiveItem]]:
+        """Events published on any channel in the "event\n<json>" form (an agent's desk inbox, say)."""
+        return self._follow(f"channel:{channel}", channel)
+
+    @contextlib.asynccontextmanager
+    async def _follow(self, conversation_id: str, channel: str) -> AsyncIterator[asyncio.Queue[LiveItem]]:
         queue: asyncio.Queue[LiveItem] = asyncio.Queue(_QUEUE_LIMIT)
-        channel = self._keys.live_channel(conversation_id)
         async with self._lock:
             first = not self._followers[conversation_id]
             self._followers[conversation_id].add(queue)

@@ -71,11 +71,13 @@ async def test_a_handoff_from_claim_to_resolve_back_to_the_bot(
     agent = AgentClient(http, base, await add_agent(redis, namespace, "Alex", ["billing"]))
     await agent.online()
 
+    # The desk offers it to the only agent online, who accepts by claiming it.
+    await chat.recv_until(lambda f: f.get("type") == "handoff" and f.get("status") == "offered")
+    status, body = await agent.call("GET", "/api/conversations?state=offered")
+    assert [c["id"] for c in body["conversations"]] == [chat.conversation_id]
     status, body = await agent.call("GET", "/api/queues")
     billing = next(q for q in body["queues"] if q["id"] == "billing")
-    assert billing["depth"] == 1 and billing["agents_online"] == 1 and billing["you_serve"]
-    status, body = await agent.call("GET", "/api/conversations?state=queued")
-    assert [c["id"] for c in body["conversations"]] == [chat.conversation_id]
+    assert billing["depth"] == 0 and billing["agents_online"] == 1 and billing["you_serve"]
 
     status, body = await agent.call("POST", f"/api/conversations/{chat.conversation_id}/claim")
     assert status == 200, body
