@@ -157,6 +157,7 @@ class Desk:
             raise DeskError(
                 409, "not_waiting", "The conversation stopped waiting while you claimed it."
             ) from None
+        await self.notify_agent(agent.id, "desk.assigned", conversation.id, {"queue": conversation.queue})
         return Outcome(stored.conversation, stored.message)
 
     # -- talk --------------------------------------------------------------------------------------------
@@ -226,6 +227,7 @@ class Desk:
             ],
             {"queue": queue, "agent": "", "handoff": handoff, "notes": [*conversation.notes, note_entry]},
         )
+        await self.notify_agent(agent.id, "desk.released", conversation.id, {"reason": "transfer"})
         return Outcome(stored.conversation, stored.message)
 
     # -- resolve -----------------------------------------------------------------------------------------
@@ -258,6 +260,7 @@ class Desk:
             ],
             {"agent": "", "signals": PolicySignals(language=conversation.signals.language)},
         )
+        await self.notify_agent(agent.id, "desk.released", conversation.id, {"reason": outcome})
         return Outcome(stored.conversation, stored.message)
 
     # -- presence ----------------------------------------------------------------------------------------
@@ -290,6 +293,7 @@ class Desk:
                 ],
                 {"agent": "", "notes": [*conversation.notes, note]},
             )
+            await self.notify_agent(agent_id, "desk.released", cid, {"reason": "hand_back"})
             returned.append(cid)
         return returned
 

@@ -118,3 +118,42 @@ async def test_nothing_is_offered_while_the_queue_is_closed(
     await AgentClient(http, base, token).online()
     assert await dispatcher.dispatch(load_rules(DEMO_RULES), night) == []
     assert (await store.get(chat.conversation_id)).state is ConversationState.ASYNC
+
+
+async def test_agent_socket_streams_offers_and_the_customers_words(
+    start_gateway: Any, http: aiohttp.ClientSession, redis: Redis, namespace: str
+) -> None:
+    base = await start_gateway(clock=lambda: FRIDAY_MORNING)
+    refused = await http.ws_connect(f"{base}/ws/agent")
+    await refused.send_json({"type": "auth", "token": "hga_wrong"})
+    assert (await refused.receive_json(timeout=5))["code"] == "unauthorized"
+    await refused.receive(timeout=5)
+    assert refused.close_code == 4401
+
+    _, token = await AgentStore(redis, Keys(namespace)).add("Alex", ["billing"], ["en"], [])
+    agent = AgentClient(http, base, token)
+    ws = await http.ws_connect(f"{base}/ws/agent")
+    await ws.send_json({"type": "auth", "token": token})
+    hello = await ws.receive_json(timeout=5)
+    assert hello["type"] == "hello" and hello["agent"]["name"] == "Alex"
+
+    async def next_frame(kind: str) -> dict[str, Any]:
+        while True:
+            frame: dict[str, Any] = await ws.receive_json(timeout=5)
+            if frame["type"] == kind:
+                return frame
+
+    await agent.online()
+    chat = await handed_off(http, base)
+    offer = await next_frame("offer")
+    assert offer["conversation_id"] == chat.conversation_id and offer["queue"] == "billing"
+    await agent.call("POST", f"/api/conversations/{chat.conversation_id}/claim")
+    assert (await next_frame("assigned"))["conversation_id"] == chat.conversation_id
+    await chat.send("it was the charge on Tuesday")
+    said = await next_frame("message")
+    while said["sender"] != "customer":
+        said = await next_frame("message")
+    assert said["text"] == "it was the charge on Tuesday" and said["conversation_id"] == chat.conversation_id
+    await agent.call("POST", f"/api/conversations/{chat.conversation_id}/resolve", {"outcome": "done"})
+    assert (await next_frame("released"))["conversation_id"] == chat.conversation_id
+    await ws.close()
