@@ -27,6 +27,7 @@ from handoff.holder import RulesHolder
 from handoff.offers import Dispatcher
 from handoff.problems import RulesError
 from handoff.queues import QueueStore
+from handoff.sla import QueueUpdates
 from sessions.customers import CustomerStore
 from sessions.keys import Keys
 from sessions.live import LiveFeed
@@ -109,6 +110,7 @@ async def _desk_ctx(app: web.Application) -> AsyncIterator[None]:
     agents, at once when something changed (a kick) and every few seconds regardless."""
     dispatcher = app[appkeys.DISPATCHER]
     desk = app[appkeys.DESK]
+    updates = QueueUpdates(desk)
 
     stopping = asyncio.Event()
 
@@ -125,6 +127,7 @@ async def _desk_ctx(app: web.Application) -> AsyncIterator[None]:
                     log.info("desk.agent_expired", agent_id=agent_id)
                 # Business hours follow the pipeline's clock (fixed in tests, like the policy's).
                 await dispatcher.dispatch(rules, app[appkeys.PIPELINE].clock())
+                await updates.send_due(rules, now)
             except RedisError as exc:
                 log.warning("desk.sweep_failed", error=type(exc).__name__)
 

@@ -32,6 +32,7 @@ from sessions.models import (
 )
 from sessions.store import AppendResult, ConversationNotFound, ConversationStore, TransitionRefused
 
+HANDLE_TIMES_KEPT = 50
 WAITING = (ConversationState.QUEUED, ConversationState.OFFERED, ConversationState.ASYNC)
 
 
@@ -149,7 +150,7 @@ class Desk:
                 notice,
                 ConversationState.ASSIGNED,
                 [self._event(conversation, "handoff.assigned", status, notice, agent_id=agent.id)],
-                updates={"agent": agent.id},
+                updates={"agent": agent.id, "assigned_at": utcnow()},
                 allowed_from=WAITING,
             )
         except TransitionRefused:
@@ -260,6 +261,13 @@ class Desk:
             ],
             {"agent": "", "signals": PolicySignals(language=conversation.signals.language)},
         )
+        if conversation.assigned_at is not None and conversation.queue:
+            handled = round((utcnow() - conversation.assigned_at).total_seconds())
+            key = self.keys.handle_times(self.desk, conversation.queue)
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.lpush(key, handled)
+                pipe.ltrim(key, 0, HANDLE_TIMES_KEPT - 1)
+                await pipe.execute()
         await self.notify_agent(agent.id, "desk.released", conversation.id, {"reason": outcome})
         return Outcome(stored.conversation, stored.message)
 

@@ -23,6 +23,9 @@ BACK_UNKNOWN = "back_unknown"
 TICKET = "handoff_ticket"
 # The agent desk's notices to the customer.
 DESK = ("agent_joined", "transferred", "resolved", "back_to_bot", "agent_left")
+# Live queue updates: with an estimate, and when nobody serving the queue is online.
+POSITION = "queue_position"
+POSITION_UNSTAFFED = "queue_position_unstaffed"
 BY_MODE = {
     "live": "handoff_live",
     "async": "handoff_async",
@@ -30,12 +33,14 @@ BY_MODE = {
     "voicemail": "handoff_voicemail",
     "self_service": SELF_SERVICE,
 }
-REQUIRED = (DEFLECT, CLARIFY, BACK_UNKNOWN, TICKET, *BY_MODE.values(), *DESK)
-PLACEHOLDERS = frozenset({"queue", "back_at", "back_in", "agent"})
+REQUIRED = (DEFLECT, CLARIFY, BACK_UNKNOWN, TICKET, *BY_MODE.values(), *DESK, POSITION, POSITION_UNSTAFFED)
+PLACEHOLDERS = frozenset({"queue", "back_at", "back_in", "agent", "position", "wait"})
 
 
 _SAMPLE = {
     "agent": "Alex",
+    "position": "2",
+    "wait": "5 minutes",
     "queue": "Billing",
     "back_at": "Monday 08:00 Eastern Standard Time",
     "back_in": "in 9 hours",

@@ -84,6 +84,14 @@ class Keys:
         """Pub/sub channel of one agent's desk events (offers, assignments); the desk state is the record."""
         return f"{self._desk(desk)}:agent:{agent_id}:inbox"
 
+    def handle_times(self, desk: str, queue: str) -> str:
+        """The latest handle times (seconds) of a queue's conversations, newest first: the ETA's basis."""
+        return f"{self._desk(desk)}:handle-times:{queue}"
+
+    def sla_sent(self, desk: str) -> str:
+        """Conversation id -> "position|epoch ms" of the last queue update its customer was sent."""
+        return f"{self._desk(desk)}:sla-sent"
+
     def assignments(self, desk: str) -> str:
         """Conversation id -> the agent who holds it: the one place that says who has a conversation."""
         return f"{self._desk(desk)}:assignments"

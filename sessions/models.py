@@ -197,6 +197,7 @@ class Conversation(BaseModel):
     updated_at: datetime = Field(default_factory=utcnow)
     queue: str | None = None
     agent: str | None = None
+    assigned_at: datetime | None = None
     priority: int = 0
     tags: list[str] = Field(default_factory=list)
     # The bot's view of the latest turn, so policies can read it without replaying the transcript.
@@ -207,7 +208,7 @@ class Conversation(BaseModel):
     # Notes agents leave for each other (transfers, hand-backs), oldest first.
     notes: list[dict[str, Any]] = Field(default_factory=list)
 
-    @field_validator("last_intent", "queue", "agent", mode="before")
+    @field_validator("last_intent", "queue", "agent", "assigned_at", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value

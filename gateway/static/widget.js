@@ -266,7 +266,12 @@
   Widget.prototype.showHandoff = function (frame) {
     var team = frame.queue_name || frame.queue || "our team";
     var text = "";
-    if (frame.status === "queued") text = "Waiting for a person from " + team + ". They'll reply here.";
+    if (frame.status === "queued") {
+      text = "Waiting for a person from " + team + ".";
+      if (frame.position) text += " You're number " + frame.position + " in line";
+      if (frame.position && frame.eta_seconds) text += ", about " + Math.max(1, Math.round(frame.eta_seconds / 60)) + " min";
+      if (frame.position) text += ".";
+    }
     else if (frame.status === "offered") text = "A person from " + team + " is about to join.";
     else if (frame.status === "assigned") {
       text = frame.agent_name ? "You're chatting with " + frame.agent_name + " (" + team + ")." : "You're chatting with " + team + ".";
