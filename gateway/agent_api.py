@@ -45,6 +45,8 @@ class ResolveBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     outcome: str = Field("resolved", min_length=1, max_length=100)
     back_to_bot: bool = False
+    # "Did the context let you act without asking the customer again?", kept for the review metrics.
+    context_sufficient: bool | None = None
 
 
 def _text(raw: Any) -> str:
@@ -226,7 +228,8 @@ async def resolve(request: web.Request) -> web.Response:
     body = await _body(request, ResolveBody)
     app = request.app
     outcome = await app[appkeys.DESK].resolve(
-        agent, request.match_info["id"], body.outcome, body.back_to_bot, app[appkeys.RULES].rules
+        agent, request.match_info["id"], body.outcome, body.back_to_bot, app[appkeys.RULES].rules,
+        context_sufficient=body.context_sufficient,
     )
     await _deliver(app, outcome.conversation, outcome.notice)
     app[appkeys.DISPATCHER].kick()

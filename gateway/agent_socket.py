@@ -14,7 +14,7 @@ import json
 from typing import Any
 
 import structlog
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 from redis.exceptions import RedisError
 
 from channels.webchat.frames import message_frame
@@ -48,9 +48,26 @@ async def handle(request: web.Request) -> web.StreamResponse:
         )
     ws = web.WebSocketResponse(heartbeat=30, max_msg_size=64 * 1024)
     await ws.prepare(request)
+    sockets = app[appkeys.AGENT_SOCKETS]
+    sockets.add(ws)
+    try:
+        await _serve(app, ws)
+    finally:
+        sockets.discard(ws)
+    return ws
+
+
+async def close_all(app: web.Application) -> None:
+    """On shutdown: 1001 "going away" tells consoles to reconnect, to this or another instance."""
+    sockets = app[appkeys.AGENT_SOCKETS]
+    for ws in list(sockets):
+        await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")
+
+
+async def _serve(app: web.Application, ws: web.WebSocketResponse) -> None:
     agent = await _authenticate(app, ws)
     if agent is None:
-        return ws
+        return
     structlog.contextvars.bind_contextvars(agent_id=agent.id)
     session = _AgentSession(app, ws, agent)
     try:
@@ -61,7 +78,6 @@ async def handle(request: web.Request) -> web.StreamResponse:
             await ws.close(code=4503, message=b"unavailable")
     finally:
         await session.stop()
-    return ws
 
 
 async def _authenticate(app: web.Application, ws: web.WebSocketResponse) -> Agent | None:

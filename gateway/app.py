@@ -13,7 +13,7 @@ from redis.exceptions import RedisError
 
 from channels.base import ChannelRegistry
 from channels.webchat import WebChatAdapter, WebChatConfig, WebChatEndpoint
-from gateway import appkeys
+from gateway import agent_socket, appkeys
 from gateway.agent_api import desk_errors
 from gateway.bots import build_bot
 from gateway.middleware import error_middleware, request_context_middleware
@@ -161,11 +161,13 @@ async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _close_sockets(app: web.Application) -> None:
     await app[appkeys.WEBCHAT].close_all()
+    await agent_socket.close_all(app)
 
 
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[request_context_middleware, error_middleware, desk_errors])
     app[appkeys.SETTINGS] = settings
+    app[appkeys.AGENT_SOCKETS] = set()
     app.cleanup_ctx.extend([_redis_ctx, _bot_ctx, _rules_ctx, _desk_ctx, _pipeline_ctx])
     app.on_shutdown.append(_close_sockets)
     setup_routes(app)

@@ -37,6 +37,18 @@ async def demo_page(request: web.Request) -> web.Response:
     return web.Response(text=page, content_type="text/html", headers={"Cache-Control": "no-store"})
 
 
+async def console_page(request: web.Request) -> web.Response:
+    # The console handles agent tokens: scripts only from this origin.
+    policy = "default-src 'self'; style-src 'self' 'unsafe-inline'"
+    return web.Response(text=_static("console.html"), content_type="text/html",
+                        headers={"Cache-Control": "no-store", "Content-Security-Policy": policy})
+
+
+async def console_js(request: web.Request) -> web.Response:
+    return web.Response(text=_static("console.js"), content_type="application/javascript",
+                        headers={"Cache-Control": "no-store"})
+
+
 async def widget_js(request: web.Request) -> web.Response:
     return web.Response(text=_static("widget.js"), content_type="application/javascript",
                         headers={"Cache-Control": "public, max-age=300", "Access-Control-Allow-Origin": "*"})

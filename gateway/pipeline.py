@@ -198,8 +198,9 @@ class Pipeline:
         ]
         tags = list(dict.fromkeys([*conversation.tags, record.reason, *decision.trigger.tags]))
         # Queue first: a crash between the two steps leaves an entry the desk drops on claim (its state
-        # is not queued), never a queued conversation that no queue holds.
-        added = await self.queues.enqueue(route.queue, conversation.id, record.priority, now,
+        # is not queued), never a queued conversation that no queue holds. Waiting time is real time,
+        # whatever clock the policy decided by.
+        added = await self.queues.enqueue(route.queue, conversation.id, record.priority, utcnow(),
                                           live=state is ConversationState.QUEUED)
         try:
             stored = await self.store.append_and_move(

@@ -16,6 +16,8 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/readyz", health.readyz)
     app.router.add_get("/", pages.demo_page)
     app.router.add_get("/widget.js", pages.widget_js)
+    app.router.add_get("/console", pages.console_page)
+    app.router.add_get("/console.js", pages.console_js)
     app.router.add_get("/ws/chat", _chat_socket)
     app.router.add_get("/api/admin/rules", admin.rules_info)
     app.router.add_post("/api/admin/rules/reload", admin.rules_reload)

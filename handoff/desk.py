@@ -233,7 +233,8 @@ class Desk:
 
     # -- resolve -----------------------------------------------------------------------------------------
     async def resolve(
-        self, agent: Agent, conversation_id: str, outcome: str, back_to_bot: bool, rules: RuleSet
+        self, agent: Agent, conversation_id: str, outcome: str, back_to_bot: bool, rules: RuleSet,
+        *, context_sufficient: bool | None = None,
     ) -> Outcome:
         conversation = await self._held(agent, conversation_id)
         if not await self._release_desk(agent.id, conversation.id, requeue=None):
@@ -256,6 +257,7 @@ class Desk:
                     agent_id=agent.id,
                     outcome=outcome,
                     back_to_bot=back_to_bot,
+                    context_sufficient=context_sufficient,
                     seconds_since_handoff=round((utcnow() - decided).total_seconds()),
                 ),
             ],

@@ -27,6 +27,7 @@ from sessions.store import ConversationNotFound, TransitionRefused
 log = structlog.get_logger(__name__)
 
 PASSED_OVER_TTL_SECONDS = 3600
+STRAY_GRACE_SECONDS = 60
 _LEASE_MS = 30_000
 _HEAD = 20  # conversations looked at per queue and round
 
@@ -87,10 +88,11 @@ class Dispatcher:
         for name, queue in rules.queues.queues.items():
             if queue.retired or not rules.is_open(queue.hours, now):
                 continue
-            waiting = [cid for cid, _ in await desk.queues.waiting(name, _HEAD)]
-            if not waiting:
+            entries = await desk.queues.waiting(name, _HEAD)
+            if not entries:
                 continue
-            conversations = await desk.store.get_many(waiting)
+            conversations = await desk.store.get_many([cid for cid, _ in entries])
+            await self._drop_strays(name, entries, conversations)
             async with desk.redis.pipeline(transaction=False) as pipe:
                 for conversation in conversations:
                     pipe.smembers(desk.keys.passed_over(desk.desk, conversation.id))
@@ -107,6 +109,22 @@ class Dispatcher:
                         update={"active": states[agent.id].active + 1}
                     )
         return made
+
+    async def _drop_strays(
+        self, queue: str, entries: list[tuple[str, datetime]], conversations: list[Conversation]
+    ) -> None:
+        """Queue entries whose conversation expired, or never left the bot (its instance died between
+        queueing and handing off), are removed once they are older than any handoff in progress."""
+        found = {c.id: c for c in conversations}
+        cutoff = utcnow() - timedelta(seconds=STRAY_GRACE_SECONDS)
+        for cid, since in entries:
+            conversation = found.get(cid)
+            stray = conversation is None or conversation.state not in (
+                ConversationState.QUEUED, ConversationState.OFFERED
+            )
+            if stray and since < cutoff:
+                await self.desk.queues.remove(queue, cid)
+                log.info("desk.stray_removed", conversation_id=cid, queue=queue)
 
     async def _make_offer(self, conversation: Conversation, agent: Agent, queue: str, now: datetime) -> bool:
         desk = self.desk

@@ -14,6 +14,7 @@ from aiohttp import web
 from gateway import appkeys
 from gateway.app import create_app
 from gateway.embedded_redis import free_port
+from handoff.agents import AgentStore
 from sessions.keys import Keys
 from sessions.store import ConversationStore
 from tests.conftest import make_settings
@@ -160,5 +161,66 @@ async def test_handoff_shows_the_notice_and_a_status_line_that_survives_a_reload
         await page.reload()
         await expect(page.locator(".banner")).to_contain_text("Billing will reply here")
         await expect(page.locator(".msg.system")).to_have_count(1)
+    finally:
+        await server.stop()
+
+
+async def test_customer_and_agent_pages_end_to_end(
+    browser: Browser, redis_url: str, namespace: str, tmp_path: Path, redis: Any
+) -> None:
+    """A customer asks for a person in the widget; an agent accepts in the console; they talk; the agent
+    resolves; the widget shows each step."""
+    server = Server(redis_url, namespace, tmp_path)
+    server.clock = lambda: datetime(2026, 11, 27, 15, 0, tzinfo=UTC)  # Friday morning in New York
+    await server.start()
+    try:
+        _, token = await AgentStore(redis, Keys(namespace)).add("Alex", ["billing"], ["en"], [])
+        console = await browser.new_page(viewport={"width": 1280, "height": 800})
+        await console.goto(f"{server.base}/console")
+        await console.get_by_label("Agent token").fill(token)
+        await console.get_by_role("button", name="Sign in").click()
+        await expect(console.locator("#me")).to_contain_text("Alex")
+        await console.get_by_label("Capacity").fill("2")
+        await console.get_by_label("Status").select_option("online")
+        await expect(console.locator("#toast")).to_contain_text("You are online")
+
+        customer = await browser.new_page()
+        await customer.goto(server.base)
+        await customer.get_by_role("button", name="Open chat").click()
+        await send(customer, "where is my order #123456")
+        await expect(customer.locator(".msg.bot")).to_have_count(1)
+        await send(customer, "I want to dispute a charge on my card")
+        await expect(customer.locator(".msg.system")).to_contain_text("Billing team")
+        await expect(customer.locator(".banner")).to_be_visible()
+
+        offer = console.locator(".item.offer")
+        await expect(offer).to_have_count(1, timeout=10_000)
+        await offer.get_by_role("button", name="Accept").click()
+        await expect(console.locator("#summary")).to_contain_text('order_status: "where is my order #123456"')
+        await expect(console.locator("#summary")).to_contain_text("order_number: 123456")
+        await expect(console.locator("#summary")).to_contain_text("high_risk_intent")
+        await expect(console.locator("#transcript .msg.customer")).to_have_count(2)
+        await expect(customer.locator(".banner")).to_contain_text("You're chatting with Alex")
+        await expect(customer.locator(".msg.system").last).to_contain_text("Alex from our team has joined")
+
+        await console.get_by_label("Reply").fill("Hi, I'm Alex. Which charge is it?")
+        await console.get_by_role("button", name="Send").click()
+        await expect(customer.locator(".msg.agent")).to_contain_text("Which charge is it?")
+        await send(customer, "The one from Tuesday, 49 EUR")
+        await expect(console.locator("#transcript .msg.customer").last).to_contain_text("from Tuesday")
+
+        await console.get_by_label("Outcome").fill("refund issued")
+        await console.get_by_label("back to the bot").check()
+        await console.locator('input[name="context"][value="yes"]').check()
+        await console.get_by_role("button", name="Resolve").click()
+        await expect(customer.locator(".msg.system").last).to_contain_text("I'm back to help")
+        await expect(customer.locator(".banner")).to_be_hidden()
+        await send(customer, "how much is shipping")
+        await expect(customer.locator(".msg.bot")).to_have_count(2)
+
+        store = ConversationStore(redis, Keys(namespace), 60)
+        conversation = await store.get((await store.recent(1))[0])
+        resolved = [e for e in await store.events(conversation.id) if e.type == "handoff.resolved"]
+        assert resolved[0].data["context_sufficient"] is True and resolved[0].data["outcome"] == "refund issued"
     finally:
         await server.stop()

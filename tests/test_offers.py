@@ -157,3 +157,18 @@ async def test_agent_socket_streams_offers_and_the_customers_words(
     await agent.call("POST", f"/api/conversations/{chat.conversation_id}/resolve", {"outcome": "done"})
     assert (await next_frame("released"))["conversation_id"] == chat.conversation_id
     await ws.close()
+
+
+async def test_a_queue_entry_without_a_waiting_conversation_is_dropped(
+    start_gateway: Any, http: aiohttp.ClientSession, redis: Redis, namespace: str
+) -> None:
+    """An instance that died between queueing and handing off leaves an entry; the desk removes it."""
+    base = await start_gateway(clock=lambda: FRIDAY_MORNING)
+    queues = QueueStore(redis, Keys(namespace))
+    await queues.enqueue("billing", "gone-conversation", 3, datetime.now(UTC) - timedelta(minutes=5))
+    await queues.enqueue("billing", "just-queued", 3, datetime.now(UTC))  # a handoff in progress: kept
+    _, token = await AgentStore(redis, Keys(namespace)).add("Alex", ["billing"], ["en"], [])
+    await AgentClient(http, base, token).online()
+    dispatcher, _ = dispatcher_for(redis, namespace)
+    await dispatcher.dispatch(load_rules(DEMO_RULES), FRIDAY_MORNING)
+    assert [cid for cid, _ in await queues.waiting("billing")] == ["just-queued"]

@@ -1,0 +1,190 @@
+/* Agent console: plain JavaScript, no build step. REST for actions, /ws/agent for live events. */
+(function () {
+  "use strict";
+  var $ = function (id) { return document.getElementById(id); };
+  var token = sessionStorage.getItem("agent-token") || "";
+  var current = null;   // conversation id shown
+  var socket = null;
+  var offers = {};
+
+  function api(method, path, body) {
+    return fetch(path, {
+      method: method,
+      headers: { "Authorization": "Bearer " + token, "Content-Type": "application/json" },
+      body: body === undefined ? undefined : JSON.stringify(body)
+    }).then(function (r) {
+      return r.json().then(function (data) {
+        if (!r.ok) { var e = new Error(data.detail || data.code); e.code = data.code; e.status = r.status; throw e; }
+        return data;
+      });
+    });
+  }
+
+  function toast(text) {
+    var t = $("toast"); t.textContent = text; t.classList.remove("hidden");
+    clearTimeout(toast.timer); toast.timer = setTimeout(function () { t.classList.add("hidden"); }, 4000);
+  }
+
+  function el(tag, cls, text) {
+    var e = document.createElement(tag);
+    if (cls) e.className = cls;
+    if (text !== undefined) e.textContent = text;
+    return e;
+  }
+
+  function signIn(t) {
+    token = t;
+    return api("GET", "/api/agents/me").then(function (me) {
+      sessionStorage.setItem("agent-token", token);
+      $("signin").classList.add("hidden"); $("app").classList.remove("hidden");
+      $("me").textContent = me.name + " · " + (me.skills.join(", ") || "no skills");
+      $("status").value = me.presence.status; $("capacity").value = me.presence.capacity || 3;
+      connect(); refresh();
+      setInterval(refresh, 5000);
+    }).catch(function (e) { $("signin-error").textContent = e.message; sessionStorage.removeItem("agent-token"); });
+  }
+
+  function setPresence() {
+    api("POST", "/api/agents/me/presence", { status: $("status").value, capacity: Number($("capacity").value) })
+      .then(function (s) { toast("You are " + s.status + " (capacity " + s.capacity + ")"); refresh(); })
+      .catch(function (e) { toast(e.message); });
+  }
+
+  function connect() {
+    var scheme = location.protocol === "https:" ? "wss://" : "ws://";
+    socket = new WebSocket(scheme + location.host + "/ws/agent");
+    socket.onopen = function () { socket.send(JSON.stringify({ type: "auth", token: token })); };
+    socket.onmessage = function (event) { onFrame(JSON.parse(event.data)); };
+    socket.onclose = function () { setTimeout(connect, 2000); };
+  }
+
+  function onFrame(f) {
+    if (f.type === "offer") { offers[f.conversation_id] = f; renderOffers(); toast("New conversation offered"); }
+    else if (f.type === "offer_withdrawn") { delete offers[f.conversation_id]; renderOffers(); }
+    else if (f.type === "assigned" || f.type === "released") refresh();
+    else if (f.type === "message" && f.conversation_id === current) addMessage(f);
+  }
+
+  function refresh() {
+    api("GET", "/api/conversations?state=offered").then(function (d) {
+      var fresh = {};
+      d.conversations.forEach(function (c) { fresh[c.id] = offers[c.id] || { conversation_id: c.id, queue: c.queue }; });
+      offers = fresh; renderOffers();
+    });
+    api("GET", "/api/conversations?state=assigned").then(function (d) { renderList("mine", d.conversations, false); });
+    Promise.all([api("GET", "/api/conversations?state=queued"), api("GET", "/api/conversations?state=async")])
+      .then(function (r) { renderList("waiting", r[0].conversations.concat(r[1].conversations), true); });
+    api("GET", "/api/queues").then(renderQueues);
+  }
+
+  function renderOffers() {
+    var box = $("offers"); box.textContent = "";
+    Object.keys(offers).forEach(function (id) {
+      var item = el("div", "item offer");
+      item.appendChild(el("div", "", "Offer · " + (offers[id].queue || "")));
+      var accept = el("button", "", "Accept"), decline = el("button", "", "Decline");
+      accept.onclick = function () { claim(id); };
+      decline.onclick = function () {
+        api("POST", "/api/conversations/" + id + "/decline").then(function () { delete offers[id]; renderOffers(); })
+          .catch(function (e) { toast(e.message); });
+      };
+      item.appendChild(accept); item.appendChild(decline); box.appendChild(item);
+    });
+    if (!Object.keys(offers).length) box.appendChild(el("div", "meta", "No offers."));
+  }
+
+  function renderList(boxId, conversations, takeable) {
+    var box = $(boxId); box.textContent = "";
+    conversations.forEach(function (c) {
+      var item = el("div", "item" + (c.id === current ? " active" : ""));
+      var reason = c.handoff ? c.handoff.reason : "";
+      item.appendChild(el("div", "", (c.customer.name || "Customer " + c.customer.id.slice(0, 6)) + " · " + c.channel));
+      item.appendChild(el("div", "meta", (c.queue || "") + " · " + reason + " · priority " + c.priority + " · " + c.state));
+      if (takeable) { var take = el("button", "", "Take"); take.onclick = function (e) { e.stopPropagation(); claim(c.id); }; item.appendChild(take); }
+      item.onclick = function () { open(c.id); };
+      box.appendChild(item);
+    });
+    if (!conversations.length) box.appendChild(el("div", "meta", "None."));
+  }
+
+  function renderQueues(d) {
+    var box = $("queues"); box.textContent = "";
+    var select = $("transfer-queue"); var chosen = select.value; select.textContent = "";
+    d.queues.forEach(function (q) {
+      var line = q.name + ": " + q.depth + " waiting, " + q.backlog + " follow-ups, " + q.agents_online + " online, " + (q.open_now ? "open" : "closed");
+      box.appendChild(el("div", "meta", line));
+      var option = el("option", "", q.name); option.value = q.id; select.appendChild(option);
+    });
+    if (chosen) select.value = chosen;
+  }
+
+  function claim(id) {
+    api("POST", "/api/conversations/" + id + "/claim").then(function (d) {
+      delete offers[id]; renderOffers(); show(d); refresh();
+    }).catch(function (e) { toast(e.message); refresh(); });
+  }
+
+  function open(id) { api("GET", "/api/conversations/" + id).then(show).catch(function (e) { toast(e.message); }); }
+
+  function show(d) {
+    var c = d.conversation, ctx = d.context;
+    current = c.id;
+    var s = $("summary"); s.textContent = ""; s.appendChild(el("h2", "", "Summary"));
+    var dl = el("dl");
+    function row(label, value) { if (value === undefined || value === null || value === "") return; dl.appendChild(el("dt", "", label)); dl.appendChild(el("dd", "", value)); }
+    row("Goal", ctx.summary.goal);
+    row("Already tried", ctx.summary.attempted.join("; "));
+    row("Collected", Object.keys(ctx.summary.collected).map(function (k) { return k + ": " + ctx.summary.collected[k]; }).join(", "));
+    row("Blocker", ctx.summary.blocker);
+    if (ctx.escalation) {
+      row("Why handed over", ctx.escalation.reason + " (" + ctx.escalation.trigger_rule + "), priority " + ctx.escalation.priority);
+      row("Routed", ctx.escalation.queue + " by " + ctx.escalation.route_rule);
+    }
+    row("Intent", ctx.intent ? ctx.intent + " (" + Math.round((ctx.confidence || 0) * 100) + "%)" : "");
+    row("Customer", [ctx.customer.name, ctx.customer.email, ctx.customer.tier].filter(Boolean).join(" · ") + " · " + ctx.channel);
+    row("Identity", ctx.verification.verified ? "verified: " + ctx.verification.fields.join(", ") : "not verified: confirm identity before account changes");
+    row("Notes", ctx.notes.map(function (n) { return n.from_agent + ": " + n.note; }).join(" | "));
+    row("Tags", ctx.tags.join(", "));
+    s.appendChild(dl);
+    var t = $("transcript"); t.textContent = "";
+    ctx.transcript.forEach(addMessage);
+    $("actions").classList.toggle("hidden", c.state !== "assigned");
+    if (socket && socket.readyState === 1) socket.send(JSON.stringify({ type: "follow", conversation_id: c.id }));
+  }
+
+  function addMessage(m) {
+    var t = $("transcript");
+    if (m.id && t.querySelector('[data-id="' + m.id + '"]')) return;
+    var div = el("div", "msg " + m.sender);
+    div.dataset.id = m.id || "";
+    div.appendChild(el("span", "who", m.sender));
+    div.appendChild(document.createTextNode(m.text));
+    t.appendChild(div); t.scrollTop = t.scrollHeight;
+  }
+
+  $("signin-form").onsubmit = function (e) { e.preventDefault(); signIn($("token").value.trim()); };
+  $("sign-out").onclick = function () { sessionStorage.removeItem("agent-token"); location.reload(); };
+  $("status").onchange = setPresence; $("capacity").onchange = setPresence;
+  $("reply").onsubmit = function (e) {
+    e.preventDefault();
+    var text = $("reply-text").value.trim(); if (!text || !current) return;
+    api("POST", "/api/conversations/" + current + "/messages", { text: text })
+      .then(function () { $("reply-text").value = ""; }).catch(function (err) { toast(err.message); });
+  };
+  $("reply-text").onkeydown = function (e) { if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); $("reply").requestSubmit(); } };
+  $("transfer").onsubmit = function (e) {
+    e.preventDefault();
+    api("POST", "/api/conversations/" + current + "/transfer", { queue: $("transfer-queue").value, note: $("transfer-note").value })
+      .then(function () { toast("Transferred"); $("actions").classList.add("hidden"); refresh(); }).catch(function (err) { toast(err.message); });
+  };
+  $("resolve").onsubmit = function (e) {
+    e.preventDefault();
+    var picked = document.querySelector('input[name="context"]:checked');
+    api("POST", "/api/conversations/" + current + "/resolve", {
+      outcome: $("outcome").value || "resolved", back_to_bot: $("back-to-bot").checked,
+      context_sufficient: picked ? picked.value === "yes" : null
+    }).then(function () { toast("Resolved"); $("actions").classList.add("hidden"); refresh(); }).catch(function (err) { toast(err.message); });
+  };
+
+  if (token) signIn(token);
+})();
