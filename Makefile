@@ -27,10 +27,11 @@ lint: $(STAMP)
 
 check: lint test
 
-## bench: the web chat benchmark (a gateway it starts itself) and the handoff policy benchmark (tests/bench/README.md)
+## bench: web chat, handoff policy and desk claim benchmarks (tests/bench/README.md)
 bench: $(STAMP)
 	$(BIN)/python tests/bench/bench_webchat.py --sessions 200
 	$(BIN)/python tests/bench/bench_policy.py
+	$(BIN)/python tests/bench/bench_desk.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
