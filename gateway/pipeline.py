@@ -16,6 +16,7 @@ import structlog
 
 from channels.base import ChannelRegistry
 from gateway.bots.base import Bot
+from handoff import messages
 from handoff.holder import RulesHolder
 from handoff.policy import Action, Decision, TurnInput, decide, needs_load, reroute
 from handoff.queues import QueueStore
@@ -26,6 +27,7 @@ from sessions.models import (
     ConversationEvent,
     ConversationState,
     Direction,
+    HandoffRecord,
     InboundMessage,
     Message,
     SenderKind,
@@ -50,6 +52,7 @@ class Pipeline:
         *,
         clock: Clock = utcnow,
         on_handoff: Callable[[], None] = lambda: None,
+        return_window_seconds: float = 0,
     ) -> None:
         self.store = store
         self.bot = bot
@@ -58,6 +61,7 @@ class Pipeline:
         self.queues = queues
         self.clock = clock
         self.on_handoff = on_handoff
+        self.return_window_seconds = return_window_seconds
         # One bot turn at a time per conversation, so replies follow the messages they answer.
         self._turn_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         # When each recent conversation's last turn was stored, to spot a snapshot taken before it.
@@ -102,7 +106,12 @@ class Pipeline:
                 await self._bot_turn(conversation, accepted.message)
 
     async def _reopen(self, conversation: Conversation) -> Conversation:
-        """A customer writing after an agent resolved the conversation is answered by the bot again."""
+        """A customer writing after an agent resolved the conversation: soon after, back to that queue and,
+        when free, that agent; later, the bot answers again."""
+        resolved_at = conversation.resolved_at
+        if (conversation.queue and conversation.handoff and resolved_at is not None
+                and (utcnow() - resolved_at).total_seconds() <= self.return_window_seconds):
+            return await self._return_to_queue(conversation, conversation.queue, conversation.handoff)
         event = ConversationEvent(type="conversation.reopened", conversation_id=conversation.id)
         try:
             await self.store.transition(conversation.id, ConversationState.BOT, event,
@@ -110,6 +119,33 @@ class Pipeline:
         except TransitionRefused:
             return await self.store.get(conversation.id)
         return conversation.model_copy(update={"state": ConversationState.BOT})
+
+    async def _return_to_queue(
+        self, conversation: Conversation, queue: str, record: HandoffRecord
+    ) -> Conversation:
+        rules = self.rules.rules
+        if queue not in rules.queues.queues:
+            queue = rules.routing.fallback.queue
+        locale = record.language or rules.meta.default_locale
+        text, _ = messages.render(rules, "welcome_back", locale, conversation.channel, now=self.clock(),
+                                  extra={"queue": rules.queue(queue).name})
+        notice = Message(conversation_id=conversation.id, direction=Direction.OUTBOUND,
+                         sender=SenderKind.SYSTEM, text=text, channel=conversation.channel)
+        event = ConversationEvent(type="handoff.queued", conversation_id=conversation.id,
+                                  data={"status": record.status(ConversationState.QUEUED), "text": text,
+                                        "returning": True})
+        await self.queues.enqueue(queue, conversation.id, record.priority, utcnow())
+        try:
+            stored = await self.store.append_and_move(notice, ConversationState.QUEUED, [event],
+                                                      updates={"queue": queue},
+                                                      allowed_from=[ConversationState.RESOLVED])
+        except TransitionRefused:
+            await self.queues.remove(queue, conversation.id)
+            return await self.store.get(conversation.id)
+        self.on_handoff()
+        await self.channels.get(conversation.channel).deliver(stored.conversation, stored.message)
+        log.info("handoff.returned", queue=queue)
+        return stored.conversation
 
     def _finished(self, stored: AppendResult) -> None:
         self._turn_finished[stored.conversation.id] = stored.conversation.updated_at

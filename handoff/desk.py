@@ -261,7 +261,8 @@ class Desk:
                     seconds_since_handoff=round((utcnow() - decided).total_seconds()),
                 ),
             ],
-            {"agent": "", "signals": PolicySignals(language=conversation.signals.language)},
+            {"agent": "", "last_agent": agent.id, "resolved_at": utcnow(),
+             "signals": PolicySignals(language=conversation.signals.language)},
         )
         if conversation.assigned_at is not None and conversation.queue:
             handled = round((utcnow() - conversation.assigned_at).total_seconds())

@@ -22,7 +22,7 @@ BACK_UNKNOWN = "back_unknown"
 # An asynchronous follow-up while the team is open (live help was not offered on this channel).
 TICKET = "handoff_ticket"
 # The agent desk's notices to the customer.
-DESK = ("agent_joined", "transferred", "resolved", "back_to_bot", "agent_left")
+DESK = ("agent_joined", "transferred", "resolved", "back_to_bot", "agent_left", "welcome_back")
 # Live queue updates: with an estimate, and when nobody serving the queue is online.
 POSITION = "queue_position"
 POSITION_UNSTAFFED = "queue_position_unstaffed"

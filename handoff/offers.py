@@ -49,6 +49,10 @@ def best_agent(
     pool = speakers or able
     if not pool:
         return None
+    # A customer who came back soon after a resolve goes to the agent who helped them, when free.
+    returning = next((a for a in pool if a.id == conversation.last_agent), None)
+    if returning is not None:
+        return returning
     return max(pool, key=lambda a: (states[a.id].free, -states[a.id].idle_since))
 
 

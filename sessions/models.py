@@ -198,6 +198,9 @@ class Conversation(BaseModel):
     queue: str | None = None
     agent: str | None = None
     assigned_at: datetime | None = None
+    # Who resolved it and when: a customer writing again soon goes back to them (RETURN_WINDOW_SECONDS).
+    last_agent: str | None = None
+    resolved_at: datetime | None = None
     priority: int = 0
     tags: list[str] = Field(default_factory=list)
     # The bot's view of the latest turn, so policies can read it without replaying the transcript.
@@ -208,7 +211,9 @@ class Conversation(BaseModel):
     # Notes agents leave for each other (transfers, hand-backs), oldest first.
     notes: list[dict[str, Any]] = Field(default_factory=list)
 
-    @field_validator("last_intent", "queue", "agent", "assigned_at", mode="before")
+    @field_validator(
+        "last_intent", "queue", "agent", "assigned_at", "last_agent", "resolved_at", mode="before"
+    )
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value

@@ -264,3 +264,36 @@ def test_agents_cli_adds_lists_and_removes(redis_url: str, namespace: str) -> No
     assert run("remove", "Alex").returncode == 0
     assert "no agents" in run("list").stdout
     assert run("remove", "Alex").returncode == 1
+
+
+async def test_a_customer_returning_soon_after_a_resolve_goes_back_to_the_same_agent(
+    start_gateway: Any, http: aiohttp.ClientSession, redis: Redis, namespace: str
+) -> None:
+    base = await start_gateway(clock=lambda: FRIDAY_MORNING)
+    chat = await handed_off(http, base)
+    alex = AgentClient(http, base, await add_agent(redis, namespace, "Alex", ["billing"]))
+    sam = AgentClient(http, base, await add_agent(redis, namespace, "Sam", ["billing"]))
+    await alex.online(capacity=1)
+    await chat.recv_until(lambda f: f.get("status") == "offered")
+    assert (await alex.call("POST", f"/api/conversations/{chat.conversation_id}/claim"))[0] == 200
+    await alex.call("POST", f"/api/conversations/{chat.conversation_id}/resolve", {"outcome": "answered"})
+    await sam.online(capacity=5)  # more free capacity than Alex, but Alex helped this customer
+
+    await chat.send("sorry, one more question about that charge")
+    frames = await chat.recv_until(lambda f: f.get("status") == "offered")
+    assert frames[-1]["agent_name"] == "Alex"
+    assert any(f.get("sender") == "system" and "Welcome back" in f["text"] for f in frames)
+    assert not [f for f in frames if f.get("sender") == "bot"]
+
+
+async def test_after_the_return_window_the_bot_answers_again(
+    start_gateway: Any, http: aiohttp.ClientSession, redis: Redis, namespace: str
+) -> None:
+    base = await start_gateway(clock=lambda: FRIDAY_MORNING, return_window_seconds=0)
+    chat = await handed_off(http, base)
+    alex = AgentClient(http, base, await add_agent(redis, namespace, "Alex", ["billing"]))
+    await alex.online(capacity=1)
+    await chat.recv_until(lambda f: f.get("status") == "offered")
+    await alex.call("POST", f"/api/conversations/{chat.conversation_id}/claim")
+    await alex.call("POST", f"/api/conversations/{chat.conversation_id}/resolve", {"outcome": "answered"})
+    assert (await chat.say("how much is shipping"))["sender"] == "bot"
