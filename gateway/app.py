@@ -150,7 +150,8 @@ async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
     app[appkeys.CHANNELS] = channels
     pipeline = Pipeline(app[appkeys.STORE], app[appkeys.BOT], channels, app[appkeys.RULES],
                         app[appkeys.QUEUES], on_handoff=app[appkeys.DISPATCHER].kick,
-                        return_window_seconds=settings.return_window_seconds)
+                        return_window_seconds=settings.return_window_seconds,
+                        staffing=lambda: app[appkeys.DISPATCHER].online_by_queue)
     app[appkeys.PIPELINE] = pipeline
     secret = settings.identity_secret.get_secret_value() if settings.identity_secret else None
     app[appkeys.WEBCHAT] = WebChatEndpoint(

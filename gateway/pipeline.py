@@ -9,7 +9,8 @@ import asyncio
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import datetime
 
 import structlog
@@ -53,6 +54,7 @@ class Pipeline:
         clock: Clock = utcnow,
         on_handoff: Callable[[], None] = lambda: None,
         return_window_seconds: float = 0,
+        staffing: Callable[[], Mapping[str, int]] = dict,
     ) -> None:
         self.store = store
         self.bot = bot
@@ -62,6 +64,8 @@ class Pipeline:
         self.clock = clock
         self.on_handoff = on_handoff
         self.return_window_seconds = return_window_seconds
+        # Agents online per queue, as the desk last saw them (empty until it has looked: nothing changes).
+        self.staffing = staffing
         # One bot turn at a time per conversation, so replies follow the messages they answer.
         self._turn_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         # When each recent conversation's last turn was stored, to spot a snapshot taken before it.
@@ -164,7 +168,10 @@ class Pipeline:
         inp = TurnInput(conversation, message.text, turn, self.rules.signals.read(message.text), self.clock())
         decision = decide(inp, rules)
         if overflow_queues := needs_load(decision, rules):
-            decision = reroute(decision, inp, rules, await self.queues.load(overflow_queues))
+            load = await self.queues.load(overflow_queues)
+            staffed = self.staffing()
+            load = {name: replace(figures, agents_online=staffed.get(name)) for name, figures in load.items()}
+            decision = reroute(decision, inp, rules, load)
         log.info("bot.replied", bot=self.bot.name, intent=turn.intent, confidence=turn.confidence,
                  fallback=turn.fallback, action=decision.action.value, rules=decision.rules_version,
                  ms=round((time.perf_counter() - started) * 1000, 2))

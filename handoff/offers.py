@@ -65,6 +65,8 @@ class Dispatcher:
         self._pop_due: AsyncScript = desk.redis.register_script(_script("pop_due"))
         self._lock = asyncio.Lock()
         self._kicked = asyncio.Event()
+        # Agents online per queue as of the last round; what the policy reads for "nobody is online".
+        self.online_by_queue: dict[str, int] = {}
 
     def kick(self) -> None:
         """Ask for a dispatch round soon (a handoff, a free slot, an agent online); calls coalesce."""
@@ -85,9 +87,13 @@ class Dispatcher:
     async def _dispatch(self, rules: RuleSet, now: datetime) -> list[Offer]:
         desk = self.desk
         states = {i: s for i, s in (await desk.agents.online()).items() if s.status is Presence.ONLINE}
+        agents = [a for a in await desk.agents.all() if a.id in states]
+        self.online_by_queue = {
+            name: sum(1 for a in agents if a.serves(name, queue.skills))
+            for name, queue in rules.queues.queues.items()
+        }
         if not any(s.free for s in states.values()):
             return []
-        agents = [a for a in await desk.agents.all() if a.id in states]
         made: list[Offer] = []
         for name, queue in rules.queues.queues.items():
             if queue.retired or not rules.is_open(queue.hours, now):

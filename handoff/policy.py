@@ -135,7 +135,10 @@ def decide(inp: TurnInput, rules: RuleSet, load: Mapping[str, QueueLoad] | None 
                             messages.SELF_SERVICE, text, used, result.fired)
         chosen = replace(chosen, mode="async")
     if key is None:
-        key = messages.TICKET if chosen.mode == "async" and chosen.open_now else messages.BY_MODE[chosen.mode]
+        if chosen.mode == "async" and chosen.open_now:
+            key = messages.UNSTAFFED if chosen.unstaffed else messages.TICKET
+        else:
+            key = messages.BY_MODE[chosen.mode]
     text, used = messages.render(rules, key, locale, channel, now=inp.now, route=chosen)
     # Counters start afresh, so a conversation handed back to the bot is judged on what happens next.
     fresh = PolicySignals(language=signals.language, last_intent=signals.last_intent,
@@ -150,11 +153,17 @@ def reroute(decision: Decision, inp: TurnInput, rules: RuleSet, load: Mapping[st
 
 
 def needs_load(decision: Decision, rules: RuleSet) -> list[str]:
-    """Queues whose load can change this decision: a routed queue with an overflow limit."""
+    """Queues whose load can change this decision: one with an overflow limit or a rule for when nobody
+    is online, and the queue it overflows to."""
     if decision.route is None:
         return []
-    queue = decision.route.overflow_from or decision.route.queue
-    return [queue] if rules.queue(queue).overflow is not None else []
+    queue = rules.queue(decision.route.overflow_from or decision.route.queue)
+    names = [decision.route.overflow_from or decision.route.queue]
+    if queue.overflow is not None:
+        names.append(queue.overflow.to)
+    elif queue.when_unstaffed == "wait":
+        return []
+    return names
 
 
 def _not_offered(rules: RuleSet, channel: str, now: datetime) -> NotOffered | None:

@@ -28,6 +28,8 @@ class QueueLoad:
 
     depth: int = 0
     expected_wait_seconds: float | None = None
+    # Agents online who serve the queue; None while unknown (then staffing changes nothing).
+    agents_online: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +58,8 @@ class Route:
     open_now: bool
     back_at: datetime | None
     overflow_from: str | None = None
+    # Open, but nobody serving the queue was online.
+    unstaffed: bool = False
 
 
 @lru_cache(maxsize=4096)
@@ -123,11 +127,18 @@ def _describe(when: Match, facts: RoutingFacts) -> str:
     return ", ".join(parts) or "every handoff"
 
 
+def _unstaffed(load: Mapping[str, QueueLoad] | None, queue: str) -> bool:
+    current = load.get(queue) if load else None
+    return current is not None and current.agents_online == 0
+
+
 def _overflows(rules: RuleSet, queue: str, load: Mapping[str, QueueLoad]) -> str | None:
     overflow = rules.queue(queue).overflow
     current = load.get(queue)
     if overflow is None or current is None:
         return None
+    if rules.queue(queue).when_unstaffed == "overflow" and current.agents_online == 0:
+        return "nobody serving it is online"
     if overflow.max_depth is not None and current.depth >= overflow.max_depth:
         return f"{current.depth} waiting (limit {overflow.max_depth})"
     wait = current.expected_wait_seconds
@@ -165,12 +176,19 @@ def route(
     all_skills = tuple(dict.fromkeys([*target.skills, *skills]))
     open_now = rules.is_open(target.hours, now)
     back_at = None if open_now else rules.next_open(target.hours, now)
+    unstaffed = open_now and _unstaffed(load, queue)
+    after_hours = target.after_hours.get(facts.channel) or target.after_hours.get("default", "async")
     mode: str
     if instead is not None:
         mode = instead
+    elif open_now and unstaffed and target.when_unstaffed == "after_hours":
+        # Self-help pointers say the team is closed; an open team with nobody in takes a message instead.
+        mode = "async" if after_hours == "self_service" else after_hours
+        explanation += f"; nobody serving {queue} is online, after-hours path {mode}"
     elif open_now:
         mode = LIVE
     else:
-        mode = target.after_hours.get(facts.channel) or target.after_hours.get("default", "async")
+        mode = after_hours
         explanation += f"; {queue} is closed, after-hours path {mode}"
-    return Route(queue, all_skills, boost, rule_id, explanation, mode, open_now, back_at, overflow_from)
+    return Route(queue, all_skills, boost, rule_id, explanation, mode, open_now, back_at, overflow_from,
+                 unstaffed)

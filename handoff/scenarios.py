@@ -78,6 +78,7 @@ class Scenario(_Strict):
 class QueueLoadSpec(_Strict):
     depth: int = 0
     expected_wait_seconds: float | None = None
+    agents_online: int | None = None
 
 
 class ScenarioFile(_Strict):
@@ -129,7 +130,8 @@ def run_scenario(
     customer = Customer(id="scenario", identities=identities, tier=spec.tier, language=spec.language,
                         country=spec.country, verified_fields=spec.verified)
     conversation = Conversation(id="scenario", channel=scenario.channel, customer=customer)
-    load = {name: QueueLoad(s.depth, s.expected_wait_seconds) for name, s in scenario.load.items()}
+    load = {name: QueueLoad(s.depth, s.expected_wait_seconds, s.agents_online)
+            for name, s in scenario.load.items()}
     now = scenario.at
     for number, turn in enumerate(scenario.turns, start=1):
         now = turn.at or now

@@ -191,13 +191,29 @@ class Queue(Strict):
     # Per channel (or "default"): what happens while the queue is closed.
     after_hours: dict[str, AfterHoursMode] = Field(default_factory=_async_by_default)
     overflow: Overflow | None = None
+    # Open, but nobody who serves the queue is online: keep waiting (customers are told nobody is free),
+    # overflow (to overflow.to), or take the channel's after-hours path.
+    when_unstaffed: Literal["wait", "overflow", "after_hours"] = "wait"
     # A retired queue is kept so old conversations still name it, but nothing may route to it.
     retired: bool = False
+
+
+def _unstaffed_needs_overflow(queue: Queue) -> Queue:
+    if queue.when_unstaffed == "overflow" and queue.overflow is None:
+        raise ValueError("when_unstaffed: overflow needs an overflow queue (overflow.to)")
+    return queue
 
 
 class QueuesFile(Strict):
     hours: dict[Identifier, Hours] = Field(default_factory=dict)
     queues: dict[Identifier, Queue] = Field(min_length=1)
+
+    @field_validator("queues")
+    @classmethod
+    def _unstaffed(cls, queues: dict[str, Queue]) -> dict[str, Queue]:
+        for queue in queues.values():
+            _unstaffed_needs_overflow(queue)
+        return queues
 
 
 # -- triggers.yaml -------------------------------------------------------------------------------------

@@ -49,7 +49,8 @@ def workload() -> tuple[list[tuple[TurnInput, dict[str, QueueLoad]]], list[str]]
             conversation = Conversation(id="bench", channel=scenario.channel, customer=Customer(
                 id="bench", identities=identities, tier=spec.tier, language=spec.language,
                 country=spec.country, verified_fields=spec.verified))
-            load = {n: QueueLoad(s.depth, s.expected_wait_seconds) for n, s in scenario.load.items()}
+            load = {n: QueueLoad(s.depth, s.expected_wait_seconds, s.agents_online)
+                    for n, s in scenario.load.items()}
             now = scenario.at
             for turn, decision in zip(scenario.turns, outcome.decisions, strict=False):
                 now = turn.at or now
