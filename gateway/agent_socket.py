@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 from channels.webchat.frames import message_frame
 from gateway import appkeys
 from handoff.agents import HEARTBEAT_SECONDS, Agent, Presence
+from handoff.desk import DeskError
 from sessions.models import ConversationEvent, Message, utcnow
 
 log = structlog.get_logger(__name__)
@@ -126,8 +127,8 @@ class _AgentSession:
         self._spawn(self._heartbeat())
         desk = self.app[appkeys.DESK]
         held = await desk.redis.smembers(desk.keys.agent_conversations(desk.desk, self.agent.id))
-        for cid in held:
-            self._follow(cid.decode() if isinstance(cid, bytes) else str(cid))
+        for member in held:
+            self._follow(member.decode() if isinstance(member, bytes) else str(member))
         async for raw in self.ws:
             if raw.type is not WSMsgType.TEXT:
                 continue
@@ -135,22 +136,31 @@ class _AgentSession:
                 frame = json.loads(raw.data)
             except ValueError:
                 frame = None
-            if isinstance(frame, dict) and frame.get("type") == "ping":
+            kind = frame.get("type") if isinstance(frame, dict) else None
+            cid = frame.get("conversation_id") if isinstance(frame, dict) else None
+            if kind == "ping":
                 await self._write({"type": "pong"})
-            elif (
-                isinstance(frame, dict)
-                and frame.get("type") == "follow"
-                and isinstance(frame.get("conversation_id"), str)
-            ):
-                self._follow(frame["conversation_id"])
+            elif kind in ("follow", "typing") and isinstance(cid, str):
+                await self._on_conversation_frame(kind, cid)
             else:
-                await self._write(
-                    {
-                        "type": "error",
-                        "code": "unknown_type",
-                        "detail": "Frames are ping or follow; actions go through the REST API.",
-                    }
-                )
+                await self._write({"type": "error", "code": "unknown_type",
+                                   "detail": "Frames are ping, follow or typing; actions use the REST API."})
+
+    async def _on_conversation_frame(self, kind: str, conversation_id: str) -> None:
+        """Follow a conversation the agent may see; signal typing in one they hold."""
+        desk = self.app[appkeys.DESK]
+        try:
+            conversation = await desk.conversation(conversation_id)
+            desk.check_access(self.agent, conversation)
+        except DeskError as exc:
+            await self._write({"type": "error", "code": exc.code, "detail": exc.detail,
+                               "conversation_id": conversation_id})
+            return
+        if kind == "follow":
+            self._follow(conversation_id)
+        elif conversation.agent == self.agent.id:
+            await self.app[appkeys.STORE].signal(conversation_id, ConversationEvent(
+                type="typing", conversation_id=conversation_id, data={"sender": "agent"}))
 
     async def stop(self) -> None:
         for task in [*self.tasks, *self.following.values()]:
@@ -192,6 +202,10 @@ class _AgentSession:
                 item = await queue.get()
                 if isinstance(item, Message):
                     await self._write({**message_frame(item), "conversation_id": conversation_id})
+                elif isinstance(item, ConversationEvent) and item.type == "typing":
+                    if item.data.get("sender") == "customer":
+                        await self._write({"type": "typing", "conversation_id": conversation_id,
+                                           "sender": "customer"})
                 elif isinstance(item, ConversationEvent) and isinstance(item.data.get("status"), dict):
                     await self._write(
                         {

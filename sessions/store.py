@@ -287,6 +287,10 @@ class ConversationStore:
         if int(result[0]) == 0:
             raise TransitionRefused(conversation_id, _decode(result[1]), to.value)
 
+    async def signal(self, conversation_id: str, event: ConversationEvent) -> None:
+        """A live-only event (someone is typing): published to the conversation's readers, never stored."""
+        await self.redis.publish(self.keys.live_channel(conversation_id), "event\n" + event.model_dump_json())
+
     async def events(self, conversation_id: str) -> list[ConversationEvent]:
         entries: Any = await self.redis.xrange(self.keys.events(conversation_id))
         return [ConversationEvent.model_validate_json(f[b"e"]) for _, f in entries]

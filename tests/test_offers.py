@@ -149,6 +149,11 @@ async def test_agent_socket_streams_offers_and_the_customers_words(
     assert offer["conversation_id"] == chat.conversation_id and offer["queue"] == "billing"
     await agent.call("POST", f"/api/conversations/{chat.conversation_id}/claim")
     assert (await next_frame("assigned"))["conversation_id"] == chat.conversation_id
+    await chat.ws.send_json({"type": "typing"})
+    typing = await next_frame("typing")
+    assert typing == {"type": "typing", "conversation_id": chat.conversation_id, "sender": "customer"}
+    await ws.send_json({"type": "typing", "conversation_id": chat.conversation_id})
+    await chat.recv_until(lambda f: f == {"type": "typing", "sender": "agent"})
     await chat.send("it was the charge on Tuesday")
     said = await next_frame("message")
     while said["sender"] != "customer":
@@ -156,6 +161,17 @@ async def test_agent_socket_streams_offers_and_the_customers_words(
     assert said["text"] == "it was the charge on Tuesday" and said["conversation_id"] == chat.conversation_id
     await agent.call("POST", f"/api/conversations/{chat.conversation_id}/resolve", {"outcome": "done"})
     assert (await next_frame("released"))["conversation_id"] == chat.conversation_id
+
+    # Another agent's conversation cannot be followed from the socket either.
+    await agent.call("POST", "/api/agents/me/presence", {"status": "away"})
+    _, sam_token = await AgentStore(redis, Keys(namespace)).add("Sam", ["billing"], ["en"], [])
+    sam = AgentClient(http, base, sam_token)
+    await sam.online()
+    other = await handed_off(http, base)
+    await other.recv_until(lambda f: f.get("status") == "offered" and f.get("agent_name") == "Sam")
+    assert (await sam.call("POST", f"/api/conversations/{other.conversation_id}/claim"))[0] == 200
+    await ws.send_json({"type": "follow", "conversation_id": other.conversation_id})
+    assert (await next_frame("error"))["code"] == "another_agents_conversation"
     await ws.close()
 
 

@@ -25,8 +25,16 @@ class PingFrame(BaseModel):
     type: Literal["ping"]
 
 
-ClientFrame = MessageFrame | PingFrame
-_FRAME_TYPES: dict[str, type[MessageFrame] | type[PingFrame]] = {"message": MessageFrame, "ping": PingFrame}
+class TypingFrame(BaseModel):
+    """The customer is typing: shown to the agent, never stored."""
+
+    type: Literal["typing"]
+
+
+ClientFrame = MessageFrame | PingFrame | TypingFrame
+_FRAME_TYPES: dict[str, type[MessageFrame] | type[PingFrame] | type[TypingFrame]] = {
+    "message": MessageFrame, "ping": PingFrame, "typing": TypingFrame,
+}
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import re
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,7 @@ from channels.webchat.adapter import WebChatAdapter
 from channels.webchat.frames import (
     FrameError,
     MessageFrame,
+    TypingFrame,
     ack_frame,
     handoff_frame,
     message_frame,
@@ -31,6 +33,9 @@ from sessions.models import Conversation, ConversationEvent, Identity, InboundMe
 from sessions.store import ConversationNotFound, ConversationStore
 
 log = structlog.get_logger(__name__)
+
+# Typing signals are ephemeral; one per interval is enough for "is typing..." on the other side.
+TYPING_INTERVAL_SECONDS = 2.0
 
 _STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 _RESUME_TOKEN = re.compile(r"^[0-9a-f]{32}\.[A-Za-z0-9_-]{20,100}$")
@@ -176,6 +181,7 @@ class WebChatEndpoint:
         return created.conversation, created.resume_token
 
     async def _read(self, ws: web.WebSocketResponse, conversation: Conversation) -> None:
+        last_typing = 0.0
         async for raw in ws:
             if raw.type == WSMsgType.BINARY:
                 await ws.send_json(FrameError("binary_not_supported", "Send JSON text frames.").frame())
@@ -195,6 +201,12 @@ class WebChatEndpoint:
                                         "detail": "This conversation has ended; a new one can be started."})
                     await ws.close(code=CLOSE_INVALID_TOKEN)
                     return
+            elif isinstance(frame, TypingFrame):
+                now = time.monotonic()
+                if now - last_typing >= TYPING_INTERVAL_SECONDS:  # at most one signal per interval
+                    last_typing = now
+                    await self.store.signal(conversation.id, ConversationEvent(
+                        type="typing", conversation_id=conversation.id, data={"sender": "customer"}))
             else:
                 await ws.send_json({"type": "pong"})
 
@@ -244,7 +256,11 @@ class _LiveWriter:
         await self._write(message_frame(message))
 
     async def _send_event(self, event: ConversationEvent) -> None:
-        """Events that change what the customer should see (a handoff's status) become frames."""
+        """Events that change what the customer should see (a handoff's status, the agent typing) become
+        frames."""
+        if event.type == "typing" and event.data.get("sender") == "agent":
+            await self._write({"type": "typing", "sender": "agent"})
+            return
         status = event.data.get("status")
         if event.type.startswith("handoff.") and isinstance(status, dict):
             text = event.data.get("text")

@@ -62,7 +62,11 @@
     if (f.type === "offer") { offers[f.conversation_id] = f; renderOffers(); toast("New conversation offered"); }
     else if (f.type === "offer_withdrawn") { delete offers[f.conversation_id]; renderOffers(); }
     else if (f.type === "assigned" || f.type === "released") refresh();
-    else if (f.type === "message" && f.conversation_id === current) addMessage(f);
+    else if (f.type === "message" && f.conversation_id === current) { addMessage(f); $("typing").textContent = ""; }
+    else if (f.type === "typing" && f.conversation_id === current) {
+      $("typing").textContent = "The customer is typing…";
+      clearTimeout(onFrame.typing); onFrame.typing = setTimeout(function () { $("typing").textContent = ""; }, 4000);
+    }
   }
 
   function refresh() {
@@ -170,6 +174,13 @@
     var text = $("reply-text").value.trim(); if (!text || !current) return;
     api("POST", "/api/conversations/" + current + "/messages", { text: text })
       .then(function () { $("reply-text").value = ""; }).catch(function (err) { toast(err.message); });
+  };
+  $("reply-text").oninput = function () {
+    var now = Date.now();
+    if (socket && socket.readyState === 1 && current && now - (onFrame.sentTyping || 0) > 2000) {
+      onFrame.sentTyping = now;
+      socket.send(JSON.stringify({ type: "typing", conversation_id: current }));
+    }
   };
   $("reply-text").onkeydown = function (e) { if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); $("reply").requestSubmit(); } };
   $("transfer").onsubmit = function (e) {

@@ -132,6 +132,14 @@
     this.input.addEventListener("keydown", function (e) {
       if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); self.submit(); }
     });
+    // "Typing" reaches an agent, never the bot; the server passes on at most one every two seconds.
+    this.input.addEventListener("input", function () {
+      var now = Date.now();
+      if (self.ws && self.ws.readyState === 1 && now - (self.lastTyping || 0) > 2000) {
+        self.lastTyping = now;
+        self.ws.send(JSON.stringify({ type: "typing" }));
+      }
+    });
     var wasOpen = false;
     try { wasOpen = sessionStorage.getItem(this.storeKey + ":open") === "1"; } catch (e) { /* ignore */ }
     if (this.options.open || wasOpen) this.toggle(true);
@@ -220,6 +228,9 @@
       case "handoff":
         this.showHandoff(frame);
         break;
+      case "typing":
+        this.showTyping();
+        break;
       case "error":
         this.showNotice(frame.detail || frame.code);
         if (frame.client_id) this.reject(frame.client_id);
@@ -228,6 +239,7 @@
   };
 
   Widget.prototype.showMessage = function (m) {
+    if (m.sender === "agent" && this.typing && this.typing.parentNode) this.typing.parentNode.removeChild(this.typing);
     if (idAfter(m.id, this.state.lastId)) {
       this.state.lastId = m.id;
       this.save();
@@ -260,6 +272,19 @@
     this.log.appendChild(el);
     this.scroll();
     return el;
+  };
+
+  Widget.prototype.showTyping = function () {
+    var self = this;
+    if (!this.typing) {
+      this.typing = document.createElement("div");
+      this.typing.className = "notice typing";
+      this.typing.textContent = "The agent is typing…";
+    }
+    this.log.appendChild(this.typing);
+    this.scroll();
+    clearTimeout(this.typingTimer);
+    this.typingTimer = setTimeout(function () { if (self.typing.parentNode) self.typing.parentNode.removeChild(self.typing); }, 4000);
   };
 
   // A one-line status above the conversation; the full explanation is the system message in the log.
