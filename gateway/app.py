@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import signal
 from collections.abc import AsyncIterator
 
@@ -16,6 +17,7 @@ from channels.webchat import WebChatAdapter, WebChatConfig, WebChatEndpoint
 from gateway import agent_socket, appkeys
 from gateway.agent_api import desk_errors
 from gateway.bots import build_bot
+from gateway.helpdesk import HelpdeskWebhook
 from gateway.middleware import error_middleware, request_context_middleware
 from gateway.pipeline import Pipeline
 from gateway.routes import setup_routes
@@ -24,6 +26,7 @@ from handoff.agents import AgentStore
 from handoff.context import BotTurnSummarizer
 from handoff.desk import Desk
 from handoff.holder import RulesHolder
+from handoff.jobs import JobQueue
 from handoff.offers import Dispatcher
 from handoff.problems import RulesError
 from handoff.queues import QueueStore
@@ -31,7 +34,7 @@ from handoff.sla import QueueUpdates
 from sessions.customers import CustomerStore
 from sessions.keys import Keys
 from sessions.live import LiveFeed
-from sessions.models import utcnow
+from sessions.models import Conversation, utcnow
 from sessions.store import ConversationStore
 
 log = structlog.get_logger(__name__)
@@ -128,6 +131,8 @@ async def _desk_ctx(app: web.Application) -> AsyncIterator[None]:
                 # Business hours follow the pipeline's clock (fixed in tests, like the policy's).
                 await dispatcher.dispatch(rules, app[appkeys.PIPELINE].clock())
                 await updates.send_due(rules, now)
+                if (helpdesk := app[appkeys.HELPDESK]) is not None:
+                    await helpdesk.run_due(now)
             except RedisError as exc:
                 log.warning("desk.sweep_failed", error=type(exc).__name__)
 
@@ -143,13 +148,37 @@ async def _desk_ctx(app: web.Application) -> AsyncIterator[None]:
             log.warning("desk.sweep_did_not_stop")
 
 
+async def _after_handoff(app: web.Application, conversation: Conversation) -> None:
+    """A conversation entered a queue: offer it now, and send its package to the help desk if set up."""
+    app[appkeys.DISPATCHER].kick()
+    helpdesk = app[appkeys.HELPDESK]
+    if helpdesk is not None:
+        await helpdesk.schedule(conversation.id, utcnow())
+        app[appkeys.DISPATCHER].kick()
+
+
+async def _helpdesk_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[appkeys.SETTINGS]
+    helpdesk = None
+    if settings.helpdesk_webhook_url is not None:
+        secret_setting = settings.helpdesk_webhook_secret
+        secret = secret_setting.get_secret_value() if secret_setting else None
+        helpdesk = HelpdeskWebhook(str(settings.helpdesk_webhook_url), secret,
+                                   JobQueue(app[appkeys.REDIS], Keys(settings.redis_namespace)),
+                                   app[appkeys.STORE], app[appkeys.SUMMARIZER])
+    app[appkeys.HELPDESK] = helpdesk
+    yield
+    if helpdesk is not None:
+        await helpdesk.aclose()
+
+
 async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[appkeys.SETTINGS]
     channels = ChannelRegistry()
     channels.register(WebChatAdapter())
     app[appkeys.CHANNELS] = channels
     pipeline = Pipeline(app[appkeys.STORE], app[appkeys.BOT], channels, app[appkeys.RULES],
-                        app[appkeys.QUEUES], on_handoff=app[appkeys.DISPATCHER].kick,
+                        app[appkeys.QUEUES], on_handoff=functools.partial(_after_handoff, app),
                         return_window_seconds=settings.return_window_seconds,
                         staffing=lambda: app[appkeys.DISPATCHER].online_by_queue)
     app[appkeys.PIPELINE] = pipeline
@@ -170,7 +199,7 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[request_context_middleware, error_middleware, desk_errors])
     app[appkeys.SETTINGS] = settings
     app[appkeys.AGENT_SOCKETS] = set()
-    app.cleanup_ctx.extend([_redis_ctx, _bot_ctx, _rules_ctx, _desk_ctx, _pipeline_ctx])
+    app.cleanup_ctx.extend([_redis_ctx, _bot_ctx, _rules_ctx, _helpdesk_ctx, _desk_ctx, _pipeline_ctx])
     app.on_shutdown.append(_close_sockets)
     setup_routes(app)
     return app

@@ -8,6 +8,7 @@ from redis.asyncio import Redis
 from channels.base import ChannelRegistry
 from channels.webchat import WebChatEndpoint
 from gateway.bots.base import Bot
+from gateway.helpdesk import HelpdeskWebhook
 from gateway.pipeline import Pipeline
 from gateway.settings import Settings
 from handoff.agents import AgentStore
@@ -36,3 +37,4 @@ DESK = web.AppKey("desk", Desk)
 SUMMARIZER = web.AppKey("summarizer", Summarizer)
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)
 AGENT_SOCKETS = web.AppKey("agent_sockets", set[web.WebSocketResponse])
+HELPDESK: web.AppKey[HelpdeskWebhook | None] = web.AppKey("helpdesk")

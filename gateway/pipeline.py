@@ -9,7 +9,7 @@ import asyncio
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from datetime import datetime
 
@@ -52,7 +52,7 @@ class Pipeline:
         queues: QueueStore,
         *,
         clock: Clock = utcnow,
-        on_handoff: Callable[[], None] = lambda: None,
+        on_handoff: Callable[[Conversation], Awaitable[None]] | None = None,
         return_window_seconds: float = 0,
         staffing: Callable[[], Mapping[str, int]] = dict,
     ) -> None:
@@ -146,7 +146,8 @@ class Pipeline:
         except TransitionRefused:
             await self.queues.remove(queue, conversation.id)
             return await self.store.get(conversation.id)
-        self.on_handoff()
+        if self.on_handoff is not None:
+            await self.on_handoff(stored.conversation)
         await self.channels.get(conversation.channel).deliver(stored.conversation, stored.message)
         log.info("handoff.returned", queue=queue)
         return stored.conversation
@@ -260,7 +261,8 @@ class Pipeline:
             if added:
                 await self.queues.remove(route.queue, conversation.id, live=state is ConversationState.QUEUED)
             return None
-        self.on_handoff()
+        if self.on_handoff is not None:
+            await self.on_handoff(stored.conversation)
         log.info("handoff.escalated", reason=record.reason, rule=record.trigger_rule, queue=route.queue,
                  mode=route.mode, priority=record.priority, route_rule=record.route_rule,
                  rules=record.rules_version)

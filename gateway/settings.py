@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     rules_dir: Path = DEMO_RULES
     offer_timeout_seconds: float = Field(30.0, ge=5, le=600)
     return_window_seconds: float = Field(1800.0, ge=0, le=7 * 24 * 3600)
+    helpdesk_webhook_url: HttpUrl | None = None
+    helpdesk_webhook_secret: SecretStr | None = None
     admin_token: SecretStr | None = None
     log_format: Literal["auto", "console", "json"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"

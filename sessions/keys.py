@@ -92,6 +92,14 @@ class Keys:
         """Conversation id -> "position|epoch ms" of the last queue update its customer was sent."""
         return f"{self._desk(desk)}:sla-sent"
 
+    def jobs_due(self, desk: str) -> str:
+        """Durable delayed jobs by due time (ms), popped with a lease."""
+        return f"{self._desk(desk)}:jobs-due"
+
+    def jobs(self, desk: str) -> str:
+        """Job id -> JSON (kind, payload, attempt)."""
+        return f"{self._desk(desk)}:jobs"
+
     def assignments(self, desk: str) -> str:
         """Conversation id -> the agent who holds it: the one place that says who has a conversation."""
         return f"{self._desk(desk)}:assignments"
