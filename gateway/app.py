@@ -135,6 +135,8 @@ async def _desk_ctx(app: web.Application) -> AsyncIterator[None]:
                     await helpdesk.run_due(now)
             except RedisError as exc:
                 log.warning("desk.sweep_failed", error=type(exc).__name__)
+            except Exception:  # a bug in one round must not stop the desk's clockwork on this instance
+                log.exception("desk.sweep_crashed")
 
     task = asyncio.create_task(sweep(), name="desk-sweep")
     yield

@@ -17,8 +17,11 @@ from gateway.logs import configure_logging
 from gateway.redis_target import redis_target
 from gateway.settings import ConfigError, Settings, load_settings
 from handoff.agents import AgentStore
+from handoff.desk import Desk
 from handoff.loader import load_rules
+from handoff.offers import Dispatcher
 from handoff.problems import RulesError
+from handoff.queues import QueueStore
 from sessions.keys import Keys
 from sessions.store import ConversationNotFound, ConversationStore
 
@@ -114,7 +117,13 @@ async def _agents(settings: Settings, url: str, args: argparse.Namespace) -> int
             print(f"handoff-gateway: no agent {args.agent!r}", file=sys.stderr)
             return 1
         await store.remove(found)
-        print(f"agent {found.name} removed")
+        # Their conversations and offers go back to the queues, as when an agent goes offline.
+        keys = Keys(settings.redis_namespace)
+        conversations = ConversationStore(redis, keys, settings.conversation_ttl_seconds)
+        desk = Desk(redis=redis, keys=keys, store=conversations, agents=store, queues=QueueStore(redis, keys))
+        await Dispatcher(desk, settings.offer_timeout_seconds).withdraw_offers_to(found.id)
+        returned = await desk.hand_back(found.id, "the agent was removed", load_rules(settings.rules_dir))
+        print(f"agent {found.name} removed; {len(returned)} conversation(s) back in their queues")
         return 0
     finally:
         await redis.aclose()

@@ -39,7 +39,7 @@ async def demo_page(request: web.Request) -> web.Response:
 
 async def console_page(request: web.Request) -> web.Response:
     # The console handles agent tokens: scripts only from this origin.
-    policy = "default-src 'self'; style-src 'self' 'unsafe-inline'"
+    policy = "default-src 'self'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'"
     return web.Response(text=_static("console.html"), content_type="text/html",
                         headers={"Cache-Control": "no-store", "Content-Security-Policy": policy})
 

@@ -138,13 +138,14 @@ class Pipeline:
         event = ConversationEvent(type="handoff.queued", conversation_id=conversation.id,
                                   data={"status": record.status(ConversationState.QUEUED), "text": text,
                                         "returning": True})
-        await self.queues.enqueue(queue, conversation.id, record.priority, utcnow())
+        added = await self.queues.enqueue(queue, conversation.id, record.priority, utcnow())
         try:
             stored = await self.store.append_and_move(notice, ConversationState.QUEUED, [event],
                                                       updates={"queue": queue},
                                                       allowed_from=[ConversationState.RESOLVED])
-        except TransitionRefused:
-            await self.queues.remove(queue, conversation.id)
+        except TransitionRefused:  # another message reopened it first
+            if added:
+                await self.queues.remove(queue, conversation.id)
             return await self.store.get(conversation.id)
         if self.on_handoff is not None:
             await self.on_handoff(stored.conversation)

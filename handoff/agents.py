@@ -111,7 +111,7 @@ class AgentStore:
             await pipe.execute()
 
     async def authenticate(self, token: str) -> Agent | None:
-        if not token.startswith(TOKEN_PREFIX):
+        if not token.startswith(TOKEN_PREFIX) or not token.isascii():
             return None
         agent_id = await self.redis.hget(self.keys.agent_tokens(self.desk), hash_token(token))
         return await self.get(_text(agent_id)) if agent_id else None

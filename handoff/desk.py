@@ -7,11 +7,13 @@ conversation-tag step (no script spans two tags). If that second step is refused
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from datetime import datetime
 from importlib.resources import files
 from typing import Any
 
+import structlog
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
@@ -31,6 +33,8 @@ from sessions.models import (
     utcnow,
 )
 from sessions.store import AppendResult, ConversationNotFound, ConversationStore, TransitionRefused
+
+log = structlog.get_logger(__name__)
 
 HANDLE_TIMES_KEPT = 50
 WAITING = (ConversationState.QUEUED, ConversationState.OFFERED, ConversationState.ASYNC)
@@ -89,7 +93,12 @@ class Desk:
             raise DeskError(404, "conversation_not_found", f"No conversation {conversation_id}.") from None
 
     def check_access(self, agent: Agent, conversation: Conversation) -> None:
-        """An agent sees conversations waiting in queues they serve, and their own; never another's."""
+        """An agent sees conversations waiting in queues they serve, their own, and ones they resolved;
+        nothing else (not a conversation still with the bot, not another agent's)."""
+        if conversation.agent == agent.id or (
+            conversation.state is ConversationState.RESOLVED and conversation.last_agent == agent.id
+        ):
+            return
         if (
             conversation.agent
             and conversation.agent != agent.id
@@ -98,6 +107,8 @@ class Desk:
             raise DeskError(403, "another_agents_conversation", "Another agent holds this conversation.")
         if conversation.state in WAITING and conversation.queue and not self._serves(agent, conversation):
             raise DeskError(403, "not_your_queue", f"You do not serve the queue {conversation.queue}.")
+        if conversation.state not in WAITING:
+            raise DeskError(403, "not_handed_off", "Only conversations handed to the desk can be opened.")
 
     def _serves(self, agent: Agent, conversation: Conversation) -> bool:
         skills = conversation.handoff.skills if conversation.handoff else []
@@ -158,6 +169,24 @@ class Desk:
             raise DeskError(
                 409, "not_waiting", "The conversation stopped waiting while you claimed it."
             ) from None
+        if await self.redis.hget(self.keys.assignments(self.desk), conversation.id) != agent.id.encode():
+            # Handed back while this claim was finishing (the agent's heartbeat ran out): undo the state step.
+            event = ConversationEvent(
+                type="handoff.requeued",
+                conversation_id=conversation.id,
+                data={"status": self._status(conversation, ConversationState.QUEUED, None)},
+            )
+            with contextlib.suppress(TransitionRefused, ConversationNotFound):
+                await self.store.transition(
+                    conversation.id,
+                    ConversationState.QUEUED,
+                    event,
+                    updates={"agent": ""},
+                    allowed_from=[ConversationState.ASSIGNED],
+                )
+            raise DeskError(
+                409, "not_waiting", "The conversation went back to its queue while you claimed it."
+            )
         await self.notify_agent(agent.id, "desk.assigned", conversation.id, {"queue": conversation.queue})
         return Outcome(stored.conversation, stored.message)
 
@@ -210,7 +239,7 @@ class Desk:
         status = self._status(moved, ConversationState.QUEUED, None, queue_name=target.name)
         if not await self._release_desk(
             agent.id, conversation.id, requeue=(queue, queue_score(priority, since))
-        ):
+        ) and not await self._finishing(conversation.id):
             raise DeskError(409, "not_assigned", "The conversation is no longer assigned to you.")
         stored = await self._move(
             notice,
@@ -233,11 +262,19 @@ class Desk:
 
     # -- resolve -----------------------------------------------------------------------------------------
     async def resolve(
-        self, agent: Agent, conversation_id: str, outcome: str, back_to_bot: bool, rules: RuleSet,
-        *, context_sufficient: bool | None = None,
+        self,
+        agent: Agent,
+        conversation_id: str,
+        outcome: str,
+        back_to_bot: bool,
+        rules: RuleSet,
+        *,
+        context_sufficient: bool | None = None,
     ) -> Outcome:
         conversation = await self._held(agent, conversation_id)
-        if not await self._release_desk(agent.id, conversation.id, requeue=None):
+        if not await self._release_desk(
+            agent.id, conversation.id, requeue=None
+        ) and not await self._finishing(conversation.id):
             raise DeskError(409, "not_assigned", "The conversation is no longer assigned to you.")
         to = ConversationState.BOT if back_to_bot else ConversationState.RESOLVED
         notice = self._notice(
@@ -261,8 +298,12 @@ class Desk:
                     seconds_since_handoff=round((utcnow() - decided).total_seconds()),
                 ),
             ],
-            {"agent": "", "last_agent": agent.id, "resolved_at": utcnow(),
-             "signals": PolicySignals(language=conversation.signals.language)},
+            {
+                "agent": "",
+                "last_agent": agent.id,
+                "resolved_at": utcnow(),
+                "signals": PolicySignals(language=conversation.signals.language),
+            },
         )
         if conversation.assigned_at is not None and conversation.queue:
             handled = round((utcnow() - conversation.assigned_at).total_seconds())
@@ -288,22 +329,30 @@ class Desk:
             except ConversationNotFound:
                 await self._release_desk(agent_id, cid, requeue=None)
                 continue
-            queue = conversation.queue or rules.routing.fallback.queue
-            if not await self._release_desk(agent_id, cid, requeue=(queue, "head")):
+            queue = conversation.queue or ""
+            if queue not in rules.queues.queues:  # the rules changed since: the fallback queue takes it
+                queue = rules.routing.fallback.queue
+            since = conversation.handoff.decided_at if conversation.handoff else utcnow()
+            head = f"head:{queue_score(conversation.priority, since)}"
+            if not await self._release_desk(agent_id, cid, requeue=(queue, head)):
                 continue
             note = {"kind": "hand_back", "from_agent": name, "note": reason, "at": utcnow().isoformat()}
             notice = self._notice(rules, conversation, "agent_left")
             status = self._status(conversation, ConversationState.QUEUED, None)
-            await self._move(
-                notice,
-                ConversationState.QUEUED,
-                [
-                    self._event(
-                        conversation, "handoff.requeued", status, notice, agent_id=agent_id, note=reason
-                    ),
-                ],
-                {"agent": "", "notes": [*conversation.notes, note]},
-            )
+            try:
+                await self._move(
+                    notice,
+                    ConversationState.QUEUED,
+                    [
+                        self._event(
+                            conversation, "handoff.requeued", status, notice, agent_id=agent_id, note=reason
+                        ),
+                    ],
+                    {"agent": "", "queue": queue, "notes": [*conversation.notes, note]},
+                )
+            except DeskError as exc:
+                # Not assigned after all (a claim still finishing, or gone): the claim checks its hold.
+                log.warning("desk.hand_back_skipped", conversation_id=cid, error=exc.code)
             await self.notify_agent(agent_id, "desk.released", cid, {"reason": "hand_back"})
             returned.append(cid)
         return returned
@@ -312,8 +361,9 @@ class Desk:
         """Agents whose heartbeat ran out are set offline and hand back their conversations."""
         gone = await self.agents.expired(now)
         for agent_id in gone:
-            await self.agents.set_presence(agent_id, Presence.OFFLINE, None, now)
+            # Conversations first: if this fails, the agent is still expired and the next sweep retries.
             await self.hand_back(agent_id, "the agent's connection was lost", rules)
+            await self.agents.set_presence(agent_id, Presence.OFFLINE, None, now)
         return gone
 
     # -- helpers -----------------------------------------------------------------------------------------
@@ -324,6 +374,11 @@ class Desk:
                 raise DeskError(403, "another_agents_conversation", "Another agent holds this conversation.")
             raise DeskError(409, "not_assigned", "Claim the conversation first.")
         return conversation
+
+    async def _finishing(self, conversation_id: str) -> bool:
+        """Nobody holds it on the desk while its state still names this agent: an earlier attempt released
+        it and then failed before the state step, so this one may finish the job."""
+        return await self.redis.hget(self.keys.assignments(self.desk), conversation_id) is None
 
     async def _release_desk(
         self, agent_id: str, conversation_id: str, requeue: tuple[str, Any] | None
@@ -343,9 +398,15 @@ class Desk:
     async def _move(
         self, notice: Message, to: ConversationState, events: list[ConversationEvent], updates: dict[str, Any]
     ) -> AppendResult:
-        return await self.store.append_and_move(
-            notice, to, events, updates=updates, allowed_from=[ConversationState.ASSIGNED]
-        )
+        """The conversation's own state step after a desk step; refused means it changed meanwhile."""
+        try:
+            return await self.store.append_and_move(
+                notice, to, events, updates=updates, allowed_from=[ConversationState.ASSIGNED]
+            )
+        except TransitionRefused as exc:
+            raise DeskError(409, "not_assigned", f"The conversation is {exc.current} now.") from None
+        except ConversationNotFound:
+            raise DeskError(404, "conversation_not_found", "The conversation has expired.") from None
 
     def _notice(self, rules: RuleSet, conversation: Conversation, key: str, **values: str) -> Message:
         locale = (

@@ -129,8 +129,10 @@ class Dispatcher:
         cutoff = utcnow() - timedelta(seconds=STRAY_GRACE_SECONDS)
         for cid, since in entries:
             conversation = found.get(cid)
-            stray = conversation is None or conversation.state not in (
-                ConversationState.QUEUED, ConversationState.OFFERED
+            # Only a conversation that is gone or never left the bot: a transfer or hand-back in progress
+            # (still ASSIGNED for a moment) is not a stray.
+            stray = conversation is None or conversation.state in (
+                ConversationState.BOT, ConversationState.RESOLVED, ConversationState.ABANDONED
             )
             if stray and since < cutoff:
                 await self.desk.queues.remove(queue, cid)

@@ -140,7 +140,7 @@ class QueueUpdates:
             extra={
                 "position": str(position),
                 "wait": wait,
-                "queue": rules.queue(conversation.queue).name if conversation.queue else "",
+                "queue": _queue_name(rules, conversation.queue),
             },
         )
         status = {
@@ -169,3 +169,8 @@ def _parse(raw: str | None) -> tuple[int | None, float | None]:
 
 def _text(raw: Any) -> str:
     return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+
+def _queue_name(rules: RuleSet, queue: str | None) -> str:
+    found = rules.queues.queues.get(queue or "")
+    return found.name if found else (queue or "")

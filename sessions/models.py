@@ -47,7 +47,8 @@ ALLOWED_TRANSITIONS: dict[ConversationState, frozenset[ConversationState]] = {
         {ConversationState.ASSIGNED, ConversationState.RESOLVED, ConversationState.QUEUED}
     ),
     ConversationState.ABANDONED: frozenset({ConversationState.BOT, ConversationState.QUEUED}),
-    ConversationState.RESOLVED: frozenset({ConversationState.BOT}),
+    # Reopened: back to the bot, or, soon after an agent resolved it, back to their queue.
+    ConversationState.RESOLVED: frozenset({ConversationState.BOT, ConversationState.QUEUED}),
 }
 
 

@@ -55,7 +55,8 @@ async def handed_off(http: aiohttp.ClientSession, base: str, text: str = "I want
 
 
 async def test_api_needs_a_valid_agent_token(gateway: str, http: aiohttp.ClientSession) -> None:
-    for headers in ({}, {"Authorization": "Bearer hga_not-a-real-token"}, {"Authorization": "Basic x"}):
+    for headers in ({}, {"Authorization": "Bearer hga_not-a-real-token"}, {"Authorization": "Basic x"},
+                    {"Authorization": "Bearer hga_\u00e9t\u00e9"}):
         async with http.get(f"{gateway}/api/queues", headers=headers) as response:
             assert response.status == 401
             assert (await response.json())["code"] == "unauthorized"
@@ -134,6 +135,11 @@ async def test_another_agents_conversation_is_off_limits(
                                   ("POST", "/resolve", {}), ("POST", "/transfer", {"queue": "general"})):
         status, body = await second.call(method, f"/api/conversations/{cid}{path}", payload)
         assert status == 403 and body["code"] == "another_agents_conversation", (path, body)
+
+    bot_only = await connect(http, base)  # still with the bot: private to the customer
+    await bot_only.say("my card number is 4111 1111 1111 1111")
+    status, body = await first.call("GET", f"/api/conversations/{bot_only.conversation_id}")
+    assert status == 403 and body["code"] == "not_handed_off"
 
     status, body = await first.call("POST", f"/api/conversations/{cid}/messages", {"text": ""})
     assert status == 400 and body["code"] == "invalid_body" and "text" in body["detail"]
@@ -261,7 +267,8 @@ def test_agents_cli_adds_lists_and_removes(redis_url: str, namespace: str) -> No
     assert run("add", "Alex").returncode == 1  # names are unique
     listed = run("list")
     assert "Alex" in listed.stdout and "skills=billing,vip" in listed.stdout and token not in listed.stdout
-    assert run("remove", "Alex").returncode == 0
+    removed = run("remove", "Alex")
+    assert removed.returncode == 0 and "0 conversation(s) back in their queues" in removed.stdout
     assert "no agents" in run("list").stdout
     assert run("remove", "Alex").returncode == 1
 

@@ -14,6 +14,7 @@ local offer = redis.call('HGET', KEYS[5], ARGV[1])
 if offer then
   local offered_to = string.match(offer, '^([^|]+)|')
   if offered_to ~= ARGV[2] then return {-4, offered_to} end
+  if redis.call('HGET', KEYS[3], 'status') ~= 'online' then return {-2, 'not online'} end
   -- Accepting an offer: the slot was reserved when it was made.
   redis.call('HDEL', KEYS[5], ARGV[1])
   redis.call('ZREM', KEYS[6], ARGV[1])
