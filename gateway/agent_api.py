@@ -109,7 +109,11 @@ async def presence(request: web.Request) -> web.Response:
 
 async def queues(request: web.Request) -> web.Response:
     agent = await _agent(request)
-    app = request.app
+    return web.json_response({"queues": await queue_overview(request.app, agent)})
+
+
+async def queue_overview(app: web.Application, agent: Agent) -> list[dict[str, Any]]:
+    """Each queue as an agent sees it; the agent socket pushes it when it changes."""
     rules = app[appkeys.RULES].rules
     now = utcnow()
     names = [n for n, q in rules.queues.queues.items() if not q.retired]
@@ -140,7 +144,7 @@ async def queues(request: web.Request) -> web.Response:
             "next_open": next_open.isoformat() if next_open else None,
             "you_serve": agent.serves(name, queue.skills),
         })
-    return web.json_response({"queues": result})
+    return result
 
 
 async def conversations(request: web.Request) -> web.Response:

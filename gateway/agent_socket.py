@@ -19,6 +19,7 @@ from redis.exceptions import RedisError
 
 from channels.webchat.frames import message_frame
 from gateway import appkeys
+from gateway.agent_api import queue_overview
 from handoff.agents import HEARTBEAT_SECONDS, Agent, Presence
 from handoff.desk import DeskError
 from sessions.models import ConversationEvent, Message, utcnow
@@ -26,6 +27,7 @@ from sessions.models import ConversationEvent, Message, utcnow
 log = structlog.get_logger(__name__)
 
 CLOSE_UNAUTHORIZED = 4401
+QUEUES_SECONDS = 3.0
 AUTH_SECONDS = 10.0
 _INBOX_FRAMES = {
     "desk.offered": "offer",
@@ -125,6 +127,7 @@ class _AgentSession:
         )
         self._spawn(self._inbox())
         self._spawn(self._heartbeat())
+        self._spawn(self._queues())
         desk = self.app[appkeys.DESK]
         held = await desk.redis.smembers(desk.keys.agent_conversations(desk.desk, self.agent.id))
         for member in held:
@@ -217,6 +220,17 @@ class _AgentSession:
                     )
                 else:
                     await self._write({"type": "resync", "conversation_id": conversation_id})
+
+    async def _queues(self) -> None:
+        """Queue figures, pushed when they change (checked every few seconds)."""
+        last: list[dict[str, Any]] | None = None
+        while True:
+            overview = await queue_overview(self.app, self.agent)
+            comparable = [{k: v for k, v in q.items() if k != "oldest_wait_seconds"} for q in overview]
+            if comparable != last:
+                last = comparable
+                await self._write({"type": "queues", "queues": overview})
+            await asyncio.sleep(QUEUES_SECONDS)
 
     async def _heartbeat(self) -> None:
         """An open console keeps the agent's presence alive; it never changes the status itself."""

@@ -21,6 +21,8 @@ SELF_SERVICE = "after_hours_self_service"
 BACK_UNKNOWN = "back_unknown"
 # An asynchronous follow-up while the team is open (live help was not offered on this channel).
 TICKET = "handoff_ticket"
+# Added to the handoff message when the queue verifies identity and the customer is not verified.
+VERIFY_IDENTITY = "verify_identity_notice"
 # An asynchronous follow-up because nobody serving an open queue is online.
 UNSTAFFED = "handoff_unstaffed"
 # The agent desk's notices to the customer.
@@ -35,8 +37,10 @@ BY_MODE = {
     "voicemail": "handoff_voicemail",
     "self_service": SELF_SERVICE,
 }
-REQUIRED = (DEFLECT, CLARIFY, BACK_UNKNOWN, TICKET, UNSTAFFED, *BY_MODE.values(), *DESK, POSITION,
-            POSITION_UNSTAFFED)
+REQUIRED = (
+    DEFLECT, CLARIFY, BACK_UNKNOWN, TICKET, UNSTAFFED, VERIFY_IDENTITY, *BY_MODE.values(), *DESK, POSITION,
+    POSITION_UNSTAFFED,
+)
 PLACEHOLDERS = frozenset({"queue", "back_at", "back_in", "agent", "position", "wait"})
 
 

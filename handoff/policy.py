@@ -140,6 +140,9 @@ def decide(inp: TurnInput, rules: RuleSet, load: Mapping[str, QueueLoad] | None 
         else:
             key = messages.BY_MODE[chosen.mode]
     text, used = messages.render(rules, key, locale, channel, now=inp.now, route=chosen)
+    if rules.queue(chosen.queue).verify_identity and not inp.conversation.customer.verified:
+        notice, _ = messages.render(rules, messages.VERIFY_IDENTITY, used, channel, now=inp.now, route=chosen)
+        text = f"{text} {notice}".strip()
     # Counters start afresh, so a conversation handed back to the bot is judged on what happens next.
     fresh = PolicySignals(language=signals.language, last_intent=signals.last_intent,
                           last_family=signals.last_family)

@@ -194,6 +194,9 @@ class Queue(Strict):
     # Open, but nobody who serves the queue is online: keep waiting (customers are told nobody is free),
     # overflow (to overflow.to), or take the channel's after-hours path.
     when_unstaffed: Literal["wait", "overflow", "after_hours"] = "wait"
+    # The team must confirm who the customer is before acting: a customer the website did not vouch for is
+    # told so up front, in the handoff message.
+    verify_identity: bool = False
     # A retired queue is kept so old conversations still name it, but nothing may route to it.
     retired: bool = False
 

@@ -136,6 +136,9 @@ async def test_agent_socket_streams_offers_and_the_customers_words(
     await ws.send_json({"type": "auth", "token": token})
     hello = await ws.receive_json(timeout=5)
     assert hello["type"] == "hello" and hello["agent"]["name"] == "Alex"
+    first_queues = await ws.receive_json(timeout=5)
+    assert first_queues["type"] == "queues"
+    assert {q["id"] for q in first_queues["queues"]} >= {"general", "billing"}
 
     async def next_frame(kind: str) -> dict[str, Any]:
         while True:

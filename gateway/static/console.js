@@ -40,7 +40,7 @@
       $("me").textContent = me.name + " · " + (me.skills.join(", ") || "no skills");
       $("status").value = me.presence.status; $("capacity").value = me.presence.capacity || 3;
       connect(); refresh();
-      setInterval(refresh, 5000);
+      setInterval(refresh, 15000);  // the socket pushes changes; this only catches up after a drop
     }).catch(function (e) { $("signin-error").textContent = e.message; sessionStorage.removeItem("agent-token"); });
   }
 
@@ -62,6 +62,7 @@
     if (f.type === "offer") { offers[f.conversation_id] = f; renderOffers(); toast("New conversation offered"); }
     else if (f.type === "offer_withdrawn") { delete offers[f.conversation_id]; renderOffers(); }
     else if (f.type === "assigned" || f.type === "released") refresh();
+    else if (f.type === "queues") { renderQueues(f); refreshLists(); }
     else if (f.type === "message" && f.conversation_id === current) { addMessage(f); $("typing").textContent = ""; }
     else if (f.type === "typing" && f.conversation_id === current) {
       $("typing").textContent = "The customer is typing…";
@@ -70,6 +71,11 @@
   }
 
   function refresh() {
+    refreshLists();
+    api("GET", "/api/queues").then(renderQueues);
+  }
+
+  function refreshLists() {
     api("GET", "/api/conversations?state=offered").then(function (d) {
       var fresh = {};
       d.conversations.forEach(function (c) { fresh[c.id] = offers[c.id] || { conversation_id: c.id, queue: c.queue }; });
@@ -78,7 +84,6 @@
     api("GET", "/api/conversations?state=assigned").then(function (d) { renderList("mine", d.conversations, false); });
     Promise.all([api("GET", "/api/conversations?state=queued"), api("GET", "/api/conversations?state=async")])
       .then(function (r) { renderList("waiting", r[0].conversations.concat(r[1].conversations), true); });
-    api("GET", "/api/queues").then(renderQueues);
   }
 
   function renderOffers() {
