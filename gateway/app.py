@@ -62,6 +62,7 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
                              queues=app[appkeys.QUEUES])
     app[appkeys.SUMMARIZER] = BotTurnSummarizer()
     app[appkeys.DISPATCHER] = Dispatcher(app[appkeys.DESK], settings.offer_timeout_seconds)
+    app[appkeys.QUEUE_UPDATES] = QueueUpdates(app[appkeys.DESK])
     live = LiveFeed(redis, keys)
     await live.start()
     app[appkeys.LIVE] = live
@@ -113,7 +114,7 @@ async def _desk_ctx(app: web.Application) -> AsyncIterator[None]:
     agents, at once when something changed (a kick) and every few seconds regardless."""
     dispatcher = app[appkeys.DISPATCHER]
     desk = app[appkeys.DESK]
-    updates = QueueUpdates(desk)
+    updates = app[appkeys.QUEUE_UPDATES]
 
     stopping = asyncio.Event()
 
@@ -182,7 +183,8 @@ async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
     pipeline = Pipeline(app[appkeys.STORE], app[appkeys.BOT], channels, app[appkeys.RULES],
                         app[appkeys.QUEUES], on_handoff=functools.partial(_after_handoff, app),
                         return_window_seconds=settings.return_window_seconds,
-                        staffing=lambda: app[appkeys.DISPATCHER].online_by_queue)
+                        staffing=lambda: app[appkeys.DISPATCHER].online_by_queue,
+                        queue_figures=lambda: app[appkeys.QUEUE_UPDATES].last_staffing)
     app[appkeys.PIPELINE] = pipeline
     secret = settings.identity_secret.get_secret_value() if settings.identity_secret else None
     app[appkeys.WEBCHAT] = WebChatEndpoint(

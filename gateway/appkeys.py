@@ -17,6 +17,7 @@ from handoff.desk import Desk
 from handoff.holder import RulesHolder
 from handoff.offers import Dispatcher
 from handoff.queues import QueueStore
+from handoff.sla import QueueUpdates
 from sessions.customers import CustomerStore
 from sessions.live import LiveFeed
 from sessions.store import ConversationStore
@@ -38,3 +39,4 @@ SUMMARIZER = web.AppKey("summarizer", Summarizer)
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)
 AGENT_SOCKETS = web.AppKey("agent_sockets", set[web.WebSocketResponse])
 HELPDESK: web.AppKey[HelpdeskWebhook | None] = web.AppKey("helpdesk")
+QUEUE_UPDATES = web.AppKey("queue_updates", QueueUpdates)

@@ -22,6 +22,7 @@ from handoff.holder import RulesHolder
 from handoff.policy import Action, Decision, TurnInput, decide, needs_load, reroute
 from handoff.queues import QueueStore
 from handoff.routing import LIVE
+from handoff.sla import Staffing, expected_wait
 from sessions.models import (
     BotTurn,
     Conversation,
@@ -55,6 +56,7 @@ class Pipeline:
         on_handoff: Callable[[Conversation], Awaitable[None]] | None = None,
         return_window_seconds: float = 0,
         staffing: Callable[[], Mapping[str, int]] = dict,
+        queue_figures: Callable[[], Mapping[str, Staffing]] = dict,
     ) -> None:
         self.store = store
         self.bot = bot
@@ -66,6 +68,8 @@ class Pipeline:
         self.return_window_seconds = return_window_seconds
         # Agents online per queue, as the desk last saw them (empty until it has looked: nothing changes).
         self.staffing = staffing
+        # Capacity and handle time per queue, for the expected wait that overflow limits compare against.
+        self.queue_figures = queue_figures
         # One bot turn at a time per conversation, so replies follow the messages they answer.
         self._turn_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         # When each recent conversation's last turn was stored, to spot a snapshot taken before it.
@@ -171,8 +175,12 @@ class Pipeline:
         decision = decide(inp, rules)
         if overflow_queues := needs_load(decision, rules):
             load = await self.queues.load(overflow_queues)
-            staffed = self.staffing()
-            load = {name: replace(figures, agents_online=staffed.get(name)) for name, figures in load.items()}
+            staffed, figures_now = self.staffing(), self.queue_figures()
+            load = {
+                name: replace(figures, agents_online=staffed.get(name),
+                              expected_wait_seconds=expected_wait(figures.depth, figures_now.get(name)))
+                for name, figures in load.items()
+            }
             decision = reroute(decision, inp, rules, load)
         log.info("bot.replied", bot=self.bot.name, intent=turn.intent, confidence=turn.confidence,
                  fallback=turn.fallback, action=decision.action.value, rules=decision.rules_version,

@@ -49,6 +49,11 @@ def estimate_wait(position: int, staffing: Staffing) -> int | None:
     return round(rounds * staffing.handle_seconds + OFFER_WAIT_SECONDS)
 
 
+def expected_wait(depth: int, staffing: Staffing | None) -> float | None:
+    """The wait a customer joining the queue now can expect, or None when unknown or nobody is online."""
+    return None if staffing is None else estimate_wait(depth + 1, staffing)
+
+
 def material(previous: int | None, position: int) -> bool:
     """A change worth a message: the first one, reaching the front, or moving up a quarter of the way."""
     if previous is None:
@@ -64,6 +69,8 @@ class QueueUpdates:
     def __init__(self, desk: Desk, rate_limit_seconds: float = RATE_LIMIT_SECONDS) -> None:
         self.desk = desk
         self.rate_limit_ms = rate_limit_seconds * 1000
+        # Staffing per queue as of the last round: what the policy's overflow rule reads for expected wait.
+        self.last_staffing: dict[str, Staffing] = {}
 
     async def staffing(
         self, rules: RuleSet, agents: list[Agent], states: dict[str, AgentState]
@@ -92,6 +99,7 @@ class QueueUpdates:
         states = await desk.agents.online()
         agents = await desk.agents.all()
         staffing = await self.staffing(rules, agents, states)
+        self.last_staffing = staffing
         sent_raw: dict[Any, Any] = await desk.redis.hgetall(desk.keys.sla_sent(desk.desk))
         sent = {_text(k): _text(v) for k, v in sent_raw.items()}
         count = 0

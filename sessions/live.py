@@ -33,6 +33,7 @@ RESYNC: Final = Resync()
 LiveItem = Message | ConversationEvent | Resync
 
 _QUEUE_LIMIT = 512
+_CONFIRM_SECONDS = 2.0
 
 
 class LiveFeed:
@@ -43,13 +44,15 @@ class LiveFeed:
         self._keys = keys
         self._followers: dict[str, set[asyncio.Queue[LiveItem]]] = defaultdict(set)
         self._channel_to_conversation: dict[str, str] = {}
+        # Set when Redis confirms a subscription: only then is every later publish certain to arrive.
+        self._confirmed: dict[str, asyncio.Event] = {}
         self._pubsub: PubSub | None = None
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
 
     async def start(self) -> None:
         """Returns at once: the gateway starts (and reports not ready) even while Redis is down."""
-        self._pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        self._pubsub = self._redis.pubsub()
         self._task = asyncio.create_task(self._pump(), name="live-feed")
 
     async def stop(self) -> None:
@@ -74,10 +77,19 @@ class LiveFeed:
         async with self._lock:
             first = not self._followers[conversation_id]
             self._followers[conversation_id].add(queue)
+            confirmed = self._confirmed.setdefault(channel, asyncio.Event())
             if first:
                 self._channel_to_conversation[channel] = conversation_id
                 assert self._pubsub is not None, "LiveFeed.start() was not called"
                 await self._pubsub.subscribe(channel)
+        # A publish that Redis handles before the SUBSCRIBE would be missed with nothing to tell the reader,
+        # so wait for the confirmation (one round trip, once per channel and process).
+        try:
+            async with asyncio.timeout(_CONFIRM_SECONDS):
+                await confirmed.wait()
+        except TimeoutError:
+            log.warning("live_feed.subscribe_unconfirmed", channel=channel)
+            _offer(queue, RESYNC)
         try:
             yield queue
         finally:
@@ -88,6 +100,7 @@ class LiveFeed:
                     if not followers:
                         del self._followers[conversation_id]
                         self._channel_to_conversation.pop(channel, None)
+                        self._confirmed.pop(channel, None)
                         if self._pubsub is not None:
                             with contextlib.suppress(RedisError):
                                 await self._pubsub.unsubscribe(channel)
@@ -110,7 +123,13 @@ class LiveFeed:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
-            if raw is None or raw.get("type") != "message":
+            if raw is None:
+                continue
+            if raw.get("type") == "subscribe":
+                if (event := self._confirmed.get(raw["channel"].decode())) is not None:
+                    event.set()
+                continue
+            if raw.get("type") != "message":
                 continue
             self._dispatch(raw["channel"].decode(), raw["data"])
 

@@ -13,7 +13,7 @@ from handoff.agents import AgentStore
 from handoff.desk import Desk
 from handoff.loader import load_rules
 from handoff.queues import QueueStore
-from handoff.sla import QueueUpdates, Staffing, estimate_wait, material
+from handoff.sla import QueueUpdates, Staffing, estimate_wait, expected_wait, material
 from sessions.keys import Keys
 from sessions.store import ConversationStore
 from tests.test_desk import AgentClient, handed_off
@@ -27,6 +27,13 @@ def test_estimate_comes_from_free_slots_capacity_and_handle_time() -> None:
     assert estimate_wait(2, staffed) == 360  # after one round of conversations
     assert estimate_wait(4, staffed) == 660
     assert estimate_wait(1, Staffing(capacity=0, free=0, handle_seconds=300)) is None  # nobody online
+
+
+def test_the_expected_wait_for_overflow_is_that_of_the_next_customer_to_join() -> None:
+    one_agent = Staffing(capacity=1, free=0, handle_seconds=300)
+    assert expected_wait(0, one_agent) == 360
+    assert expected_wait(3, one_agent) == 1260  # over the demo general queue's 900 s: it would overflow
+    assert expected_wait(3, None) is None  # not known yet: overflow goes by depth alone
 
 
 def test_only_a_noticeable_move_is_worth_a_message() -> None:
