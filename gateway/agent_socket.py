@@ -205,6 +205,10 @@ class _AgentSession:
                 item = await queue.get()
                 if isinstance(item, Message):
                     await self._write({**message_frame(item), "conversation_id": conversation_id})
+                elif isinstance(item, ConversationEvent) and item.type == "delivery.failed":
+                    await self._write({"type": "delivery_failed", "conversation_id": conversation_id,
+                                       "message_id": item.data.get("message_id"),
+                                       "detail": item.data.get("detail")})
                 elif isinstance(item, ConversationEvent) and item.type == "typing":
                     if item.data.get("sender") == "customer":
                         await self._write({"type": "typing", "conversation_id": conversation_id,

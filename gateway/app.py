@@ -13,6 +13,8 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 
 from channels.base import ChannelRegistry
+from channels.twilio_messaging import MessagingAdapter, MessagingConfig, MessagingWebhook, ReplyCollector
+from channels.twilio_messaging.outbound import OutboundConfig, TwilioSender
 from channels.webchat import WebChatAdapter, WebChatConfig, WebChatEndpoint
 from gateway import agent_socket, appkeys
 from gateway.agent_api import desk_errors
@@ -179,6 +181,15 @@ async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[appkeys.SETTINGS]
     channels = ChannelRegistry()
     channels.register(WebChatAdapter())
+    collector = ReplyCollector()
+    sender = None
+    if settings.twilio_account_sid and settings.twilio_auth_token:
+        sender = TwilioSender(OutboundConfig(
+            settings.twilio_account_sid, settings.twilio_auth_token.get_secret_value(),
+            str(settings.twilio_api_base_url), settings.twilio_sms_from, settings.twilio_whatsapp_from,
+        ))
+    for name in ("sms", "whatsapp"):
+        channels.register(MessagingAdapter(name, collector, app[appkeys.STORE], sender))
     app[appkeys.CHANNELS] = channels
     pipeline = Pipeline(app[appkeys.STORE], app[appkeys.BOT], channels, app[appkeys.RULES],
                         app[appkeys.QUEUES], on_handoff=functools.partial(_after_handoff, app),
@@ -187,11 +198,21 @@ async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
                         queue_figures=lambda: app[appkeys.QUEUE_UPDATES].last_staffing)
     app[appkeys.PIPELINE] = pipeline
     secret = settings.identity_secret.get_secret_value() if settings.identity_secret else None
+    messaging = None
+    if settings.public_url is not None and settings.twilio_auth_token is not None:
+        messaging = MessagingWebhook(
+            MessagingConfig(str(settings.public_url), settings.twilio_auth_token.get_secret_value()),
+            redis=app[appkeys.REDIS], keys=Keys(settings.redis_namespace), store=app[appkeys.STORE],
+            customers=app[appkeys.CUSTOMERS], sink=pipeline, collector=collector,
+        )
+    app[appkeys.MESSAGING] = messaging
     app[appkeys.WEBCHAT] = WebChatEndpoint(
         WebChatConfig(settings.allowed_origins, settings.max_message_chars, secret),
         app[appkeys.STORE], app[appkeys.CUSTOMERS], app[appkeys.LIVE], pipeline,
     )
     yield
+    if sender is not None:
+        await sender.aclose()
 
 
 async def _close_sockets(app: web.Application) -> None:

@@ -6,6 +6,7 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from channels.base import ChannelRegistry
+from channels.twilio_messaging import MessagingWebhook
 from channels.webchat import WebChatEndpoint
 from gateway.bots.base import Bot
 from gateway.helpdesk import HelpdeskWebhook
@@ -40,3 +41,4 @@ DISPATCHER = web.AppKey("dispatcher", Dispatcher)
 AGENT_SOCKETS = web.AppKey("agent_sockets", set[web.WebSocketResponse])
 HELPDESK: web.AppKey[HelpdeskWebhook | None] = web.AppKey("helpdesk")
 QUEUE_UPDATES = web.AppKey("queue_updates", QueueUpdates)
+MESSAGING: web.AppKey[MessagingWebhook | None] = web.AppKey("messaging")

@@ -11,6 +11,14 @@ async def _chat_socket(request: web.Request) -> web.StreamResponse:
     return await request.app[appkeys.WEBCHAT].handle(request)
 
 
+async def _twilio_messaging(request: web.Request) -> web.StreamResponse:
+    webhook = request.app[appkeys.MESSAGING]
+    if webhook is None:
+        detail = "Set PUBLIC_URL and TWILIO_AUTH_TOKEN to accept Twilio webhooks."
+        return web.json_response({"code": "twilio_not_configured", "detail": detail}, status=403)
+    return await webhook.handle(request)
+
+
 def setup_routes(app: web.Application) -> None:
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)
@@ -19,6 +27,7 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/console", pages.console_page)
     app.router.add_get("/console.js", pages.console_js)
     app.router.add_get("/ws/chat", _chat_socket)
+    app.router.add_post("/twilio/messaging", _twilio_messaging)
     app.router.add_get("/api/admin/rules", admin.rules_info)
     app.router.add_post("/api/admin/rules/reload", admin.rules_reload)
     app.router.add_get("/api/openapi.json", openapi.document)

@@ -40,6 +40,14 @@ class Settings(BaseSettings):
     rules_dir: Path = DEMO_RULES
     offer_timeout_seconds: float = Field(30.0, ge=5, le=600)
     return_window_seconds: float = Field(1800.0, ge=0, le=7 * 24 * 3600)
+    # Twilio messaging: the public URL Twilio calls (its signature covers it) and the account's auth token.
+    public_url: HttpUrl | None = None
+    twilio_account_sid: str | None = Field(None, pattern=r"^AC[0-9a-fA-F]{32}$")
+    twilio_auth_token: SecretStr | None = None
+    twilio_api_base_url: HttpUrl = HttpUrl("https://api.twilio.com")
+    # The business numbers replies are sent from (E.164), when not answered inside the webhook.
+    twilio_sms_from: str | None = Field(None, pattern=r"^\+[1-9]\d{6,14}$")
+    twilio_whatsapp_from: str | None = Field(None, pattern=r"^\+[1-9]\d{6,14}$")
     helpdesk_webhook_url: HttpUrl | None = None
     helpdesk_webhook_secret: SecretStr | None = None
     admin_token: SecretStr | None = None
@@ -80,6 +88,16 @@ class Settings(BaseSettings):
         if value is not None and len(value.get_secret_value()) < 16:
             raise ValueError("must be at least 16 characters")
         return value
+
+    @model_validator(mode="after")
+    def _check_twilio(self) -> Settings:
+        if self.public_url is not None and self.twilio_auth_token is not None:
+            if self.twilio_account_sid is None:
+                raise ValueError("TWILIO_ACCOUNT_SID is required with Twilio webhooks: replies outside a "
+                                 "webhook's answer (agents) are sent through Twilio's REST API")
+            if self.twilio_sms_from is None and self.twilio_whatsapp_from is None:
+                raise ValueError("set TWILIO_SMS_FROM or TWILIO_WHATSAPP_FROM (replies' sending number)")
+        return self
 
     @model_validator(mode="after")
     def _check_bot(self) -> Settings:

@@ -287,6 +287,14 @@ class ConversationStore:
         if int(result[0]) == 0:
             raise TransitionRefused(conversation_id, _decode(result[1]), to.value)
 
+    async def record(self, conversation_id: str, event: ConversationEvent) -> None:
+        """Add an event to the conversation's record (a failed delivery, say) and tell live readers."""
+        payload = event.model_dump_json()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xadd(self.keys.events(conversation_id), {"e": payload})
+            pipe.publish(self.keys.live_channel(conversation_id), "event\n" + payload)
+            await pipe.execute()
+
     async def signal(self, conversation_id: str, event: ConversationEvent) -> None:
         """A live-only event (someone is typing): published to the conversation's readers, never stored."""
         await self.redis.publish(self.keys.live_channel(conversation_id), "event\n" + event.model_dump_json())

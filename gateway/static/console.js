@@ -63,6 +63,7 @@
     else if (f.type === "offer_withdrawn") { delete offers[f.conversation_id]; renderOffers(); }
     else if (f.type === "assigned" || f.type === "released") refresh();
     else if (f.type === "queues") { renderQueues(f); refreshLists(); }
+    else if (f.type === "delivery_failed") toast("Not delivered to the customer: " + (f.detail || "unknown error"));
     else if (f.type === "message" && f.conversation_id === current) { addMessage(f); $("typing").textContent = ""; }
     else if (f.type === "typing" && f.conversation_id === current) {
       $("typing").textContent = "The customer is typing…";

@@ -1,0 +1,6 @@
+"""SMS and WhatsApp through Twilio's messaging webhooks."""
+
+from channels.twilio_messaging.adapter import MessagingAdapter, ReplyCollector
+from channels.twilio_messaging.webhook import MessagingConfig, MessagingWebhook
+
+__all__ = ["MessagingAdapter", "MessagingConfig", "MessagingWebhook", "ReplyCollector"]

@@ -1,0 +1,78 @@
+"""What Twilio posts for one inbound SMS or WhatsApp message, normalized.
+
+Numbers become E.164 with ``phonenumbers``; WhatsApp's ``whatsapp:`` prefix decides the channel. Media
+(NumMedia, MediaUrlN, MediaContentTypeN) become attachments, so a photo with no text is still a message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import phonenumbers
+
+from sessions.models import Attachment
+
+WHATSAPP_PREFIX = "whatsapp:"
+MAX_MEDIA = 10
+
+
+class FormError(ValueError):
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class InboundText:
+    message_sid: str
+    channel: str
+    sender: str  # E.164
+    recipient: str
+    body: str
+    profile_name: str | None = None
+    wa_id: str | None = None
+    attachments: list[Attachment] = field(default_factory=list)
+
+
+def e164(raw: str) -> str:
+    try:
+        number = phonenumbers.parse(raw, None)
+    except phonenumbers.NumberParseException:
+        raise FormError("invalid_number", f"{raw!r} is not an international phone number.") from None
+    if not phonenumbers.is_possible_number(number):
+        raise FormError("invalid_number", f"{raw!r} is not a possible phone number.")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def parse_inbound(form: Mapping[str, str]) -> InboundText:
+    sid = form.get("MessageSid") or form.get("SmsMessageSid") or ""
+    if not sid.startswith(("SM", "MM")) or not sid.isalnum():
+        raise FormError("invalid_message_sid", "MessageSid is missing or malformed.")
+    raw_from, raw_to = form.get("From", ""), form.get("To", "")
+    whatsapp = raw_from.startswith(WHATSAPP_PREFIX)
+    sender = e164(raw_from.removeprefix(WHATSAPP_PREFIX))
+    recipient = e164(raw_to.removeprefix(WHATSAPP_PREFIX)) if raw_to else ""
+    try:
+        count = min(int(form.get("NumMedia", "0") or 0), MAX_MEDIA)
+    except ValueError:
+        raise FormError("invalid_num_media", "NumMedia must be a number.") from None
+    attachments = [
+        Attachment(url=url, content_type=form.get(f"MediaContentType{i}") or None)
+        for i in range(count)
+        if (url := form.get(f"MediaUrl{i}", "")).startswith("https://")
+    ]
+    body = form.get("Body", "")
+    if not body.strip() and not attachments:
+        raise FormError("empty_message", "The message has neither text nor media.")
+    return InboundText(
+        message_sid=sid,
+        channel="whatsapp" if whatsapp else "sms",
+        sender=sender,
+        recipient=recipient,
+        body=body,
+        profile_name=form.get("ProfileName") or None,
+        wa_id=form.get("WaId") or None,
+        attachments=attachments,
+    )

@@ -1,0 +1,117 @@
+"""``POST /twilio/messaging``: inbound SMS and WhatsApp, checked, stored once, answered in TwiML.
+
+Every request's ``X-Twilio-Signature`` is checked with the twilio package's RequestValidator against the
+URL Twilio called (PUBLIC_URL plus the path and query), so a forged or altered request is refused with
+403 and changes nothing. A MessageSid is stored once however often Twilio retries it. The bot's answer goes
+back in the TwiML response when it is ready within the time budget, well inside Twilio's 15 seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import structlog
+from aiohttp import web
+from redis.asyncio import Redis
+from twilio.request_validator import RequestValidator
+from twilio.twiml.messaging_response import MessagingResponse
+
+from channels.base import InboundSink
+from channels.twilio_messaging.adapter import ReplyCollector
+from channels.twilio_messaging.form import FormError, InboundText, parse_inbound
+from sessions.customers import CustomerStore
+from sessions.keys import Keys
+from sessions.models import Conversation, Identity, InboundMessage
+from sessions.store import ConversationNotFound, ConversationStore
+
+log = structlog.get_logger(__name__)
+
+TWIML = "application/xml"
+
+
+@dataclass(frozen=True, slots=True)
+class MessagingConfig:
+    public_url: str  # scheme and host Twilio calls, e.g. https://gateway.example.com
+    auth_token: str
+    reply_budget_seconds: float = 5.0
+
+
+def twiml(texts: list[str]) -> web.Response:
+    response = MessagingResponse()
+    for text in texts:
+        response.message(text)
+    return web.Response(text=str(response), content_type=TWIML)
+
+
+class MessagingWebhook:
+    def __init__(
+        self, config: MessagingConfig, *, redis: Redis, keys: Keys, store: ConversationStore,
+        customers: CustomerStore, sink: InboundSink, collector: ReplyCollector,
+    ) -> None:
+        self.config = config
+        self.validator = RequestValidator(config.auth_token)
+        self.redis = redis
+        self.keys = keys
+        self.store = store
+        self.customers = customers
+        self.sink = sink
+        self.collector = collector
+
+    def verified_form(self, request: web.Request, form: dict[str, str]) -> bool:
+        url = self.config.public_url.rstrip("/") + request.raw_path
+        signature = request.headers.get("X-Twilio-Signature", "")
+        return bool(signature) and bool(self.validator.validate(url, form, signature))
+
+    async def handle(self, request: web.Request) -> web.Response:
+        form = {k: str(v) for k, v in (await request.post()).items()}
+        if not self.verified_form(request, form):
+            log.warning("twilio.signature_refused")
+            detail = "X-Twilio-Signature is missing or does not match."
+            return web.json_response({"code": "invalid_signature", "detail": detail}, status=403)
+        try:
+            inbound = parse_inbound(form)
+        except FormError as exc:
+            return web.json_response({"code": exc.code, "detail": exc.detail}, status=400)
+        structlog.contextvars.bind_contextvars(message_sid=inbound.message_sid, channel=inbound.channel)
+        conversation = await self._conversation(inbound)
+        message = InboundMessage(
+            conversation_id=conversation.id, channel=inbound.channel, text=inbound.body,
+            attachments=inbound.attachments, external_id=f"twilio:{inbound.message_sid}",
+            channel_metadata={k: v for k, v in (("profile_name", inbound.profile_name),
+                                                 ("wa_id", inbound.wa_id)) if v},
+        )
+        async with self.collector.collecting(conversation.id) as replies:
+            accepted = await self.sink.accept(message)
+            if accepted.duplicate:
+                log.info("twilio.retry_ignored")
+                return twiml([])
+            turn = asyncio.ensure_future(self.sink.advance(accepted))
+            done, _ = await asyncio.wait({turn}, timeout=self.config.reply_budget_seconds)
+            texts = [m.text for m in replies if m.text]
+        if not done:  # slow bot: it finishes in the background; its reply takes the outbound path
+            turn.add_done_callback(_log_failure)
+        log.info("twilio.answered", replies=len(texts))
+        return twiml(texts)
+
+    async def _conversation(self, inbound: InboundText) -> Conversation:
+        """The customer's open conversation on this channel, or a new one."""
+        identity = Identity(channel=inbound.channel, address=inbound.sender)
+        key = self.keys.identity(inbound.channel, inbound.sender) + ":conversation"
+        existing = await self.redis.get(key)
+        if existing is not None:
+            try:
+                return await self.store.get(existing.decode() if isinstance(existing, bytes) else existing)
+            except ConversationNotFound:
+                pass
+        profile = {"name": inbound.profile_name} if inbound.profile_name else {}
+        customer = await self.customers.resolve(identity, profile, verified=False)
+        created = await self.store.create(customer, inbound.channel)
+        await self.redis.set(key, created.conversation.id, ex=self.store.ttl_ms // 1000)
+        return created.conversation
+
+
+def _log_failure(task: asyncio.Future[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("twilio.turn_failed", error=repr(task.exception()))
+

@@ -1,0 +1,181 @@
+"""Inbound SMS and WhatsApp webhooks, signed exactly as Twilio signs them, against a real gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from redis.asyncio import Redis
+from twilio.request_validator import RequestValidator
+
+from gateway.embedded_redis import free_port
+from handoff.agents import AgentStore
+from sessions.keys import Keys
+from sessions.store import ConversationStore
+from tests.test_desk import AgentClient
+
+AUTH_TOKEN = "0123456789abcdef0123456789abcdef"
+PUBLIC = "https://gateway.example.test"  # Twilio calls this; a proxy forwards to the gateway
+ACCOUNT = "AC" + "1" * 32
+FRIDAY_MORNING = datetime(2026, 11, 27, 15, 0, tzinfo=UTC)
+
+
+def sms_form(body: str, sender: str = "+14155550123", **extra: str) -> dict[str, str]:
+    """Every field Twilio posts for an inbound SMS, including those the gateway ignores."""
+    sid = "SM" + uuid.uuid4().hex
+    return {
+        "ToCountry": "US", "ToState": "CA", "SmsMessageSid": sid, "NumMedia": "0", "ToCity": "SAN FRANCISCO",
+        "FromZip": "94105", "SmsSid": sid, "FromState": "CA", "SmsStatus": "received", "FromCity": "SAN FRANCISCO",
+        "Body": body, "FromCountry": "US", "To": "+14155550100", "ToZip": "94105", "NumSegments": "1",
+        "ReferralNumMedia": "0", "MessageSid": sid, "AccountSid": ACCOUNT, "From": sender, "ApiVersion": "2010-04-01",
+        **extra,
+    }
+
+
+async def post(http: aiohttp.ClientSession, base: str, form: dict[str, str], signature: str | None = "sign"):
+    headers = {}
+    if signature == "sign":
+        headers["X-Twilio-Signature"] = RequestValidator(AUTH_TOKEN).compute_signature(
+            f"{PUBLIC}/twilio/messaging", form)
+    elif signature is not None:
+        headers["X-Twilio-Signature"] = signature
+    async with http.post(f"{base}/twilio/messaging", data=form, headers=headers) as response:
+        return response.status, response.headers.get("Content-Type", ""), await response.text()
+
+
+async def start(start_gateway: Any) -> str:
+    # Nothing here sends through the REST API (replies travel in TwiML), so its address is a closed port.
+    return str(await start_gateway(clock=lambda: FRIDAY_MORNING, public_url=PUBLIC, twilio_auth_token=AUTH_TOKEN,
+                                   twilio_account_sid=ACCOUNT, twilio_sms_from="+14155550100",
+                                   twilio_api_base_url=f"http://127.0.0.1:{free_port()}"))
+
+
+async def test_a_signed_sms_is_answered_in_twiml_and_a_retry_is_stored_once(
+    start_gateway: Any, http: aiohttp.ClientSession, redis: Redis, namespace: str
+) -> None:
+    base = await start(start_gateway)
+    form = sms_form("where is my order #12345")
+    status, content_type, body = await post(http, base, form)
+    assert status == 200 and content_type.startswith("application/xml")
+    assert "<Response><Message>" in body and "Account &gt; Orders" in body
+
+    status, _, retried = await post(http, base, form)  # Twilio retries the same MessageSid
+    assert status == 200 and retried.endswith("<Response />")
+    store = ConversationStore(redis, Keys(namespace), 60)
+    [cid] = await store.recent()
+    transcript = await store.transcript(cid)
+    assert [m.sender.value for m in transcript] == ["customer", "bot"]
+    conversation = await store.get(cid)
+    assert conversation.channel == "sms" and conversation.customer.identities[0].address == "+14155550123"
+
+
+async def test_bad_or_missing_signatures_are_refused_and_store_nothing(
+    start_gateway: Any, http: aiohttp.ClientSession, redis: Redis, namespace: str
+) -> None:
+    base = await start(start_gateway)
+    form = sms_form("hello")
+    for signature in (None, "bm90IGEgc2lnbmF0dXJl"):
+        status, _, body = await post(http, base, form, signature)
+        assert status == 403 and "invalid_signature" in body
+    tampered = dict(form)
+    headers = {"X-Twilio-Signature": RequestValidator(AUTH_TOKEN).compute_signature(
+        f"{PUBLIC}/twilio/messaging", form)}
+    tampered["Body"] = "something else"
+    async with http.post(f"{base}/twilio/messaging", data=tampered, headers=headers) as response:
+        assert response.status == 403
+    assert await ConversationStore(redis, Keys(namespace), 60).recent() == []
+
+
+async def test_a_whatsapp_photo_without_text_is_kept_with_the_profile_name(
+    start_gateway: Any, http: aiohttp.ClientSession, redis: Redis, namespace: str
+) -> None:
+    base = await start(start_gateway)
+    form = sms_form("", sender="whatsapp:+34612345678", To="whatsapp:+14155550100", NumMedia="1",
+                    MediaUrl0="https://api.twilio.com/2010-04-01/Accounts/AC1/Messages/MM1/Media/ME1",
+                    MediaContentType0="image/jpeg", ProfileName="Lucía", WaId="34612345678")
+    form["MessageSid"] = form["SmsMessageSid"] = "MM" + uuid.uuid4().hex
+    status, _, _ = await post(http, base, form)
+    assert status == 200
+    store = ConversationStore(redis, Keys(namespace), 60)
+    [cid] = await store.recent()
+    conversation = await store.get(cid)
+    first = (await store.transcript(cid))[0]
+    assert conversation.channel == "whatsapp" and conversation.customer.name == "Lucía"
+    assert first.attachments[0].content_type == "image/jpeg" and first.text == ""
+    assert first.channel_metadata == {"profile_name": "Lucía", "wa_id": "34612345678"}
+
+
+async def test_malformed_webhooks_get_a_clear_error(start_gateway: Any, http: aiohttp.ClientSession) -> None:
+    base = await start(start_gateway)
+    status, _, body = await post(http, base, sms_form("hi", sender="not-a-number"))
+    assert status == 400 and "invalid_number" in body
+    empty = sms_form("")
+    status, _, body = await post(http, base, empty)
+    assert status == 400 and "empty_message" in body
+
+
+async def test_a_handoff_by_sms_is_worded_for_messaging(start_gateway: Any, http: aiohttp.ClientSession) -> None:
+    base = await start(start_gateway)
+    status, _, body = await post(http, base, sms_form("I want to dispute a charge on my card"))
+    assert status == 200 and "A person will reply to this number" in body
+
+
+async def test_without_twilio_settings_the_webhook_is_refused(gateway: str, http: aiohttp.ClientSession) -> None:
+    status, _, body = await post(http, gateway, sms_form("hello"))
+    assert status == 403 and "twilio_not_configured" in body
+
+
+async def test_an_agent_reply_by_sms_goes_through_twilios_rest_api(
+    start_gateway: Any, bot_server: Any, http: aiohttp.ClientSession, redis: Redis, namespace: str
+) -> None:
+    """Twilio's REST API is a local stand-in that records what it is sent; a refusal is recorded too."""
+    sent: list[dict[str, str]] = []
+    refuse = False
+
+    async def messages_api(request: web.Request) -> web.Response:
+        form = {k: str(v) for k, v in (await request.post()).items()}
+        sent.append({"path": request.path, **form})
+        if refuse:
+            return web.json_response({"code": 21610, "message": "Attempt to send to unsubscribed recipient",
+                                      "status": 400}, status=400)
+        return web.json_response({"sid": "SM" + uuid.uuid4().hex, "status": "queued", "to": form["To"],
+                                  "from": form["From"], "body": form["Body"], "account_sid": ACCOUNT}, status=201)
+
+    app = web.Application()
+    app.router.add_post("/2010-04-01/Accounts/{account}/Messages.json", messages_api)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        base = await start_gateway(clock=lambda: FRIDAY_MORNING, public_url=PUBLIC, twilio_auth_token=AUTH_TOKEN,
+                                   twilio_account_sid=ACCOUNT, twilio_api_base_url=f"http://127.0.0.1:{port}",
+                                   twilio_sms_from="+14155550100")
+        await post(http, base, sms_form("I want to dispute a charge on my card"))
+        store = ConversationStore(redis, Keys(namespace), 60)
+        [cid] = await store.recent()
+        _, token = await AgentStore(redis, Keys(namespace)).add("Alex", ["billing"], ["en"], [])
+        agent = AgentClient(http, base, token)
+        await agent.online()
+        for _ in range(100):
+            if (await agent.call("POST", f"/api/conversations/{cid}/claim"))[0] == 200:
+                break
+            await asyncio.sleep(0.05)
+        status, _ = await agent.call("POST", f"/api/conversations/{cid}/messages", {"text": "Hi, Alex here."})
+        assert status == 201
+        reply = next(m for m in sent if m["Body"] == "Hi, Alex here.")
+        assert reply["To"] == "+14155550123" and reply["From"] == "+14155550100"
+        assert reply["path"] == f"/2010-04-01/Accounts/{ACCOUNT}/Messages.json"
+        events = [e.type for e in await store.events(cid)]
+        assert "delivery.sent" in events
+
+        refuse = True
+        await agent.call("POST", f"/api/conversations/{cid}/messages", {"text": "Are you still there?"})
+        failed = [e for e in await store.events(cid) if e.type == "delivery.failed"]
+        assert failed and "unsubscribed recipient" in failed[-1].data["detail"] and failed[-1].data["status"] == 400
+    finally:
+        await runner.cleanup()
