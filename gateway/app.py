@@ -13,7 +13,14 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 
 from channels.base import ChannelRegistry
-from channels.twilio_messaging import MessagingAdapter, MessagingConfig, MessagingWebhook, ReplyCollector
+from channels.twilio_messaging import (
+    MessagingConfig,
+    MessagingWebhook,
+    OptOuts,
+    ReplyCollector,
+    SmsAdapter,
+    WhatsAppAdapter,
+)
 from channels.twilio_messaging.outbound import OutboundConfig, TwilioSender
 from channels.webchat import WebChatAdapter, WebChatConfig, WebChatEndpoint
 from gateway import agent_socket, appkeys
@@ -188,8 +195,10 @@ async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
             settings.twilio_account_sid, settings.twilio_auth_token.get_secret_value(),
             str(settings.twilio_api_base_url), settings.twilio_sms_from, settings.twilio_whatsapp_from,
         ))
-    for name in ("sms", "whatsapp"):
-        channels.register(MessagingAdapter(name, collector, app[appkeys.STORE], sender))
+    optouts = OptOuts(app[appkeys.REDIS], Keys(settings.redis_namespace))
+    channels.register(SmsAdapter(collector, app[appkeys.STORE], sender, optouts))
+    channels.register(WhatsAppAdapter(collector, app[appkeys.STORE], sender, optouts,
+                                      settings.twilio_whatsapp_template_sid))
     app[appkeys.CHANNELS] = channels
     pipeline = Pipeline(app[appkeys.STORE], app[appkeys.BOT], channels, app[appkeys.RULES],
                         app[appkeys.QUEUES], on_handoff=functools.partial(_after_handoff, app),
@@ -201,9 +210,10 @@ async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
     messaging = None
     if settings.public_url is not None and settings.twilio_auth_token is not None:
         messaging = MessagingWebhook(
-            MessagingConfig(str(settings.public_url), settings.twilio_auth_token.get_secret_value()),
+            MessagingConfig(str(settings.public_url), settings.twilio_auth_token.get_secret_value(),
+                            help_text=settings.sms_help_text),
             redis=app[appkeys.REDIS], keys=Keys(settings.redis_namespace), store=app[appkeys.STORE],
-            customers=app[appkeys.CUSTOMERS], sink=pipeline, collector=collector,
+            customers=app[appkeys.CUSTOMERS], sink=pipeline, collector=collector, optouts=optouts,
         )
     app[appkeys.MESSAGING] = messaging
     app[appkeys.WEBCHAT] = WebChatEndpoint(

@@ -88,7 +88,8 @@ class Pipeline:
             provider_message_id=inbound.external_id,
             client_id=inbound.channel_metadata.get("client_id"),
         )
-        accepted = await self.store.append(message, external_id=inbound.external_id)
+        accepted = await self.store.append(message, external_id=inbound.external_id,
+                                           updates={"last_inbound_at": message.ts})
         log.info("message.accepted", message_id=accepted.message.id, duplicate=accepted.duplicate)
         return accepted
 

@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     # The business numbers replies are sent from (E.164), when not answered inside the webhook.
     twilio_sms_from: str | None = Field(None, pattern=r"^\+[1-9]\d{6,14}$")
     twilio_whatsapp_from: str | None = Field(None, pattern=r"^\+[1-9]\d{6,14}$")
+    # An approved WhatsApp template for replies more than 24 hours after the customer's last message.
+    twilio_whatsapp_template_sid: str | None = Field(None, pattern=r"^HX[0-9a-fA-F]{32}$")
+    sms_help_text: str = Field("Reply here to chat with our support team. Reply STOP to opt out.",
+                               min_length=1, max_length=1600)
     helpdesk_webhook_url: HttpUrl | None = None
     helpdesk_webhook_secret: SecretStr | None = None
     admin_token: SecretStr | None = None

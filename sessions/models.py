@@ -202,6 +202,8 @@ class Conversation(BaseModel):
     # Who resolved it and when: a customer writing again soon goes back to them (RETURN_WINDOW_SECONDS).
     last_agent: str | None = None
     resolved_at: datetime | None = None
+    # When the customer last wrote: WhatsApp only allows free-form replies for 24 hours after it.
+    last_inbound_at: datetime | None = None
     priority: int = 0
     tags: list[str] = Field(default_factory=list)
     # The bot's view of the latest turn, so policies can read it without replaying the transcript.
@@ -213,7 +215,8 @@ class Conversation(BaseModel):
     notes: list[dict[str, Any]] = Field(default_factory=list)
 
     @field_validator(
-        "last_intent", "queue", "agent", "assigned_at", "last_agent", "resolved_at", mode="before"
+        "last_intent", "queue", "agent", "assigned_at", "last_agent", "resolved_at", "last_inbound_at",
+        mode="before",
     )
     @classmethod
     def _empty_is_none(cls, value: object) -> object:

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
+import pytest
 from aiohttp import web
 from redis.asyncio import Redis
 from twilio.request_validator import RequestValidator
 
+from channels.twilio_messaging.rules import keyword, split_message
 from gateway.embedded_redis import free_port
 from handoff.agents import AgentStore
 from sessions.keys import Keys
@@ -129,53 +133,145 @@ async def test_without_twilio_settings_the_webhook_is_refused(gateway: str, http
     assert status == 403 and "twilio_not_configured" in body
 
 
-async def test_an_agent_reply_by_sms_goes_through_twilios_rest_api(
-    start_gateway: Any, bot_server: Any, http: aiohttp.ClientSession, redis: Redis, namespace: str
-) -> None:
-    """Twilio's REST API is a local stand-in that records what it is sent; a refusal is recorded too."""
-    sent: list[dict[str, str]] = []
-    refuse = False
+class TwilioStandIn:
+    """A local stand-in for Twilio's Messages API that records what the gateway sends it."""
 
-    async def messages_api(request: web.Request) -> web.Response:
+    def __init__(self) -> None:
+        self.sent: list[dict[str, str]] = []
+        self.refuse: tuple[int, int, str] | None = None  # (HTTP status, Twilio code, message)
+        self.url = ""
+
+    async def messages(self, request: web.Request) -> web.Response:
         form = {k: str(v) for k, v in (await request.post()).items()}
-        sent.append({"path": request.path, **form})
-        if refuse:
-            return web.json_response({"code": 21610, "message": "Attempt to send to unsubscribed recipient",
-                                      "status": 400}, status=400)
+        self.sent.append({"path": request.path, **form})
+        if self.refuse is not None:
+            status, code, message = self.refuse
+            return web.json_response({"code": code, "message": message, "status": status}, status=status)
         return web.json_response({"sid": "SM" + uuid.uuid4().hex, "status": "queued", "to": form["To"],
-                                  "from": form["From"], "body": form["Body"], "account_sid": ACCOUNT}, status=201)
+                                  "from": form["From"], "body": form.get("Body", ""), "account_sid": ACCOUNT},
+                                 status=201)
 
+
+@pytest.fixture
+async def twilio_api() -> AsyncIterator[TwilioStandIn]:
+    stand_in = TwilioStandIn()
     app = web.Application()
-    app.router.add_post("/2010-04-01/Accounts/{account}/Messages.json", messages_api)
+    app.router.add_post("/2010-04-01/Accounts/{account}/Messages.json", stand_in.messages)
     runner = web.AppRunner(app)
     await runner.setup()
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        base = await start_gateway(clock=lambda: FRIDAY_MORNING, public_url=PUBLIC, twilio_auth_token=AUTH_TOKEN,
-                                   twilio_account_sid=ACCOUNT, twilio_api_base_url=f"http://127.0.0.1:{port}",
-                                   twilio_sms_from="+14155550100")
-        await post(http, base, sms_form("I want to dispute a charge on my card"))
-        store = ConversationStore(redis, Keys(namespace), 60)
-        [cid] = await store.recent()
-        _, token = await AgentStore(redis, Keys(namespace)).add("Alex", ["billing"], ["en"], [])
-        agent = AgentClient(http, base, token)
-        await agent.online()
-        for _ in range(100):
-            if (await agent.call("POST", f"/api/conversations/{cid}/claim"))[0] == 200:
-                break
-            await asyncio.sleep(0.05)
-        status, _ = await agent.call("POST", f"/api/conversations/{cid}/messages", {"text": "Hi, Alex here."})
-        assert status == 201
-        reply = next(m for m in sent if m["Body"] == "Hi, Alex here.")
-        assert reply["To"] == "+14155550123" and reply["From"] == "+14155550100"
-        assert reply["path"] == f"/2010-04-01/Accounts/{ACCOUNT}/Messages.json"
-        events = [e.type for e in await store.events(cid)]
-        assert "delivery.sent" in events
+    stand_in.url = f"http://127.0.0.1:{port}"
+    yield stand_in
+    await runner.cleanup()
 
-        refuse = True
-        await agent.call("POST", f"/api/conversations/{cid}/messages", {"text": "Are you still there?"})
-        failed = [e for e in await store.events(cid) if e.type == "delivery.failed"]
-        assert failed and "unsubscribed recipient" in failed[-1].data["detail"] and failed[-1].data["status"] == 400
-    finally:
-        await runner.cleanup()
+
+async def with_agent(
+    start_gateway: Any, http: aiohttp.ClientSession, redis: Redis, namespace: str, twilio_api: TwilioStandIn,
+    first_words: str, sender: str = "+14155550123", **settings: Any,
+) -> tuple[str, str, AgentClient]:
+    """A gateway pointed at the stand-in, a customer handed off by text, and the agent who claimed it."""
+    base = await start_gateway(clock=lambda: FRIDAY_MORNING, public_url=PUBLIC, twilio_auth_token=AUTH_TOKEN,
+                               twilio_account_sid=ACCOUNT, twilio_api_base_url=twilio_api.url,
+                               twilio_sms_from="+14155550100", twilio_whatsapp_from="+14155550199", **settings)
+    form = sms_form(first_words, sender=sender)
+    if sender.startswith("whatsapp:"):
+        form["To"] = "whatsapp:+14155550199"
+    await post(http, base, form)
+    store = ConversationStore(redis, Keys(namespace), 60)
+    [cid] = await store.recent()
+    _, token = await AgentStore(redis, Keys(namespace)).add("Alex", ["billing"], ["en"], [])
+    agent = AgentClient(http, base, token)
+    await agent.online()
+    for _ in range(100):
+        if (await agent.call("POST", f"/api/conversations/{cid}/claim"))[0] == 200:
+            break
+        await asyncio.sleep(0.05)
+    return base, cid, agent
+
+
+async def test_an_agent_reply_by_sms_goes_through_twilios_rest_api(
+    start_gateway: Any, http: aiohttp.ClientSession, redis: Redis, namespace: str, twilio_api: TwilioStandIn
+) -> None:
+    _, cid, agent = await with_agent(start_gateway, http, redis, namespace, twilio_api,
+                                     "I want to dispute a charge on my card")
+    status, _ = await agent.call("POST", f"/api/conversations/{cid}/messages", {"text": "Hi, Alex here."})
+    assert status == 201
+    reply = next(m for m in twilio_api.sent if m["Body"] == "Hi, Alex here.")
+    assert reply["To"] == "+14155550123" and reply["From"] == "+14155550100"
+    assert reply["path"] == f"/2010-04-01/Accounts/{ACCOUNT}/Messages.json"
+    store = ConversationStore(redis, Keys(namespace), 60)
+    assert "delivery.sent" in [e.type for e in await store.events(cid)]
+
+    twilio_api.refuse = (400, 21610, "Attempt to send to unsubscribed recipient")
+    await agent.call("POST", f"/api/conversations/{cid}/messages", {"text": "Are you still there?"})
+    failed = [e for e in await store.events(cid) if e.type == "delivery.failed"]
+    assert failed and "unsubscribed recipient" in failed[-1].data["detail"] and failed[-1].data["status"] == 400
+
+
+async def test_stop_opts_a_number_out_until_start_and_help_answers(
+    start_gateway: Any, http: aiohttp.ClientSession, redis: Redis, namespace: str, twilio_api: TwilioStandIn
+) -> None:
+    base, cid, agent = await with_agent(start_gateway, http, redis, namespace, twilio_api,
+                                        "I want to dispute a charge on my card")
+    status, _, body = await post(http, base, sms_form("HELP"))
+    assert "Reply STOP to opt out" in body
+    status, _, body = await post(http, base, sms_form("please stop sending me ads"))  # not a keyword
+    assert status == 200
+    status, _, body = await post(http, base, sms_form(" Stop "))
+    assert status == 200 and body.endswith("<Response />")
+    sent_before = len(twilio_api.sent)
+
+    status, _ = await agent.call("POST", f"/api/conversations/{cid}/messages", {"text": "Hello?"})
+    assert status == 201
+    assert len(twilio_api.sent) == sent_before  # nothing went out
+    store = ConversationStore(redis, Keys(namespace), 60)
+    failed = [e for e in await store.events(cid) if e.type == "delivery.failed"]
+    assert failed[-1].data["reason"] == "opted_out" and "texted STOP" in failed[-1].data["detail"]
+    transcript = [m.text for m in await store.transcript(cid)]
+    assert " Stop " in transcript  # the agent sees what the customer sent
+
+    await post(http, base, sms_form("START"))
+    await agent.call("POST", f"/api/conversations/{cid}/messages", {"text": "Welcome back."})
+    assert twilio_api.sent[-1]["Body"] == "Welcome back."
+
+
+async def test_whatsapp_outside_the_24_hour_window_uses_the_template_or_refuses(
+    start_gateway: Any, http: aiohttp.ClientSession, redis: Redis, namespace: str, twilio_api: TwilioStandIn
+) -> None:
+    _, cid, agent = await with_agent(start_gateway, http, redis, namespace, twilio_api,
+                                     "I want to dispute a charge on my card", sender="whatsapp:+34612345678")
+    store = ConversationStore(redis, Keys(namespace), 60)
+    await redis.hset(Keys(namespace).conversation(cid), "last_inbound_at",
+                     (datetime.now(UTC) - timedelta(hours=25)).isoformat())
+    await agent.call("POST", f"/api/conversations/{cid}/messages", {"text": "Any news?"})
+    assert not [m for m in twilio_api.sent if m.get("Body") == "Any news?"]
+    failed = [e for e in await store.events(cid) if e.type == "delivery.failed"]
+    assert failed[-1].data["reason"] == "outside_whatsapp_window"
+
+
+async def test_whatsapp_template_goes_without_body(
+    start_gateway: Any, http: aiohttp.ClientSession, redis: Redis, namespace: str, twilio_api: TwilioStandIn
+) -> None:
+    template = "HX" + "a" * 32
+    _, cid, agent = await with_agent(start_gateway, http, redis, namespace, twilio_api,
+                                     "I want to dispute a charge on my card", sender="whatsapp:+34612345678",
+                                     twilio_whatsapp_template_sid=template)
+    await redis.hset(Keys(namespace).conversation(cid), "last_inbound_at",
+                     (datetime.now(UTC) - timedelta(hours=25)).isoformat())
+    await agent.call("POST", f"/api/conversations/{cid}/messages", {"text": "Your refund was approved."})
+    sent = twilio_api.sent[-1]
+    assert sent["ContentSid"] == template and "Body" not in sent
+    assert json.loads(sent["ContentVariables"]) == {"1": "Your refund was approved."}
+    assert sent["To"] == "whatsapp:+34612345678" and sent["From"] == "whatsapp:+14155550199"
+
+
+def test_long_replies_split_at_sentence_ends_below_twilios_limit() -> None:
+    sentence = "This sentence is exactly fifty characters long ok. "
+    text = sentence * 70  # 3,500 characters
+    parts = split_message(text)
+    assert all(len(p) <= 1600 for p in parts) and len(parts) == 3
+    assert all(p.endswith("ok.") for p in parts)
+    assert " ".join(parts) == text.strip()
+    assert split_message("x" * 3300) == ["x" * 1600, "x" * 1600, "x" * 100]
+    assert keyword("stop") == "STOP" and keyword("stop it please") is None and keyword("Info.") == "INFO"

@@ -1,6 +1,15 @@
 """SMS and WhatsApp through Twilio's messaging webhooks."""
 
-from channels.twilio_messaging.adapter import MessagingAdapter, ReplyCollector
+from channels.twilio_messaging.adapter import (
+    MessagingAdapter,
+    OptOuts,
+    ReplyCollector,
+    SmsAdapter,
+    WhatsAppAdapter,
+)
 from channels.twilio_messaging.webhook import MessagingConfig, MessagingWebhook
 
-__all__ = ["MessagingAdapter", "MessagingConfig", "MessagingWebhook", "ReplyCollector"]
+__all__ = [
+    "MessagingAdapter", "MessagingConfig", "MessagingWebhook", "OptOuts", "ReplyCollector", "SmsAdapter",
+    "WhatsAppAdapter",
+]

@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import ClassVar
 
 import structlog
+from redis.asyncio import Redis
 
 from channels.base import Capabilities
 from channels.twilio_messaging.outbound import SendResult, TwilioSender
-from sessions.models import Conversation, ConversationEvent, Message
+from channels.twilio_messaging.rules import MAX_BODY, inside_whatsapp_window, split_message
+from sessions.keys import Keys
+from sessions.models import Conversation, ConversationEvent, Message, utcnow
 from sessions.store import ConversationStore
 
 log = structlog.get_logger(__name__)
@@ -46,37 +50,151 @@ class ReplyCollector:
         return True
 
 
+class OptOuts:
+    """Numbers that texted STOP: nothing more is sent to them, agents' replies included, until START."""
+
+    def __init__(self, redis: Redis, keys: Keys) -> None:
+        self.redis = redis
+        self.keys = keys
+
+    def _key(self, channel: str, number: str) -> str:
+        return self.keys.identity(channel, number) + ":opted-out"
+
+    async def opted_out(self, channel: str, number: str) -> bool:
+        return bool(await self.redis.exists(self._key(channel, number)))
+
+    async def opt_out(self, channel: str, number: str, at: datetime) -> None:
+        await self.redis.set(self._key(channel, number), at.isoformat())
+
+    async def opt_in(self, channel: str, number: str) -> None:
+        await self.redis.delete(self._key(channel, number))
+
+
 class MessagingAdapter:
-    capabilities: ClassVar[Capabilities] = Capabilities(max_text_chars=1600, attachments=True, push=True)
+    """One Twilio messaging channel; subclasses add what their channel forbids."""
+
+    capabilities: ClassVar[Capabilities] = Capabilities(max_text_chars=MAX_BODY, attachments=True, push=True)
+    channel: ClassVar[str]
 
     def __init__(
-        self, name: str, collector: ReplyCollector, store: ConversationStore, sender: TwilioSender | None
+        self,
+        collector: ReplyCollector,
+        store: ConversationStore,
+        sender: TwilioSender | None,
+        optouts: OptOuts,
     ) -> None:
-        self._name = name
         self.collector = collector
         self.store = store
         self.sender = sender
+        self.optouts = optouts
 
     @property
     def name(self) -> str:
-        return self._name
+        return self.channel
+
+    async def refusal(self, conversation: Conversation, address: str) -> str | None:
+        """Why nothing may be sent now, or None."""
+        return None
+
+    async def send_outside_window(self, address: str, message: Message) -> SendResult | None:
+        """A channel-specific way to reach the customer when free-form text is not allowed; None if none."""
+        return None
 
     async def deliver(self, conversation: Conversation, message: Message) -> None:
+        address = next(
+            (i.address for i in conversation.customer.identities if i.channel == self.channel), None
+        )
+        if address is None:
+            await self._record(
+                conversation, message, SendResult(None, "the customer has no number on this channel")
+            )
+            return
+        if reason := await self.refusal(conversation, address):
+            await self._record(
+                conversation, message, SendResult(None, reason, reason_code=reason.split(":")[0])
+            )
+            return
         if self.collector.take(conversation.id, message):
             return
-        address = next((i.address for i in conversation.customer.identities if i.channel == self._name), None)
-        if self.sender is None or address is None:
-            result = SendResult(None, "Twilio sending is not configured (TWILIO_ACCOUNT_SID, sending number)")
-        else:
-            result = await self.sender.send(self._name, address, message.text)
+        if self.sender is None:
+            await self._record(conversation, message, SendResult(None, "Twilio sending is not configured"))
+            return
+        window = await self.send_outside_window(address, message)
+        if window is not None:
+            await self._record(conversation, message, window)
+            return
+        for part in split_message(message.text):
+            result = await self.sender.send(self.channel, address, part)
+            await self._record(conversation, message, result)
+            if not result.ok:
+                return
+
+    async def _record(self, conversation: Conversation, message: Message, result: SendResult) -> None:
         if result.ok:
-            log.info("messaging.sent", channel=self._name, message_id=message.id, sid=result.sid)
-            event = ConversationEvent(type="delivery.sent", conversation_id=conversation.id,
-                                      data={"message_id": message.id, "sid": result.sid})
+            log.info("messaging.sent", channel=self.channel, message_id=message.id, sid=result.sid)
+            event = ConversationEvent(
+                type="delivery.sent",
+                conversation_id=conversation.id,
+                data={"message_id": message.id, "sid": result.sid},
+            )
         else:
-            log.warning("messaging.undelivered", channel=self._name, message_id=message.id,
-                        error=result.error)
-            event = ConversationEvent(type="delivery.failed", conversation_id=conversation.id,
-                                      data={"message_id": message.id, "detail": result.error,
-                                            "status": result.status})
+            log.warning(
+                "messaging.undelivered",
+                channel=self.channel,
+                message_id=message.id,
+                reason=result.reason_code,
+                status=result.status,
+            )
+            event = ConversationEvent(
+                type="delivery.failed",
+                conversation_id=conversation.id,
+                data={
+                    "message_id": message.id,
+                    "detail": result.error,
+                    "reason": result.reason_code,
+                    "status": result.status,
+                },
+            )
         await self.store.record(conversation.id, event)
+
+
+class SmsAdapter(MessagingAdapter):
+    channel: ClassVar[str] = "sms"
+
+    async def refusal(self, conversation: Conversation, address: str) -> str | None:
+        if await self.optouts.opted_out(self.channel, address):
+            return (
+                "opted_out: the customer texted STOP; nothing can be sent to this number until they "
+                "text START"
+            )
+        return None
+
+
+class WhatsAppAdapter(MessagingAdapter):
+    channel: ClassVar[str] = "whatsapp"
+
+    def __init__(
+        self,
+        collector: ReplyCollector,
+        store: ConversationStore,
+        sender: TwilioSender | None,
+        optouts: OptOuts,
+        template_sid: str | None,
+    ) -> None:
+        super().__init__(collector, store, sender, optouts)
+        self.template_sid = template_sid
+
+    async def refusal(self, conversation: Conversation, address: str) -> str | None:
+        if inside_whatsapp_window(conversation.last_inbound_at, utcnow()) or self.template_sid:
+            return None
+        return (
+            "outside_whatsapp_window: the customer last wrote more than 24 hours ago, and WhatsApp only "
+            "allows an approved template then (set TWILIO_WHATSAPP_TEMPLATE_SID)"
+        )
+
+    async def send_outside_window(self, address: str, message: Message) -> SendResult | None:
+        conversation = await self.store.get(message.conversation_id)
+        if inside_whatsapp_window(conversation.last_inbound_at, utcnow()) or not self.template_sid:
+            return None
+        assert self.sender is not None
+        return await self.sender.send_template(address, self.template_sid, {"1": message.text[:1024]})

@@ -6,6 +6,7 @@ too slow for the webhook. The API's base URL is a setting, so tests and regional
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import structlog
@@ -32,6 +33,7 @@ class SendResult:
     sid: str | None
     error: str | None = None
     status: int | None = None
+    reason_code: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -64,6 +66,22 @@ class TwilioSender:
             return SendResult(None, f"Twilio could not be reached: {type(exc).__name__}")
         except Exception as exc:  # the client library failing must not fail the agent's request
             log.exception("twilio.send_crashed")
+            return SendResult(None, f"sending failed: {type(exc).__name__}")
+        return SendResult(str(created.sid))
+
+    async def send_template(self, to: str, content_sid: str, variables: dict[str, str]) -> SendResult:
+        """An approved WhatsApp template: ContentSid with ContentVariables as a JSON string, and no Body."""
+        sender = self.sender_for("whatsapp")
+        if sender is None:
+            return SendResult(None, "no sending number configured for whatsapp")
+        try:
+            created = await self._client.messages.create_async(
+                to=f"{WHATSAPP_PREFIX}{to}", from_=sender, content_sid=content_sid,
+                content_variables=json.dumps(variables),
+            )
+        except TwilioRestException as exc:
+            return SendResult(None, f"Twilio refused the template: {exc.msg}", exc.status)
+        except Exception as exc:  # as in send(): never fail the caller
             return SendResult(None, f"sending failed: {type(exc).__name__}")
         return SendResult(str(created.sid))
 

@@ -18,11 +18,12 @@ from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
 from channels.base import InboundSink
-from channels.twilio_messaging.adapter import ReplyCollector
+from channels.twilio_messaging.adapter import OptOuts, ReplyCollector
 from channels.twilio_messaging.form import FormError, InboundText, parse_inbound
+from channels.twilio_messaging.rules import HELP, OPT_IN, OPT_OUT, keyword, split_message
 from sessions.customers import CustomerStore
 from sessions.keys import Keys
-from sessions.models import Conversation, Identity, InboundMessage
+from sessions.models import Conversation, ConversationEvent, Identity, InboundMessage, utcnow
 from sessions.store import ConversationNotFound, ConversationStore
 
 log = structlog.get_logger(__name__)
@@ -34,20 +35,22 @@ TWIML = "application/xml"
 class MessagingConfig:
     public_url: str  # scheme and host Twilio calls, e.g. https://gateway.example.com
     auth_token: str
+    help_text: str = "Reply here to chat with our support team. Reply STOP to opt out."
     reply_budget_seconds: float = 5.0
 
 
 def twiml(texts: list[str]) -> web.Response:
     response = MessagingResponse()
     for text in texts:
-        response.message(text)
+        for part in split_message(text):
+            response.message(part)
     return web.Response(text=str(response), content_type=TWIML)
 
 
 class MessagingWebhook:
     def __init__(
         self, config: MessagingConfig, *, redis: Redis, keys: Keys, store: ConversationStore,
-        customers: CustomerStore, sink: InboundSink, collector: ReplyCollector,
+        customers: CustomerStore, sink: InboundSink, collector: ReplyCollector, optouts: OptOuts,
     ) -> None:
         self.config = config
         self.validator = RequestValidator(config.auth_token)
@@ -57,6 +60,7 @@ class MessagingWebhook:
         self.customers = customers
         self.sink = sink
         self.collector = collector
+        self.optouts = optouts
 
     def verified_form(self, request: web.Request, form: dict[str, str]) -> bool:
         url = self.config.public_url.rstrip("/") + request.raw_path
@@ -75,12 +79,16 @@ class MessagingWebhook:
             return web.json_response({"code": exc.code, "detail": exc.detail}, status=400)
         structlog.contextvars.bind_contextvars(message_sid=inbound.message_sid, channel=inbound.channel)
         conversation = await self._conversation(inbound)
+        word = keyword(inbound.body) if inbound.channel == "sms" and not inbound.attachments else None
+        opted_out = inbound.channel == "sms" and await self.optouts.opted_out("sms", inbound.sender)
         message = InboundMessage(
             conversation_id=conversation.id, channel=inbound.channel, text=inbound.body,
             attachments=inbound.attachments, external_id=f"twilio:{inbound.message_sid}",
             channel_metadata={k: v for k, v in (("profile_name", inbound.profile_name),
                                                  ("wa_id", inbound.wa_id)) if v},
         )
+        if word is not None or opted_out:
+            return await self._keyword(conversation, message, word, inbound.sender, opted_out=opted_out)
         async with self.collector.collecting(conversation.id) as replies:
             accepted = await self.sink.accept(message)
             if accepted.duplicate:
@@ -93,6 +101,32 @@ class MessagingWebhook:
             turn.add_done_callback(_log_failure)
         log.info("twilio.answered", replies=len(texts))
         return twiml(texts)
+
+    async def _keyword(
+        self, conversation: Conversation, message: InboundMessage, word: str | None, number: str,
+        *, opted_out: bool,
+    ) -> web.Response:
+        """STOP, START and HELP are carrier rules, not conversation: kept in the transcript for the agent,
+        acted on here, never answered by the bot. An opted-out number gets no answer until START."""
+        accepted = await self.sink.accept(message)
+        if accepted.duplicate:
+            return twiml([])
+        now = utcnow()
+        if word in OPT_OUT:
+            await self.optouts.opt_out("sms", number, now)
+            await self.store.record(conversation.id, ConversationEvent(
+                type="sms.opted_out", conversation_id=conversation.id, data={"keyword": word}))
+            log.info("sms.opted_out")
+            return twiml([])  # Twilio's own opt-out handling confirms it to the customer
+        if word in OPT_IN:
+            await self.optouts.opt_in("sms", number)
+            await self.store.record(conversation.id, ConversationEvent(
+                type="sms.opted_in", conversation_id=conversation.id, data={"keyword": word}))
+            log.info("sms.opted_in")
+            return twiml([])
+        if word in HELP and not opted_out:
+            return twiml([self.config.help_text])
+        return twiml([])
 
     async def _conversation(self, inbound: InboundText) -> Conversation:
         """The customer's open conversation on this channel, or a new one."""
