@@ -6,6 +6,7 @@ import asyncio
 import functools
 import signal
 from collections.abc import AsyncIterator
+from datetime import datetime
 
 import structlog
 from aiohttp import web
@@ -21,11 +22,13 @@ from channels.twilio_messaging import (
     SmsAdapter,
     WhatsAppAdapter,
 )
+from channels.twilio_messaging.adapter import SEND_KIND
 from channels.twilio_messaging.outbound import OutboundConfig, TwilioSender
 from channels.webchat import WebChatAdapter, WebChatConfig, WebChatEndpoint
 from gateway import agent_socket, appkeys
 from gateway.agent_api import desk_errors
 from gateway.bots import build_bot
+from gateway.helpdesk import KIND as HELPDESK_KIND
 from gateway.helpdesk import HelpdeskWebhook
 from gateway.middleware import error_middleware, request_context_middleware
 from gateway.pipeline import Pipeline
@@ -35,12 +38,12 @@ from handoff.agents import AgentStore
 from handoff.context import BotTurnSummarizer
 from handoff.desk import Desk
 from handoff.holder import RulesHolder
-from handoff.jobs import JobQueue
 from handoff.offers import Dispatcher
 from handoff.problems import RulesError
 from handoff.queues import QueueStore
 from handoff.sla import QueueUpdates
 from sessions.customers import CustomerStore
+from sessions.jobs import Job, JobQueue, JobRunner
 from sessions.keys import Keys
 from sessions.live import LiveFeed
 from sessions.models import Conversation, utcnow
@@ -70,6 +73,7 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     app[appkeys.DESK] = Desk(redis=redis, keys=keys, store=app[appkeys.STORE], agents=app[appkeys.AGENTS],
                              queues=app[appkeys.QUEUES])
     app[appkeys.SUMMARIZER] = BotTurnSummarizer()
+    app[appkeys.JOBS] = JobRunner(JobQueue(redis, keys))
     app[appkeys.DISPATCHER] = Dispatcher(app[appkeys.DESK], settings.offer_timeout_seconds)
     app[appkeys.QUEUE_UPDATES] = QueueUpdates(app[appkeys.DESK])
     live = LiveFeed(redis, keys)
@@ -141,8 +145,7 @@ async def _desk_ctx(app: web.Application) -> AsyncIterator[None]:
                 # Business hours follow the pipeline's clock (fixed in tests, like the policy's).
                 await dispatcher.dispatch(rules, app[appkeys.PIPELINE].clock())
                 await updates.send_due(rules, now)
-                if (helpdesk := app[appkeys.HELPDESK]) is not None:
-                    await helpdesk.run_due(now)
+                await app[appkeys.JOBS].run_due(now)
             except RedisError as exc:
                 log.warning("desk.sweep_failed", error=type(exc).__name__)
             except Exception:  # a bug in one round must not stop the desk's clockwork on this instance
@@ -175,10 +178,11 @@ async def _helpdesk_ctx(app: web.Application) -> AsyncIterator[None]:
     if settings.helpdesk_webhook_url is not None:
         secret_setting = settings.helpdesk_webhook_secret
         secret = secret_setting.get_secret_value() if secret_setting else None
-        helpdesk = HelpdeskWebhook(str(settings.helpdesk_webhook_url), secret,
-                                   JobQueue(app[appkeys.REDIS], Keys(settings.redis_namespace)),
+        helpdesk = HelpdeskWebhook(str(settings.helpdesk_webhook_url), secret, app[appkeys.JOBS].jobs,
                                    app[appkeys.STORE], app[appkeys.SUMMARIZER])
     app[appkeys.HELPDESK] = helpdesk
+    if helpdesk is not None:
+        app[appkeys.JOBS].register(HELPDESK_KIND, helpdesk.handle)
     yield
     if helpdesk is not None:
         await helpdesk.aclose()
@@ -191,14 +195,27 @@ async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
     collector = ReplyCollector()
     sender = None
     if settings.twilio_account_sid and settings.twilio_auth_token:
+        public = str(settings.public_url).rstrip("/") if settings.public_url else None
+        callback = f"{public}/twilio/messaging/status" if public else None
         sender = TwilioSender(OutboundConfig(
             settings.twilio_account_sid, settings.twilio_auth_token.get_secret_value(),
             str(settings.twilio_api_base_url), settings.twilio_sms_from, settings.twilio_whatsapp_from,
+            status_callback=callback,
         ))
     optouts = OptOuts(app[appkeys.REDIS], Keys(settings.redis_namespace))
-    channels.register(SmsAdapter(collector, app[appkeys.STORE], sender, optouts))
-    channels.register(WhatsAppAdapter(collector, app[appkeys.STORE], sender, optouts,
-                                      settings.twilio_whatsapp_template_sid))
+    messaging_adapters = {
+        "sms": SmsAdapter(collector, app[appkeys.STORE], sender, optouts),
+        "whatsapp": WhatsAppAdapter(collector, app[appkeys.STORE], sender, optouts,
+                                    settings.twilio_whatsapp_template_sid),
+    }
+    for adapter in messaging_adapters.values():
+        adapter.jobs = app[appkeys.JOBS].jobs
+        channels.register(adapter)
+
+    async def retry_send(job: Job, now: datetime) -> None:
+        await messaging_adapters[str(job.payload["channel"])].retry(job, now)
+
+    app[appkeys.JOBS].register(SEND_KIND, retry_send)
     app[appkeys.CHANNELS] = channels
     pipeline = Pipeline(app[appkeys.STORE], app[appkeys.BOT], channels, app[appkeys.RULES],
                         app[appkeys.QUEUES], on_handoff=functools.partial(_after_handoff, app),

@@ -20,6 +20,7 @@ from handoff.offers import Dispatcher
 from handoff.queues import QueueStore
 from handoff.sla import QueueUpdates
 from sessions.customers import CustomerStore
+from sessions.jobs import JobRunner
 from sessions.live import LiveFeed
 from sessions.store import ConversationStore
 
@@ -42,3 +43,4 @@ AGENT_SOCKETS = web.AppKey("agent_sockets", set[web.WebSocketResponse])
 HELPDESK: web.AppKey[HelpdeskWebhook | None] = web.AppKey("helpdesk")
 QUEUE_UPDATES = web.AppKey("queue_updates", QueueUpdates)
 MESSAGING: web.AppKey[MessagingWebhook | None] = web.AppKey("messaging")
+JOBS = web.AppKey("jobs", JobRunner)

@@ -18,7 +18,7 @@ import aiohttp
 import structlog
 
 from handoff.context import Summarizer, build_package
-from handoff.jobs import Job, JobQueue
+from sessions.jobs import Job, JobQueue
 from sessions.store import ConversationNotFound, ConversationStore
 
 log = structlog.get_logger(__name__)
@@ -50,14 +50,8 @@ class HelpdeskWebhook:
     async def schedule(self, conversation_id: str, now: datetime) -> None:
         await self.jobs.add(KIND, {"conversation_id": conversation_id}, now)
 
-    async def run_due(self, now: datetime) -> int:
-        sent = 0
-        for job in await self.jobs.due(now):
-            if job.kind == KIND:
-                sent += await self._deliver(job, now)
-        return sent
-
-    async def _deliver(self, job: Job, now: datetime) -> int:
+    async def handle(self, job: Job, now: datetime) -> int:
+        """Deliver one package (a job of KIND); 1 when the help desk took it."""
         cid = str(job.payload["conversation_id"])
         try:
             conversation = await self.store.get(cid)

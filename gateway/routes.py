@@ -19,6 +19,14 @@ async def _twilio_messaging(request: web.Request) -> web.StreamResponse:
     return await webhook.handle(request)
 
 
+async def _twilio_status(request: web.Request) -> web.StreamResponse:
+    webhook = request.app[appkeys.MESSAGING]
+    if webhook is None:
+        detail = "Twilio is not set up."
+        return web.json_response({"code": "twilio_not_configured", "detail": detail}, status=403)
+    return await webhook.handle_status(request)
+
+
 def setup_routes(app: web.Application) -> None:
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)
@@ -28,6 +36,7 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/console.js", pages.console_js)
     app.router.add_get("/ws/chat", _chat_socket)
     app.router.add_post("/twilio/messaging", _twilio_messaging)
+    app.router.add_post("/twilio/messaging/status", _twilio_status)
     app.router.add_get("/api/admin/rules", admin.rules_info)
     app.router.add_post("/api/admin/rules/reload", admin.rules_reload)
     app.router.add_get("/api/openapi.json", openapi.document)

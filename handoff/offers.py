@@ -21,6 +21,7 @@ from redis.commands.core import AsyncScript
 from handoff.agents import Agent, AgentState, Presence
 from handoff.desk import Desk, DeskError, _ms, _script
 from handoff.ruleset import RuleSet
+from sessions.jobs import POP_DUE
 from sessions.models import Conversation, ConversationEvent, ConversationState, utcnow
 from sessions.store import ConversationNotFound, TransitionRefused
 
@@ -62,7 +63,7 @@ class Dispatcher:
         self.offer_seconds = offer_seconds
         self._offer: AsyncScript = desk.redis.register_script(_script("offer"))
         self._lapse: AsyncScript = desk.redis.register_script(_script("lapse"))
-        self._pop_due: AsyncScript = desk.redis.register_script(_script("pop_due"))
+        self._pop_due: AsyncScript = desk.redis.register_script(POP_DUE)
         self._lock = asyncio.Lock()
         self._kicked = asyncio.Event()
         # Agents online per queue as of the last round; what the policy reads for "nobody is online".

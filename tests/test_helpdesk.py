@@ -13,9 +13,9 @@ import aiohttp
 from aiohttp import web
 from redis.asyncio import Redis
 
-from gateway.helpdesk import HelpdeskWebhook
+from gateway.helpdesk import KIND, HelpdeskWebhook
 from handoff.context import BotTurnSummarizer
-from handoff.jobs import JobQueue
+from sessions.jobs import JobQueue, JobRunner
 from sessions.keys import Keys
 from sessions.store import ConversationStore
 from tests.test_desk import handed_off
@@ -45,9 +45,11 @@ async def test_the_package_is_signed_and_retried_until_the_help_desk_accepts_it(
     keys = Keys(namespace)
     jobs = JobQueue(redis, keys)
     webhook = HelpdeskWebhook(url, SECRET, jobs, ConversationStore(redis, keys, 3600), BotTurnSummarizer())
+    runner = JobRunner(jobs)
+    runner.register(KIND, webhook.handle)
     try:
-        assert await webhook.run_due(datetime.now(UTC)) == 0  # the retry is not due yet
-        assert await webhook.run_due(datetime.now(UTC) + timedelta(seconds=6)) == 1
+        assert await runner.run_due(datetime.now(UTC)) == 0  # the retry is not due yet
+        assert await runner.run_due(datetime.now(UTC) + timedelta(seconds=6)) == 1
     finally:
         await webhook.aclose()
     assert len(received) == 2 and await jobs.pending() == 0

@@ -140,6 +140,7 @@ class TwilioStandIn:
         self.sent: list[dict[str, str]] = []
         self.refuse: tuple[int, int, str] | None = None  # (HTTP status, Twilio code, message)
         self.url = ""
+        self.sids: list[str] = []
 
     async def messages(self, request: web.Request) -> web.Response:
         form = {k: str(v) for k, v in (await request.post()).items()}
@@ -147,7 +148,9 @@ class TwilioStandIn:
         if self.refuse is not None:
             status, code, message = self.refuse
             return web.json_response({"code": code, "message": message, "status": status}, status=status)
-        return web.json_response({"sid": "SM" + uuid.uuid4().hex, "status": "queued", "to": form["To"],
+        sid = "SM" + uuid.uuid4().hex
+        self.sids.append(sid)
+        return web.json_response({"sid": sid, "status": "queued", "to": form["To"],
                                   "from": form["From"], "body": form.get("Body", ""), "account_sid": ACCOUNT},
                                  status=201)
 
@@ -275,3 +278,43 @@ def test_long_replies_split_at_sentence_ends_below_twilios_limit() -> None:
     assert " ".join(parts) == text.strip()
     assert split_message("x" * 3300) == ["x" * 1600, "x" * 1600, "x" * 100]
     assert keyword("stop") == "STOP" and keyword("stop it please") is None and keyword("Info.") == "INFO"
+
+
+async def test_a_twilio_500_is_retried_until_it_goes_through_and_status_reports_are_recorded(
+    start_gateway: Any, http: aiohttp.ClientSession, redis: Redis, namespace: str, twilio_api: TwilioStandIn
+) -> None:
+    base, cid, agent = await with_agent(start_gateway, http, redis, namespace, twilio_api,
+                                        "I want to dispute a charge on my card")
+    store = ConversationStore(redis, Keys(namespace), 60)
+    twilio_api.refuse = (500, 20500, "Internal Server Error")
+    _, sent = await agent.call("POST", f"/api/conversations/{cid}/messages", {"text": "Checking your charge now."})
+
+    async def outcomes() -> list[str]:
+        return [e.type for e in await store.events(cid) if e.data.get("message_id") == sent["id"]]
+
+    assert await outcomes() == ["delivery.retrying"]
+    twilio_api.refuse = None
+    for _ in range(200):  # the gateway's own sweeper runs the durable retry when it is due (2 s)
+        if "delivery.sent" in await outcomes():
+            break
+        await asyncio.sleep(0.05)
+    assert await outcomes() == ["delivery.retrying", "delivery.sent"]
+    assert [m["Body"] for m in twilio_api.sent].count("Checking your charge now.") == 2
+
+    # Twilio's delivery report for that message, as Twilio posts it (twice: it retries too).
+    report = {"MessageSid": twilio_api.sids[-1], "MessageStatus": "undelivered", "ErrorCode": "30003",
+              "AccountSid": ACCOUNT, "From": "+14155550100", "To": "+14155550123", "ApiVersion": "2010-04-01",
+              "SmsSid": twilio_api.sids[-1], "SmsStatus": "undelivered"}
+    signature = RequestValidator(AUTH_TOKEN).compute_signature(f"{PUBLIC}/twilio/messaging/status", report)
+    for _ in range(2):
+        async with http.post(f"{base}/twilio/messaging/status", data=report,
+                             headers={"X-Twilio-Signature": signature}) as response:
+            assert response.status == 204
+    async with http.post(f"{base}/twilio/messaging/status", data=report,
+                         headers={"X-Twilio-Signature": "forged"}) as response:
+        assert response.status == 403
+    events = await store.events(cid)
+    statuses = [e for e in events if e.type == "delivery.status"]
+    assert len(statuses) == 1 and statuses[0].data["status"] == "undelivered"
+    assert statuses[0].data["error_code"] == "30003"
+    assert [e for e in events if e.type == "delivery.failed"][-1].data["reason"] == "undelivered"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import ClassVar
 
 import structlog
@@ -19,11 +19,24 @@ from redis.asyncio import Redis
 from channels.base import Capabilities
 from channels.twilio_messaging.outbound import SendResult, TwilioSender
 from channels.twilio_messaging.rules import MAX_BODY, inside_whatsapp_window, split_message
+from sessions.jobs import Job, JobQueue
 from sessions.keys import Keys
-from sessions.models import Conversation, ConversationEvent, Message, utcnow
-from sessions.store import ConversationStore
+from sessions.models import Conversation, ConversationEvent, Direction, Message, SenderKind, utcnow
+from sessions.store import ConversationNotFound, ConversationStore
 
 log = structlog.get_logger(__name__)
+
+
+SEND_KIND = "twilio_send"
+MAX_ATTEMPTS = 6
+
+
+def retry_delay(attempt: int) -> timedelta:
+    return timedelta(seconds=min(600, 2 * 3**attempt))  # 2 s, 6 s, 18 s, ... up to 10 minutes
+
+
+def sid_key(store: ConversationStore, sid: str) -> str:
+    return f"{store.keys.namespace}:twilio-sid:{sid}"
 
 
 class ReplyCollector:
@@ -87,10 +100,19 @@ class MessagingAdapter:
         self.store = store
         self.sender = sender
         self.optouts = optouts
+        self.jobs: JobQueue | None = None  # set when the gateway has a job queue: failed sends are retried
 
     @property
     def name(self) -> str:
         return self.channel
+
+    def address_of(self, conversation: Conversation) -> str | None:
+        return next((i.address for i in conversation.customer.identities if i.channel == self.channel), None)
+
+    async def refuse(self, conversation: Conversation, message: Message, reason: str) -> None:
+        await self._record(
+            conversation, message, SendResult(None, reason, reason_code=reason.split(":", maxsplit=1)[0])
+        )
 
     async def refusal(self, conversation: Conversation, address: str) -> str | None:
         """Why nothing may be sent now, or None."""
@@ -125,13 +147,83 @@ class MessagingAdapter:
             return
         for part in split_message(message.text):
             result = await self.sender.send(self.channel, address, part)
-            await self._record(conversation, message, result)
-            if not result.ok:
+            if not await self._after_send(conversation, message, part, result, attempt=0):
                 return
+
+    async def _after_send(
+        self, conversation: Conversation, message: Message, part: str, result: SendResult, *, attempt: int
+    ) -> bool:
+        """Record a send; a retryable failure becomes a durable retry. True when the part went out."""
+        if not result.ok and result.retryable and self.jobs is not None and attempt + 1 < MAX_ATTEMPTS:
+            delay = retry_delay(attempt)
+            await self.jobs.add(
+                SEND_KIND,
+                {
+                    "conversation_id": conversation.id,
+                    "message_id": message.id,
+                    "text": part,
+                    "channel": self.channel,
+                    "attempt": attempt + 1,
+                },
+                utcnow() + delay,
+            )
+            await self.store.record(
+                conversation.id,
+                ConversationEvent(
+                    type="delivery.retrying",
+                    conversation_id=conversation.id,
+                    data={
+                        "message_id": message.id,
+                        "detail": result.error,
+                        "status": result.status,
+                        "retry_in_seconds": delay.total_seconds(),
+                    },
+                ),
+            )
+            log.info("messaging.retry_scheduled", message_id=message.id, attempt=attempt + 1)
+            return False
+        await self._record(conversation, message, result)
+        return result.ok
+
+    async def retry(self, job: Job, now: datetime) -> None:
+        """A durable retry of one part, after a restart too; the same checks as the first attempt."""
+        if self.jobs is not None:
+            await self.jobs.done(job)
+        payload = job.payload
+        try:
+            conversation = await self.store.get(str(payload["conversation_id"]))
+        except ConversationNotFound:
+            return
+        message = Message(
+            id=str(payload["message_id"]),
+            conversation_id=conversation.id,
+            direction=Direction.OUTBOUND,
+            sender=SenderKind.AGENT,
+            text=str(payload["text"]),
+            channel=self.channel,
+        )
+        address = next(
+            (i.address for i in conversation.customer.identities if i.channel == self.channel), None
+        )
+        if address is None or self.sender is None:
+            return
+        if reason := await self.refusal(conversation, address):
+            await self._record(
+                conversation, message, SendResult(None, reason, reason_code=reason.split(":")[0])
+            )
+            return
+        result = await self.sender.send(self.channel, address, message.text)
+        await self._after_send(conversation, message, message.text, result, attempt=int(payload["attempt"]))
 
     async def _record(self, conversation: Conversation, message: Message, result: SendResult) -> None:
         if result.ok:
             log.info("messaging.sent", channel=self.channel, message_id=message.id, sid=result.sid)
+            # Delivery reports name only the SID: remember which message it was.
+            await self.store.redis.set(
+                sid_key(self.store, str(result.sid)),
+                f"{conversation.id}|{message.id}",
+                ex=self.store.ttl_ms // 1000,
+            )
             event = ConversationEvent(
                 type="delivery.sent",
                 conversation_id=conversation.id,

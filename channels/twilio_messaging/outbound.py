@@ -26,6 +26,8 @@ class OutboundConfig:
     api_base_url: str
     sms_from: str | None
     whatsapp_from: str | None
+    # Where Twilio reports each message's delivery (queued, sent, delivered, undelivered, failed).
+    status_callback: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +36,8 @@ class SendResult:
     error: str | None = None
     status: int | None = None
     reason_code: str | None = None
+    # Worth trying again later: Twilio was unreachable, rate-limited us (429) or failed (5xx).
+    retryable: bool = False
 
     @property
     def ok(self) -> bool:
@@ -58,12 +62,14 @@ class TwilioSender:
         if sender is None:
             return SendResult(None, f"no sending number configured for {channel}")
         address = f"{WHATSAPP_PREFIX}{to}" if channel == "whatsapp" else to
+        extra = {"status_callback": self.config.status_callback} if self.config.status_callback else {}
         try:
-            created = await self._client.messages.create_async(to=address, from_=sender, body=body)
+            created = await self._client.messages.create_async(to=address, from_=sender, body=body, **extra)
         except TwilioRestException as exc:
-            return SendResult(None, f"Twilio refused the message: {exc.msg}", exc.status)
+            retry = exc.status == 429 or exc.status >= 500
+            return SendResult(None, f"Twilio refused the message: {exc.msg}", exc.status, retryable=retry)
         except (TwilioException, OSError, TimeoutError) as exc:
-            return SendResult(None, f"Twilio could not be reached: {type(exc).__name__}")
+            return SendResult(None, f"Twilio could not be reached: {type(exc).__name__}", retryable=True)
         except Exception as exc:  # the client library failing must not fail the agent's request
             log.exception("twilio.send_crashed")
             return SendResult(None, f"sending failed: {type(exc).__name__}")

@@ -18,7 +18,7 @@ from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
 from channels.base import InboundSink
-from channels.twilio_messaging.adapter import OptOuts, ReplyCollector
+from channels.twilio_messaging.adapter import OptOuts, ReplyCollector, sid_key
 from channels.twilio_messaging.form import FormError, InboundText, parse_inbound
 from channels.twilio_messaging.rules import HELP, OPT_IN, OPT_OUT, keyword, split_message
 from sessions.customers import CustomerStore
@@ -101,6 +101,37 @@ class MessagingWebhook:
             turn.add_done_callback(_log_failure)
         log.info("twilio.answered", replies=len(texts))
         return twiml(texts)
+
+    async def handle_status(self, request: web.Request) -> web.Response:
+        """``POST /twilio/messaging/status``: a delivery report, recorded on the message it is about.
+
+        Each (MessageSid, MessageStatus) is recorded once; an undelivered or failed message is also recorded
+        as ``delivery.failed``, which the agent's console shows at once.
+        """
+        form = {k: str(v) for k, v in (await request.post()).items()}
+        if not self.verified_form(request, form):
+            detail = "X-Twilio-Signature is missing or does not match."
+            return web.json_response({"code": "invalid_signature", "detail": detail}, status=403)
+        sid, status = form.get("MessageSid", ""), form.get("MessageStatus", "")
+        if not sid.isalnum() or not status.isalpha():
+            return web.json_response({"code": "invalid_status",
+                                      "detail": "MessageSid and MessageStatus are required."}, status=400)
+        first = await self.redis.set(f"{self.keys.namespace}:twilio-status:{sid}:{status}", "1", nx=True,
+                                     ex=7 * 24 * 3600)
+        mapping = await self.redis.get(sid_key(self.store, sid))
+        if not first or mapping is None:  # a retried report, or about a message we did not send
+            return web.Response(status=204)
+        cid, _, message_id = (mapping.decode() if isinstance(mapping, bytes) else str(mapping)).partition("|")
+        data = {"message_id": message_id, "sid": sid, "status": status, "error_code": form.get("ErrorCode")}
+        event = ConversationEvent(type="delivery.status", conversation_id=cid, data=data)
+        await self.store.record(cid, event)
+        if status in ("failed", "undelivered"):
+            detail = f"Twilio reports the message {status} (error {form.get('ErrorCode') or 'unknown'})"
+            await self.store.record(cid, ConversationEvent(
+                type="delivery.failed", conversation_id=cid,
+                data={"message_id": message_id, "detail": detail, "reason": status, "status": None}))
+        log.info("twilio.delivery_status", status=status, message_id=message_id)
+        return web.Response(status=204)
 
     async def _keyword(
         self, conversation: Conversation, message: InboundMessage, word: str | None, number: str,

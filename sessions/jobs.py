@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from importlib.resources import files
@@ -21,6 +22,8 @@ from redis.commands.core import AsyncScript
 from sessions.keys import Keys
 
 LEASE_MS = 60_000
+# Shared with the desk's offer deadlines: any due-time sorted set can be popped this way.
+POP_DUE = (files("sessions") / "lua" / "pop_due.lua").read_text(encoding="utf-8")
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,8 +43,7 @@ class JobQueue:
         self.redis = redis
         self.due_key = keys.jobs_due(desk)
         self.data_key = keys.jobs(desk)
-        source = (files("handoff") / "lua" / "pop_due.lua").read_text(encoding="utf-8")
-        self._pop_due: AsyncScript = redis.register_script(source)
+        self._pop_due: AsyncScript = redis.register_script(POP_DUE)
 
     async def add(self, kind: str, payload: dict[str, Any], at: datetime) -> str:
         job_id = uuid.uuid4().hex
@@ -82,3 +84,27 @@ class JobQueue:
 
     async def pending(self) -> int:
         return int(await self.redis.zcard(self.due_key))
+
+
+JobHandler = Callable[[Job, datetime], Awaitable[object]]
+
+
+class JobRunner:
+    """Runs due jobs by kind. A job whose kind nobody here handles is left to its lease (another instance,
+    or a later version, may know it)."""
+
+    def __init__(self, jobs: JobQueue) -> None:
+        self.jobs = jobs
+        self._handlers: dict[str, JobHandler] = {}
+
+    def register(self, kind: str, handler: JobHandler) -> None:
+        self._handlers[kind] = handler
+
+    async def run_due(self, now: datetime) -> int:
+        ran = 0
+        for job in await self.jobs.due(now):
+            handler = self._handlers.get(job.kind)
+            if handler is not None:
+                await handler(job, now)
+                ran += 1
+        return ran
