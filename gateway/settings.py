@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     twilio_whatsapp_from: str | None = Field(None, pattern=r"^\+[1-9]\d{6,14}$")
     # An approved WhatsApp template for replies more than 24 hours after the customer's last message.
     twilio_whatsapp_template_sid: str | None = Field(None, pattern=r"^HX[0-9a-fA-F]{32}$")
+    # The same phone number on SMS and WhatsApp is one customer (their history shows to agents as one).
+    link_sms_and_whatsapp: bool = False
     sms_help_text: str = Field("Reply here to chat with our support team. Reply STOP to opt out.",
                                min_length=1, max_length=1600)
     helpdesk_webhook_url: HttpUrl | None = None

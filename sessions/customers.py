@@ -52,6 +52,23 @@ class CustomerStore:
             await pipe.execute()
         return customer
 
+    async def link(self, known: Identity, new: Identity) -> Customer | None:
+        """The customer already known by ``known``, now also reachable by ``new`` (the same phone number on
+        another channel), or None when ``known`` belongs to nobody."""
+        customer_id = await self.redis.get(self.keys.identity(known.channel, known.address))
+        if customer_id is None:
+            return None
+        customer = await self._load(customer_id.decode() if isinstance(customer_id, bytes) else customer_id)
+        if customer is None:
+            return None
+        if new not in customer.identities:
+            customer.identities.append(new)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.set(self.keys.identity(new.channel, new.address), customer.id, ex=self.ttl_seconds)
+            pipe.set(self.keys.customer(customer.id), customer.model_dump_json(), ex=self.ttl_seconds)
+            await pipe.execute()
+        return customer
+
     async def _load(self, customer_id: str) -> Customer | None:
         raw = await self.redis.get(self.keys.customer(customer_id))
         return Customer.model_validate_json(raw) if raw else None

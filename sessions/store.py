@@ -119,9 +119,15 @@ class ConversationStore:
         self._append_and_move: AsyncScript = redis.register_script(_script("append_and_move"))
 
     # -- conversations -------------------------------------------------------------------------------
-    async def create(self, customer: Customer, channel: str, **fields: Any) -> NewConversation:
-        """Open a conversation and hand back its resume token, which is shown to the client only once."""
-        conversation = Conversation(id=uuid.uuid4().hex, channel=channel, customer=customer, **fields)
+    async def create(
+        self, customer: Customer, channel: str, conversation_id: str | None = None, **fields: Any
+    ) -> NewConversation:
+        """Open a conversation and hand back its resume token, which is shown to the client only once.
+
+        ``conversation_id`` lets a caller claim the id first (a phone number's "open conversation" key) so
+        that two requests racing to open one agree on it."""
+        conversation = Conversation(id=conversation_id or uuid.uuid4().hex, channel=channel,
+                                    customer=customer, **fields)
         secret = secrets.token_urlsafe(32)
         state = conversation.model_dump(mode="json", exclude_none=True)
         state["token_hash"] = _hash_token_secret(secret)
@@ -143,6 +149,9 @@ class ConversationStore:
         if not raw:
             raise ConversationNotFound(conversation_id)
         return conversation_from_hash(raw)
+
+    async def exists(self, conversation_id: str) -> bool:
+        return bool(await self.redis.exists(self.keys.conversation(conversation_id)))
 
     async def get_many(self, conversation_ids: list[str]) -> list[Conversation]:
         """Several conversations in one round trip, skipping any that expired."""

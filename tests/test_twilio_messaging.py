@@ -318,3 +318,47 @@ async def test_a_twilio_500_is_retried_until_it_goes_through_and_status_reports_
     assert len(statuses) == 1 and statuses[0].data["status"] == "undelivered"
     assert statuses[0].data["error_code"] == "30003"
     assert [e for e in events if e.type == "delivery.failed"][-1].data["reason"] == "undelivered"
+
+
+async def test_sms_and_whatsapp_from_one_number_are_one_customer_when_linked(
+    start_gateway: Any, http: aiohttp.ClientSession, redis: Redis, namespace: str
+) -> None:
+    base = await start_gateway(clock=lambda: FRIDAY_MORNING, public_url=PUBLIC, twilio_auth_token=AUTH_TOKEN,
+                               twilio_account_sid=ACCOUNT, twilio_sms_from="+14155550100",
+                               twilio_api_base_url=f"http://127.0.0.1:{free_port()}", link_sms_and_whatsapp=True)
+    await post(http, base, sms_form("where is my order", sender="+34612345678"))
+    whatsapp = sms_form("and shipping?", sender="whatsapp:+34612345678", To="whatsapp:+14155550100")
+    await post(http, base, whatsapp)
+    store = ConversationStore(redis, Keys(namespace), 60)
+    conversations = [await store.get(cid) for cid in await store.recent()]
+    assert sorted(c.channel for c in conversations) == ["sms", "whatsapp"]
+    assert len({c.customer.id for c in conversations}) == 1
+
+
+async def test_texts_arriving_together_from_a_new_number_open_one_conversation(
+    start_gateway: Any, http: aiohttp.ClientSession, redis: Redis, namespace: str
+) -> None:
+    base = await start(start_gateway)
+    forms = [sms_form(text, sender="+14155550177") for text in ("hi", "where is my order", "thanks", "hello")]
+    results = await asyncio.gather(*(post(http, base, form) for form in forms))
+    assert all(status == 200 for status, _, _ in results)
+    store = ConversationStore(redis, Keys(namespace), 60)
+    conversations = await store.recent()
+    assert len(conversations) == 1
+    transcript = await store.transcript(conversations[0])
+    assert sorted(m.text for m in transcript if m.sender.value == "customer") == sorted(f["Body"] for f in forms)
+
+
+async def test_a_number_whose_conversation_expired_starts_a_new_one(
+    start_gateway: Any, http: aiohttp.ClientSession, redis: Redis, namespace: str
+) -> None:
+    base = await start(start_gateway)
+    await post(http, base, sms_form("hi", sender="+14155550178"))
+    store = ConversationStore(redis, Keys(namespace), 60)
+    [old] = await store.recent()
+    keys = Keys(namespace)
+    await redis.delete(keys.conversation(old), keys.transcript(old))  # as if it had expired
+    status, _, body = await post(http, base, sms_form("where is my order", sender="+14155550178"))
+    assert status == 200 and "Account &gt; Orders" in body
+    newest = (await store.recent(1))[0]
+    assert newest != old and (await store.get(newest)).channel == "sms"

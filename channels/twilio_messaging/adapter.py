@@ -70,17 +70,17 @@ class OptOuts:
         self.redis = redis
         self.keys = keys
 
-    def _key(self, channel: str, number: str) -> str:
+    def key(self, channel: str, number: str) -> str:
         return self.keys.identity(channel, number) + ":opted-out"
 
     async def opted_out(self, channel: str, number: str) -> bool:
-        return bool(await self.redis.exists(self._key(channel, number)))
+        return bool(await self.redis.exists(self.key(channel, number)))
 
     async def opt_out(self, channel: str, number: str, at: datetime) -> None:
-        await self.redis.set(self._key(channel, number), at.isoformat())
+        await self.redis.set(self.key(channel, number), at.isoformat())
 
     async def opt_in(self, channel: str, number: str) -> None:
-        await self.redis.delete(self._key(channel, number))
+        await self.redis.delete(self.key(channel, number))
 
 
 class MessagingAdapter:
@@ -123,23 +123,18 @@ class MessagingAdapter:
         return None
 
     async def deliver(self, conversation: Conversation, message: Message) -> None:
-        address = next(
-            (i.address for i in conversation.customer.identities if i.channel == self.channel), None
-        )
-        if address is None:
-            await self._record(
-                conversation, message, SendResult(None, "the customer has no number on this channel")
-            )
-            return
-        if reason := await self.refusal(conversation, address):
-            await self._record(
-                conversation, message, SendResult(None, reason, reason_code=reason.split(":")[0])
-            )
-            return
+        # Inside the customer's webhook the answer rides in TwiML: the webhook checked the opt-out at intake.
         if self.collector.take(conversation.id, message):
             return
+        address = self.address_of(conversation)
+        if address is None:
+            await self.refuse(conversation, message, "no_number: the customer has no number on this channel")
+            return
+        if reason := await self.refusal(conversation, address):
+            await self.refuse(conversation, message, reason)
+            return
         if self.sender is None:
-            await self._record(conversation, message, SendResult(None, "Twilio sending is not configured"))
+            await self.refuse(conversation, message, "not_configured: Twilio sending is not configured")
             return
         window = await self.send_outside_window(address, message)
         if window is not None:

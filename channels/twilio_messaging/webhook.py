@@ -9,11 +9,13 @@ back in the TwiML response when it is ready within the time budget, well inside 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from dataclasses import dataclass
 
 import structlog
 from aiohttp import web
 from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
 from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
@@ -23,12 +25,17 @@ from channels.twilio_messaging.form import FormError, InboundText, parse_inbound
 from channels.twilio_messaging.rules import HELP, OPT_IN, OPT_OUT, keyword, split_message
 from sessions.customers import CustomerStore
 from sessions.keys import Keys
-from sessions.models import Conversation, ConversationEvent, Identity, InboundMessage, utcnow
-from sessions.store import ConversationNotFound, ConversationStore
+from sessions.models import ConversationEvent, Identity, InboundMessage, utcnow
+from sessions.store import AppendResult, ConversationNotFound, ConversationStore
 
 log = structlog.get_logger(__name__)
 
 TWIML = "application/xml"
+_OPEN_ATTEMPTS = 10
+# Delete a key only while it holds the given value: one key, so atomic on a single server and on a cluster.
+_COMPARE_AND_DELETE = (
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +43,7 @@ class MessagingConfig:
     public_url: str  # scheme and host Twilio calls, e.g. https://gateway.example.com
     auth_token: str
     help_text: str = "Reply here to chat with our support team. Reply STOP to opt out."
+    link_channels: bool = False
     reply_budget_seconds: float = 5.0
 
 
@@ -61,6 +69,7 @@ class MessagingWebhook:
         self.sink = sink
         self.collector = collector
         self.optouts = optouts
+        self._compare_and_delete: AsyncScript = redis.register_script(_COMPARE_AND_DELETE)
 
     def verified_form(self, request: web.Request, form: dict[str, str]) -> bool:
         url = self.config.public_url.rstrip("/") + request.raw_path
@@ -78,22 +87,30 @@ class MessagingWebhook:
         except FormError as exc:
             return web.json_response({"code": exc.code, "detail": exc.detail}, status=400)
         structlog.contextvars.bind_contextvars(message_sid=inbound.message_sid, channel=inbound.channel)
-        conversation = await self._conversation(inbound)
+        # One round trip for both: the open conversation of this number, and whether it opted out.
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.get(self._conversation_key(inbound))
+            pipe.exists(self.optouts.key(inbound.channel, inbound.sender))
+            pipe.expire(self._conversation_key(inbound), self.store.ttl_ms // 1000)  # lives as long as it
+            existing, opted, _ = await pipe.execute()
+        cid = existing.decode() if isinstance(existing, bytes) else existing
+        opted_out = inbound.channel == "sms" and bool(opted)
         word = keyword(inbound.body) if inbound.channel == "sms" and not inbound.attachments else None
-        opted_out = inbound.channel == "sms" and await self.optouts.opted_out("sms", inbound.sender)
         message = InboundMessage(
-            conversation_id=conversation.id, channel=inbound.channel, text=inbound.body,
+            conversation_id=cid or "-", channel=inbound.channel, text=inbound.body,
             attachments=inbound.attachments, external_id=f"twilio:{inbound.message_sid}",
             channel_metadata={k: v for k, v in (("profile_name", inbound.profile_name),
                                                  ("wa_id", inbound.wa_id)) if v},
         )
+        if cid is None:
+            message = message.model_copy(update={"conversation_id": await self._new_conversation(inbound)})
         if word is not None or opted_out:
-            return await self._keyword(conversation, message, word, inbound.sender, opted_out=opted_out)
-        async with self.collector.collecting(conversation.id) as replies:
-            accepted = await self.sink.accept(message)
-            if accepted.duplicate:
-                log.info("twilio.retry_ignored")
-                return twiml([])
+            return await self._keyword(message, word, inbound, opted_out=opted_out)
+        accepted = await self._accept(message, inbound)
+        if accepted.duplicate:
+            log.info("twilio.retry_ignored")
+            return twiml([])
+        async with self.collector.collecting(accepted.conversation.id) as replies:
             turn = asyncio.ensure_future(self.sink.advance(accepted))
             done, _ = await asyncio.wait({turn}, timeout=self.config.reply_budget_seconds)
             texts = [m.text for m in replies if m.text]
@@ -133,15 +150,33 @@ class MessagingWebhook:
         log.info("twilio.delivery_status", status=status, message_id=message_id)
         return web.Response(status=204)
 
+    async def _accept(self, message: InboundMessage, inbound: InboundText) -> AppendResult:
+        """Store the message; if its conversation expired since the number last wrote, in a new one.
+
+        Two texts of one number can arrive together: both agree on one new conversation (the first to claim
+        the number's key opens it), and the second waits the few milliseconds until it exists."""
+        for attempt in range(_OPEN_ATTEMPTS):
+            try:
+                return await self.sink.accept(message)
+            except ConversationNotFound:
+                if attempt < _OPEN_ATTEMPTS // 2:
+                    await asyncio.sleep(0.02)  # another request may be opening it right now
+                    continue
+                # Still missing: it expired. Forget it (only if the key still names it) and open a new one.
+                await self._forget_if(self._conversation_key(inbound), message.conversation_id)
+                fresh = await self._new_conversation(inbound)
+                message = message.model_copy(update={"conversation_id": fresh})
+        raise ConversationNotFound(message.conversation_id)
+
     async def _keyword(
-        self, conversation: Conversation, message: InboundMessage, word: str | None, number: str,
-        *, opted_out: bool,
+        self, message: InboundMessage, word: str | None, inbound: InboundText, *, opted_out: bool
     ) -> web.Response:
         """STOP, START and HELP are carrier rules, not conversation: kept in the transcript for the agent,
         acted on here, never answered by the bot. An opted-out number gets no answer until START."""
-        accepted = await self.sink.accept(message)
+        accepted = await self._accept(message, inbound)
         if accepted.duplicate:
             return twiml([])
+        conversation, number = accepted.conversation, inbound.sender
         now = utcnow()
         if word in OPT_OUT:
             await self.optouts.opt_out("sms", number, now)
@@ -159,21 +194,34 @@ class MessagingWebhook:
             return twiml([self.config.help_text])
         return twiml([])
 
-    async def _conversation(self, inbound: InboundText) -> Conversation:
-        """The customer's open conversation on this channel, or a new one."""
+    def _conversation_key(self, inbound: InboundText) -> str:
+        return self.keys.identity(inbound.channel, inbound.sender) + ":conversation"
+
+    async def _forget_if(self, key: str, conversation_id: str) -> None:
+        """Drop the number's key only while it still names the expired conversation (compare and delete)."""
+        await self._compare_and_delete(keys=[key], args=[conversation_id])
+
+    async def _new_conversation(self, inbound: InboundText) -> str:
+        """A new conversation for this number on this channel (its customer found, linked or created).
+
+        The id is claimed on the number's key first (SET NX): a concurrent request gets the same id."""
+        key = self._conversation_key(inbound)
+        cid = uuid.uuid4().hex
+        if not await self.redis.set(key, cid, nx=True, ex=self.store.ttl_ms // 1000):
+            existing = await self.redis.get(key)
+            if existing is not None:
+                return existing.decode() if isinstance(existing, bytes) else str(existing)
+            await self.redis.set(key, cid, ex=self.store.ttl_ms // 1000)
         identity = Identity(channel=inbound.channel, address=inbound.sender)
-        key = self.keys.identity(inbound.channel, inbound.sender) + ":conversation"
-        existing = await self.redis.get(key)
-        if existing is not None:
-            try:
-                return await self.store.get(existing.decode() if isinstance(existing, bytes) else existing)
-            except ConversationNotFound:
-                pass
         profile = {"name": inbound.profile_name} if inbound.profile_name else {}
-        customer = await self.customers.resolve(identity, profile, verified=False)
-        created = await self.store.create(customer, inbound.channel)
-        await self.redis.set(key, created.conversation.id, ex=self.store.ttl_ms // 1000)
-        return created.conversation
+        customer = None
+        if self.config.link_channels:  # the same number on SMS and WhatsApp is one customer
+            other = "whatsapp" if inbound.channel == "sms" else "sms"
+            customer = await self.customers.link(Identity(channel=other, address=inbound.sender), identity)
+        if customer is None:
+            customer = await self.customers.resolve(identity, profile, verified=False)
+        await self.store.create(customer, inbound.channel, conversation_id=cid)
+        return cid
 
 
 def _log_failure(task: asyncio.Future[None]) -> None:
