@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 
 ## run: the gateway with the demo bot on http://localhost:8080 (embedded Redis when REDIS_URL is unset)
 run: $(STAMP)
-	$(BIN)/handoff-gateway run
+	DEMO_TWILIO=$${DEMO_TWILIO:-1} $(BIN)/handoff-gateway run
 
 ## test: the whole suite (a throwaway Redis on a free port when REDIS_URL is unset)
 test: $(STAMP)

@@ -10,12 +10,15 @@ from collections.abc import Sequence
 from aiohttp import web
 from redis.asyncio import Redis
 
+from channels.twilio_messaging.form import FormError, e164
 from gateway import rules_cli
 from gateway.app import create_app
 from gateway.embedded_redis import EmbeddedRedisError
 from gateway.logs import configure_logging
 from gateway.redis_target import redis_target
 from gateway.settings import ConfigError, Settings, load_settings
+from gateway.simulator import DEMO_API_PORT, DEMO_AUTH_TOKEN, Simulator
+from gateway.simulator import run as simulator_run
 from handoff.agents import AgentStore
 from handoff.desk import Desk
 from handoff.loader import load_rules
@@ -40,6 +43,9 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
         shown = "localhost" if host in {"127.0.0.1", "0.0.0.0"} else host  # noqa: S104 - display only
         print(f"handoff-gateway on http://{shown}:{port}  (Redis: {target.description}; bot: {settings.bot}; "
               f"rules: {rules.version})", file=sys.stderr, flush=True)
+        if settings.demo_twilio and settings.twilio_auth_token is not None:
+            print("Text it as a phone user, in another terminal: .venv/bin/handoff-gateway simulate sms "
+                  "--from +15551234567   (or: simulate whatsapp ...)", file=sys.stderr, flush=True)
         web.run_app(app, host=host, port=port, print=None, access_log=None)
     return 0
 
@@ -81,6 +87,19 @@ async def _conversations(
         return 0
     finally:
         await redis.aclose()
+
+
+def _simulate(settings: Settings, args: argparse.Namespace) -> int:
+    url = args.url or f"http://localhost:{settings.port}"
+    token = settings.twilio_auth_token.get_secret_value() if settings.twilio_auth_token else DEMO_AUTH_TOKEN
+    public = str(settings.public_url) if settings.public_url else url
+    try:
+        number = e164(args.number)
+    except FormError as exc:
+        print(f"handoff-gateway: --from: {exc.detail}", file=sys.stderr)
+        return 2
+    simulator = Simulator(url, public, token, channel=args.channel, number=number, api_port=args.api_port)
+    return asyncio.run(simulator_run(simulator))
 
 
 def _split(text: str) -> list[str]:
@@ -141,6 +160,12 @@ def _parser() -> argparse.ArgumentParser:
     conv.add_argument("--jsonl", action="store_true",
                       help="export the newest conversations as JSONL, for `rules replay --from`")
     rules_cli.add_parser(sub)
+    simulate = sub.add_parser("simulate", help="text a running gateway as a phone user (no Twilio account)")
+    simulate.add_argument("channel", choices=["sms", "whatsapp"])
+    simulate.add_argument("--from", dest="number", required=True, help="your phone number, e.g. +15551234567")
+    simulate.add_argument("--url", help="the gateway (default: http://localhost:PORT)")
+    simulate.add_argument("--api-port", type=int, default=DEMO_API_PORT,
+                          help=f"where the stand-in for Twilio's API listens (default {DEMO_API_PORT})")
     agents = sub.add_parser("agents", help="add, list and remove agents of the desk")
     verbs = agents.add_subparsers(dest="verb", required=True)
     add = verbs.add_parser("add", help="create an agent and print their API token (shown once)")
@@ -168,6 +193,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(settings, args)
         if args.command == "rules":
             return rules_cli.run(settings, args)
+        if args.command == "simulate":
+            return _simulate(settings, args)
         if args.command == "agents":
             with redis_target(settings) as target:
                 return asyncio.run(_agents(settings, target.url, args))

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, HttpUrl, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from gateway.simulator import (
+    DEMO_ACCOUNT_SID,
+    DEMO_API_PORT,
+    DEMO_AUTH_TOKEN,
+    DEMO_SMS_FROM,
+    DEMO_WHATSAPP_FROM,
+)
 
 DEMO_KNOWLEDGE_BASE = Path(__file__).parent / "bots" / "kb" / "demo_shop.yaml"
 DEMO_RULES = Path(__file__).parent / "rules" / "demo_shop"
@@ -50,6 +58,8 @@ class Settings(BaseSettings):
     twilio_whatsapp_from: str | None = Field(None, pattern=r"^\+[1-9]\d{6,14}$")
     # An approved WhatsApp template for replies more than 24 hours after the customer's last message.
     twilio_whatsapp_template_sid: str | None = Field(None, pattern=r"^HX[0-9a-fA-F]{32}$")
+    # `make run` sets this: Twilio settings default to the terminal simulator's (gateway/simulator.py).
+    demo_twilio: bool = False
     # The same phone number on SMS and WhatsApp is one customer (their history shows to agents as one).
     link_sms_and_whatsapp: bool = False
     sms_help_text: str = Field("Reply here to chat with our support team. Reply STOP to opt out.",
@@ -94,6 +104,21 @@ class Settings(BaseSettings):
         if value is not None and len(value.get_secret_value()) < 16:
             raise ValueError("must be at least 16 characters")
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _demo_twilio(cls, data: Any) -> Any:
+        """DEMO_TWILIO=1 without a real TWILIO_AUTH_TOKEN: the simulator's token, numbers and API stand-in."""
+        if not isinstance(data, dict) or str(data.get("demo_twilio", "")).lower() not in {"1", "true", "yes"}:
+            return data
+        if data.get("twilio_auth_token"):
+            return data
+        port = data.get("port", 8080)
+        demo = {"public_url": f"http://localhost:{port}", "twilio_auth_token": DEMO_AUTH_TOKEN,
+                "twilio_account_sid": DEMO_ACCOUNT_SID, "twilio_sms_from": DEMO_SMS_FROM,
+                "twilio_whatsapp_from": DEMO_WHATSAPP_FROM,
+                "twilio_api_base_url": f"http://127.0.0.1:{DEMO_API_PORT}"}
+        return {**demo, **{k: v for k, v in data.items() if v not in (None, "")}}
 
     @model_validator(mode="after")
     def _check_twilio(self) -> Settings:

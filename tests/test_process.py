@@ -172,3 +172,66 @@ async def test_sighup_reloads_the_rules_and_a_broken_set_is_refused(
     assert await version() == second  # refused; the running set stays
     logs = await running.stop()
     assert "rules.reload_refused" in logs and "low_confidence.below" in logs
+
+
+async def test_the_terminal_simulator_texts_the_gateway_and_shows_every_answer(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    """`make run` (demo Twilio settings) and `simulate sms` in another terminal, as the README says."""
+    port, api_port = free_port(), free_port()
+    env = cli_env(tmp_path, DEMO_TWILIO="1", PORT=str(port), TWILIO_API_BASE_URL=f"http://127.0.0.1:{api_port}")
+    gateway = await asyncio.create_subprocess_exec(sys.executable, "-m", "gateway", "run", env=env,
+                                                   stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    simulator = None
+    try:
+        base = f"http://127.0.0.1:{port}"
+        assert await wait_until_ready(http, base)
+        simulator = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway", "simulate", "sms", "--from", "+15551234567", "--url", base,
+            "--api-port", str(api_port), env=env, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        )
+        assert simulator.stdin is not None and simulator.stdout is not None
+
+        async def said(marker: str) -> str:
+            async with asyncio.timeout(10):
+                while True:
+                    line = (await simulator.stdout.readline()).decode()
+                    if marker in line:
+                        return line
+
+        await said("Type a message")
+        simulator.stdin.write(b"where is my order #12345\n")
+        assert "Account > Orders" in await said("gateway:")
+        simulator.stdin.write(b"I want to dispute a charge on my card\n")
+        handoff = await said("gateway:")  # worded for texting; live or after hours, by the real clock
+        assert "Billing" in handoff and ("reply to this number" in handoff or "text you then" in handoff)
+
+        # An agent answers through Twilio's REST API: the simulator's stand-in catches it.
+        added = await asyncio.to_thread(cli, tmp_path, "agents", "add", "Alex", "--skills", "billing")
+        token = added.stdout.strip().splitlines()[-1]
+        headers = {"Authorization": f"Bearer {token}"}
+        async with http.post(f"{base}/api/agents/me/presence", json={"status": "online", "capacity": 1},
+                             headers=headers) as response:
+            assert response.status == 200
+        async with http.get(f"{base}/api/conversations?state=queued", headers=headers) as response:
+            waiting = (await response.json())["conversations"]
+        for state in ("offered", "async"):
+            async with http.get(f"{base}/api/conversations?state={state}", headers=headers) as response:
+                waiting += (await response.json())["conversations"]
+        cid = waiting[0]["id"]
+        async with http.post(f"{base}/api/conversations/{cid}/claim", headers=headers) as response:
+            assert response.status == 200
+        async with http.post(f"{base}/api/conversations/{cid}/messages", json={"text": "Hi, Alex here."},
+                             headers=headers) as response:
+            assert response.status == 201
+        assert "Alex from our team has joined" in await said("gateway (REST):")
+        assert "Hi, Alex here." in await said("gateway (REST):")
+        simulator.stdin.close()
+        assert await asyncio.wait_for(simulator.wait(), 10) == 0
+    finally:
+        for process in (simulator, gateway):
+            if process is not None and process.returncode is None:
+                process.terminate()
+                await process.wait()
+    stderr = (await gateway.stderr.read()).decode() if gateway.stderr else ""
+    assert "simulate sms --from" in stderr  # `make run` says how to use it
