@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gateway import appkeys
 from handoff.agents import Agent, Presence
-from handoff.context import build_package
+from handoff.context import ContextPackage, build_package
 from handoff.desk import DeskError
 from handoff.queues import waiting_since
 from sessions.models import Conversation, utcnow
@@ -177,8 +177,7 @@ async def conversation(request: web.Request) -> web.Response:
     desk = app[appkeys.DESK]
     found = await desk.conversation(request.match_info["id"])
     desk.check_access(agent, found)
-    transcript = await app[appkeys.STORE].transcript(found.id)
-    package = build_package(found, transcript, app[appkeys.SUMMARIZER])
+    package = await _package(app, found)
     return web.json_response(
         {"conversation": _conversation_json(found), "context": package.model_dump(mode="json")}
     )
@@ -189,8 +188,7 @@ async def claim(request: web.Request) -> web.Response:
     app = request.app
     outcome = await app[appkeys.DESK].claim(agent, request.match_info["id"], app[appkeys.RULES].rules)
     await _deliver(app, outcome.conversation, outcome.notice)
-    transcript = await app[appkeys.STORE].transcript(outcome.conversation.id)
-    package = build_package(outcome.conversation, transcript, app[appkeys.SUMMARIZER])
+    package = await _package(app, outcome.conversation)
     log.info("agent.claimed", conversation_id=outcome.conversation.id, queue=outcome.conversation.queue)
     return web.json_response({
         "conversation": _conversation_json(outcome.conversation), "context": package.model_dump(mode="json"),
@@ -239,6 +237,12 @@ async def resolve(request: web.Request) -> web.Response:
     app[appkeys.DISPATCHER].kick()
     log.info("agent.resolved", conversation_id=outcome.conversation.id, back_to_bot=body.back_to_bot)
     return web.json_response({"conversation": _conversation_json(outcome.conversation)})
+
+
+async def _package(app: web.Application, conversation: Conversation) -> ContextPackage:
+    store = app[appkeys.STORE]
+    transcript, events = await store.transcript_and_events(conversation.id)
+    return build_package(conversation, transcript, app[appkeys.SUMMARIZER], events)
 
 
 async def _deliver(app: web.Application, conversation: Conversation, notice: Any) -> None:

@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, Field
 
-from sessions.models import Conversation, HandoffRecord, Message, SenderKind
+from sessions.models import Conversation, ConversationEvent, HandoffRecord, Message, SenderKind
 
 
 class Summary(BaseModel):
@@ -83,9 +83,28 @@ class BotTurnSummarizer:
         return Summary(goal=goal, attempted=attempted, collected=collected, blocker=blocker)
 
 
+DELIVERY_EVENTS = {"delivery.sent": "sent", "delivery.retrying": "retrying", "delivery.failed": "failed"}
+
+
+def delivery_states(events: list[ConversationEvent]) -> dict[str, dict[str, Any]]:
+    """Per outbound message, the latest word on its delivery (sent, retrying, delivered, failed, ...)."""
+    states: dict[str, dict[str, Any]] = {}
+    for event in events:
+        message_id = event.data.get("message_id")
+        if not isinstance(message_id, str):
+            continue
+        if event.type in DELIVERY_EVENTS:
+            states[message_id] = {"status": DELIVERY_EVENTS[event.type], "detail": event.data.get("detail")}
+        elif event.type == "delivery.status":
+            states[message_id] = {"status": event.data.get("status"), "detail": event.data.get("error_code")}
+    return states
+
+
 def build_package(
-    conversation: Conversation, transcript: list[Message], summarizer: Summarizer
+    conversation: Conversation, transcript: list[Message], summarizer: Summarizer,
+    events: list[ConversationEvent] | None = None,
 ) -> ContextPackage:
+    delivery = delivery_states(events or [])
     customer = conversation.customer
     turns = [
         m.turn for m in transcript if m.turn is not None and m.sender in (SenderKind.BOT, SenderKind.SYSTEM)
@@ -129,6 +148,8 @@ def build_package(
                 "text": m.text,
                 "ts": m.ts.isoformat(),
                 "attachments": [a.model_dump(exclude_none=True) for a in m.attachments],
+                # On SMS and WhatsApp: whether the customer's phone got it (absent on web chat).
+                **({"delivery": delivery[m.id]} if m.id in delivery else {}),
             }
             for m in transcript
         ],

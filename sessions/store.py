@@ -308,6 +308,17 @@ class ConversationStore:
         """A live-only event (someone is typing): published to the conversation's readers, never stored."""
         await self.redis.publish(self.keys.live_channel(conversation_id), "event\n" + event.model_dump_json())
 
+    async def transcript_and_events(
+        self, conversation_id: str
+    ) -> tuple[list[Message], list[ConversationEvent]]:
+        """Both streams of a conversation in one round trip (what an agent opening it needs)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xrange(self.keys.transcript(conversation_id))
+            pipe.xrange(self.keys.events(conversation_id))
+            messages, events = await pipe.execute()
+        return ([message_from_entry(i, f[b"m"]) for i, f in messages],
+                [ConversationEvent.model_validate_json(f[b"e"]) for _, f in events])
+
     async def events(self, conversation_id: str) -> list[ConversationEvent]:
         entries: Any = await self.redis.xrange(self.keys.events(conversation_id))
         return [ConversationEvent.model_validate_json(f[b"e"]) for _, f in entries]

@@ -318,6 +318,9 @@ async def test_a_twilio_500_is_retried_until_it_goes_through_and_status_reports_
     assert len(statuses) == 1 and statuses[0].data["status"] == "undelivered"
     assert statuses[0].data["error_code"] == "30003"
     assert [e for e in events if e.type == "delivery.failed"][-1].data["reason"] == "undelivered"
+    _, shown = await agent.call("GET", f"/api/conversations/{cid}")  # what the agent sees on the message
+    marked = next(m for m in shown["context"]["transcript"] if m["id"] == sent["id"])
+    assert marked["delivery"]["status"] == "failed" and "undelivered" in marked["delivery"]["detail"]
 
 
 async def test_sms_and_whatsapp_from_one_number_are_one_customer_when_linked(

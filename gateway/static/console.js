@@ -63,7 +63,10 @@
     else if (f.type === "offer_withdrawn") { delete offers[f.conversation_id]; renderOffers(); }
     else if (f.type === "assigned" || f.type === "released") refresh();
     else if (f.type === "queues") { renderQueues(f); refreshLists(); }
-    else if (f.type === "delivery_failed") toast("Not delivered to the customer: " + (f.detail || "unknown error"));
+    else if (f.type === "delivery_failed") {
+      toast("Not delivered to the customer: " + (f.detail || "unknown error"));
+      if (f.conversation_id === current) open(current);  // redraw the transcript with the failure marked
+    }
     else if (f.type === "message" && f.conversation_id === current) { addMessage(f); $("typing").textContent = ""; }
     else if (f.type === "typing" && f.conversation_id === current) {
       $("typing").textContent = "The customer is typing…";
@@ -167,7 +170,7 @@
     if (m.id && t.querySelector('[data-id="' + m.id + '"]')) return;
     var div = el("div", "msg " + m.sender);
     div.dataset.id = m.id || "";
-    div.appendChild(el("span", "who", m.sender));
+    div.appendChild(el("span", "who", m.sender + (m.delivery ? " · " + m.delivery.status : "")));
     div.appendChild(document.createTextNode(m.text));
     t.appendChild(div); t.scrollTop = t.scrollHeight;
   }
