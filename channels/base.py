@@ -17,6 +17,9 @@ class Capabilities:
     attachments: bool
     # The channel can reach the customer unprompted (web chat, SMS); voice answers only inside a call.
     push: bool
+    # Status changes can be shown quietly as they happen (web chat's status line). Where not (SMS,
+    # WhatsApp), only the first queue update is sent, as a message: every later one would be a text.
+    live_updates: bool = True
 
 
 class ChannelAdapter(Protocol):

@@ -46,7 +46,7 @@ from sessions.customers import CustomerStore
 from sessions.jobs import Job, JobQueue, JobRunner
 from sessions.keys import Keys
 from sessions.live import LiveFeed
-from sessions.models import Conversation, utcnow
+from sessions.models import Conversation, Direction, Message, SenderKind, utcnow
 from sessions.store import ConversationStore
 
 log = structlog.get_logger(__name__)
@@ -75,7 +75,7 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     app[appkeys.SUMMARIZER] = BotTurnSummarizer()
     app[appkeys.JOBS] = JobRunner(JobQueue(redis, keys))
     app[appkeys.DISPATCHER] = Dispatcher(app[appkeys.DESK], settings.offer_timeout_seconds)
-    app[appkeys.QUEUE_UPDATES] = QueueUpdates(app[appkeys.DESK])
+    app[appkeys.QUEUE_UPDATES] = QueueUpdates(app[appkeys.DESK], announce=functools.partial(_announce, app))
     live = LiveFeed(redis, keys)
     await live.start()
     app[appkeys.LIVE] = live
@@ -163,6 +163,14 @@ async def _desk_ctx(app: web.Application) -> AsyncIterator[None]:
             log.warning("desk.sweep_did_not_stop")
 
 
+async def _announce(app: web.Application, conversation: Conversation, text: str) -> None:
+    """A queue update as a message, for channels that cannot show it quietly (SMS, WhatsApp)."""
+    notice = Message(conversation_id=conversation.id, direction=Direction.OUTBOUND, sender=SenderKind.SYSTEM,
+                     text=text, channel=conversation.channel)
+    stored = await app[appkeys.STORE].append(notice)
+    await app[appkeys.CHANNELS].get(conversation.channel).deliver(stored.conversation, stored.message)
+
+
 async def _after_handoff(app: web.Application, conversation: Conversation) -> None:
     """A conversation entered a queue: offer it now, and send its package to the help desk if set up."""
     app[appkeys.DISPATCHER].kick()
@@ -217,6 +225,9 @@ async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
 
     app[appkeys.JOBS].register(SEND_KIND, retry_send)
     app[appkeys.CHANNELS] = channels
+    app[appkeys.QUEUE_UPDATES].announced_channels = frozenset(
+        name for name in channels.names() if not channels.get(name).capabilities.live_updates
+    )
     pipeline = Pipeline(app[appkeys.STORE], app[appkeys.BOT], channels, app[appkeys.RULES],
                         app[appkeys.QUEUES], on_handoff=functools.partial(_after_handoff, app),
                         return_window_seconds=settings.return_window_seconds,

@@ -9,6 +9,7 @@ a customer's place changes noticeably, at most every RATE_LIMIT_SECONDS per conv
 from __future__ import annotations
 
 import math
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -20,11 +21,12 @@ from handoff import messages
 from handoff.agents import Agent, AgentState, Presence
 from handoff.desk import Desk
 from handoff.ruleset import RuleSet
-from sessions.models import ConversationEvent, ConversationState
+from sessions.models import Conversation, ConversationEvent, ConversationState
 from sessions.store import ConversationNotFound, TransitionRefused
 
 log = structlog.get_logger(__name__)
 
+Announce = Callable[[Conversation, str], Awaitable[None]]
 DEFAULT_HANDLE_SECONDS = 300
 RATE_LIMIT_SECONDS = 30
 # Time for an offer to reach a free agent and be accepted: the wait of a customer an agent is free for.
@@ -66,8 +68,14 @@ def material(previous: int | None, position: int) -> bool:
 
 
 class QueueUpdates:
-    def __init__(self, desk: Desk, rate_limit_seconds: float = RATE_LIMIT_SECONDS) -> None:
+    def __init__(
+        self, desk: Desk, rate_limit_seconds: float = RATE_LIMIT_SECONDS,
+        announce: Announce | None = None, announced_channels: frozenset[str] = frozenset(),
+    ) -> None:
         self.desk = desk
+        # Channels without live status (SMS, WhatsApp) get the first update as a message, through this.
+        self.announce = announce
+        self.announced_channels = announced_channels
         self.rate_limit_ms = rate_limit_seconds * 1000
         # Staffing per queue as of the last round: what the policy's overflow rule reads for expected wait.
         self.last_staffing: dict[str, Staffing] = {}
@@ -116,7 +124,8 @@ class QueueUpdates:
                     and now.timestamp() * 1000 - previous_ms < self.rate_limit_ms
                 ):
                     continue
-                if await self._send(rules, cid, position, estimate_wait(position, figures), now):
+                eta = estimate_wait(position, figures)
+                if await self._send(rules, cid, position, eta, now, first=previous_position is None):
                     await desk.redis.hset(
                         desk.keys.sla_sent(desk.desk), cid, f"{position}|{int(now.timestamp() * 1000)}"
                     )
@@ -126,7 +135,9 @@ class QueueUpdates:
             await desk.redis.hdel(desk.keys.sla_sent(desk.desk), *gone)
         return count
 
-    async def _send(self, rules: RuleSet, cid: str, position: int, eta: int | None, now: datetime) -> bool:
+    async def _send(
+        self, rules: RuleSet, cid: str, position: int, eta: int | None, now: datetime, *, first: bool
+    ) -> bool:
         desk = self.desk
         try:
             conversation = await desk.store.get(cid)
@@ -165,6 +176,8 @@ class QueueUpdates:
             )
         except (TransitionRefused, ConversationNotFound):
             return False
+        if first and self.announce is not None and conversation.channel in self.announced_channels:
+            await self.announce(conversation, text)
         return True
 
 

@@ -365,3 +365,21 @@ async def test_a_number_whose_conversation_expired_starts_a_new_one(
     assert status == 200 and "Account &gt; Orders" in body
     newest = (await store.recent(1))[0]
     assert newest != old and (await store.get(newest)).channel == "sms"
+
+
+async def test_a_customer_waiting_by_sms_gets_one_text_about_the_queue_not_a_stream(
+    start_gateway: Any, http: aiohttp.ClientSession, redis: Redis, namespace: str, twilio_api: TwilioStandIn
+) -> None:
+    base = await start_gateway(clock=lambda: FRIDAY_MORNING, public_url=PUBLIC, twilio_auth_token=AUTH_TOKEN,
+                               twilio_account_sid=ACCOUNT, twilio_api_base_url=twilio_api.url,
+                               twilio_sms_from="+14155550100")
+    status, _, body = await post(http, base, sms_form("I want to dispute a charge on my card"))
+    assert "A person will reply to this number" in body
+    for _ in range(100):  # the desk's next round tells the customer where they stand, by text
+        if twilio_api.sent:
+            break
+        await asyncio.sleep(0.05)
+    assert len(twilio_api.sent) == 1
+    assert "Nobody from the team is free right now" in twilio_api.sent[0]["Body"]  # nobody online: no ETA
+    await asyncio.sleep(2.5)  # another round: nothing changed, nothing more is texted
+    assert len(twilio_api.sent) == 1

@@ -86,7 +86,9 @@ class OptOuts:
 class MessagingAdapter:
     """One Twilio messaging channel; subclasses add what their channel forbids."""
 
-    capabilities: ClassVar[Capabilities] = Capabilities(max_text_chars=MAX_BODY, attachments=True, push=True)
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        max_text_chars=MAX_BODY, attachments=True, push=True, live_updates=False
+    )
     channel: ClassVar[str]
 
     def __init__(
