@@ -373,7 +373,7 @@ async def test_a_customer_waiting_by_sms_gets_one_text_about_the_queue_not_a_str
     base = await start_gateway(clock=lambda: FRIDAY_MORNING, public_url=PUBLIC, twilio_auth_token=AUTH_TOKEN,
                                twilio_account_sid=ACCOUNT, twilio_api_base_url=twilio_api.url,
                                twilio_sms_from="+14155550100")
-    status, _, body = await post(http, base, sms_form("I want to dispute a charge on my card"))
+    _, _, body = await post(http, base, sms_form("I want to dispute a charge on my card"))
     assert "A person will reply to this number" in body
     for _ in range(100):  # the desk's next round tells the customer where they stand, by text
         if twilio_api.sent:
