@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import phonenumbers
 
@@ -36,7 +37,9 @@ class InboundText:
     attachments: list[Attachment] = field(default_factory=list)
 
 
+@lru_cache(maxsize=8192)
 def e164(raw: str) -> str:
+    """A number in E.164; cached, since the same few numbers write again and again."""
     try:
         number = phonenumbers.parse(raw, None)
     except phonenumbers.NumberParseException:
