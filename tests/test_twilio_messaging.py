@@ -141,6 +141,7 @@ class TwilioStandIn:
         self.refuse: tuple[int, int, str] | None = None  # (HTTP status, Twilio code, message)
         self.url = ""
         self.sids: list[str] = []
+        self.fail_once_after: int | None = None  # answer 500 once, after this many messages went through
 
     async def messages(self, request: web.Request) -> web.Response:
         form = {k: str(v) for k, v in (await request.post()).items()}
@@ -148,6 +149,10 @@ class TwilioStandIn:
         if self.refuse is not None:
             status, code, message = self.refuse
             return web.json_response({"code": code, "message": message, "status": status}, status=status)
+        if self.fail_once_after is not None and len(self.sids) >= self.fail_once_after:
+            self.fail_once_after = None
+            self.sent.pop()
+            return web.json_response({"code": 20500, "message": "Internal error", "status": 500}, status=500)
         sid = "SM" + uuid.uuid4().hex
         self.sids.append(sid)
         return web.json_response({"sid": sid, "status": "queued", "to": form["To"],
@@ -383,3 +388,26 @@ async def test_a_customer_waiting_by_sms_gets_one_text_about_the_queue_not_a_str
     assert "Nobody from the team is free right now" in twilio_api.sent[0]["Body"]  # nobody online: no ETA
     await asyncio.sleep(2.5)  # another round: nothing changed, nothing more is texted
     assert len(twilio_api.sent) == 1
+
+
+async def test_a_long_reply_interrupted_by_a_twilio_error_goes_out_whole_and_in_order(
+    start_gateway: Any, http: aiohttp.ClientSession, redis: Redis, namespace: str, twilio_api: TwilioStandIn
+) -> None:
+    _, cid, agent = await with_agent(start_gateway, http, redis, namespace, twilio_api,
+                                     "I want to dispute a charge on my card")
+    before = len(twilio_api.sids)
+    sentences = [f"Part {n} of the explanation is here and it is quite long, on purpose." for n in range(50)]
+    twilio_api.fail_once_after = before + 1  # the first part goes through, the second gets a 500
+    status, _ = await agent.call("POST", f"/api/conversations/{cid}/messages", {"text": " ".join(sentences)})
+    assert status == 201
+    whole = " ".join(sentences)
+
+    def parts() -> list[str]:
+        return [m.get("Body", "") for m in twilio_api.sent if m.get("Body", "").startswith("Part ")]
+
+    for _ in range(200):  # the second part waits for the durable retry (2 s)
+        if " ".join(parts()) == whole:
+            break
+        await asyncio.sleep(0.05)
+    assert all(len(p) <= 1600 for p in parts()) and " ".join(parts()) == whole
+    assert len(parts()) == 3

@@ -128,6 +128,32 @@ class MessagingAdapter:
         # Inside the customer's webhook the answer rides in TwiML: the webhook checked the opt-out at intake.
         if self.collector.take(conversation.id, message):
             return
+        await self._send_now(conversation, message, message.text, attempt=0)
+
+    async def retry(self, job: Job, now: datetime) -> None:
+        """A durable retry of what was not sent yet, after a restart too, with the same checks as the first
+        attempt. The job ends only after the attempt (a crash in between repeats it rather than losing it)."""
+        payload = job.payload
+        try:
+            conversation = await self.store.get(str(payload["conversation_id"]))
+        except ConversationNotFound:
+            conversation = None
+        if conversation is not None:
+            message = Message(
+                id=str(payload["message_id"]),
+                conversation_id=conversation.id,
+                direction=Direction.OUTBOUND,
+                sender=SenderKind.AGENT,
+                text=str(payload["text"]),
+                channel=self.channel,
+            )
+            await self._send_now(conversation, message, message.text, attempt=int(payload["attempt"]))
+        if self.jobs is not None:
+            await self.jobs.done(job)
+
+    async def _send_now(
+        self, conversation: Conversation, message: Message, text: str, *, attempt: int
+    ) -> None:
         address = self.address_of(conversation)
         if address is None:
             await self.refuse(conversation, message, "no_number: the customer has no number on this channel")
@@ -138,79 +164,54 @@ class MessagingAdapter:
         if self.sender is None:
             await self.refuse(conversation, message, "not_configured: Twilio sending is not configured")
             return
-        window = await self.send_outside_window(address, message)
+        window = await self.send_outside_window(address, message.model_copy(update={"text": text}))
         if window is not None:
             await self._record(conversation, message, window)
             return
-        for part in split_message(message.text):
+        parts = split_message(text)
+        for index, part in enumerate(parts):
             result = await self.sender.send(self.channel, address, part)
-            if not await self._after_send(conversation, message, part, result, attempt=0):
-                return
+            if result.ok:
+                await self._record(conversation, message, result)
+                continue
+            remaining = " ".join(parts[index:])
+            if result.retryable and self.jobs is not None and attempt + 1 < MAX_ATTEMPTS:
+                await self._schedule_retry(conversation, message, remaining, result, attempt)
+            else:
+                await self._record(conversation, message, result)
+            return
 
-    async def _after_send(
-        self, conversation: Conversation, message: Message, part: str, result: SendResult, *, attempt: int
-    ) -> bool:
-        """Record a send; a retryable failure becomes a durable retry. True when the part went out."""
-        if not result.ok and result.retryable and self.jobs is not None and attempt + 1 < MAX_ATTEMPTS:
-            delay = retry_delay(attempt)
-            await self.jobs.add(
-                SEND_KIND,
-                {
-                    "conversation_id": conversation.id,
+    async def _schedule_retry(
+        self, conversation: Conversation, message: Message, text: str, result: SendResult, attempt: int
+    ) -> None:
+        """What is not sent yet becomes a durable job, retried with backoff."""
+        assert self.jobs is not None
+        delay = retry_delay(attempt)
+        await self.jobs.add(
+            SEND_KIND,
+            {
+                "conversation_id": conversation.id,
+                "message_id": message.id,
+                "text": text,
+                "channel": self.channel,
+                "attempt": attempt + 1,
+            },
+            utcnow() + delay,
+        )
+        await self.store.record(
+            conversation.id,
+            ConversationEvent(
+                type="delivery.retrying",
+                conversation_id=conversation.id,
+                data={
                     "message_id": message.id,
-                    "text": part,
-                    "channel": self.channel,
-                    "attempt": attempt + 1,
+                    "detail": result.error,
+                    "status": result.status,
+                    "retry_in_seconds": delay.total_seconds(),
                 },
-                utcnow() + delay,
-            )
-            await self.store.record(
-                conversation.id,
-                ConversationEvent(
-                    type="delivery.retrying",
-                    conversation_id=conversation.id,
-                    data={
-                        "message_id": message.id,
-                        "detail": result.error,
-                        "status": result.status,
-                        "retry_in_seconds": delay.total_seconds(),
-                    },
-                ),
-            )
-            log.info("messaging.retry_scheduled", message_id=message.id, attempt=attempt + 1)
-            return False
-        await self._record(conversation, message, result)
-        return result.ok
-
-    async def retry(self, job: Job, now: datetime) -> None:
-        """A durable retry of one part, after a restart too; the same checks as the first attempt."""
-        if self.jobs is not None:
-            await self.jobs.done(job)
-        payload = job.payload
-        try:
-            conversation = await self.store.get(str(payload["conversation_id"]))
-        except ConversationNotFound:
-            return
-        message = Message(
-            id=str(payload["message_id"]),
-            conversation_id=conversation.id,
-            direction=Direction.OUTBOUND,
-            sender=SenderKind.AGENT,
-            text=str(payload["text"]),
-            channel=self.channel,
+            ),
         )
-        address = next(
-            (i.address for i in conversation.customer.identities if i.channel == self.channel), None
-        )
-        if address is None or self.sender is None:
-            return
-        if reason := await self.refusal(conversation, address):
-            await self._record(
-                conversation, message, SendResult(None, reason, reason_code=reason.split(":")[0])
-            )
-            return
-        result = await self.sender.send(self.channel, address, message.text)
-        await self._after_send(conversation, message, message.text, result, attempt=int(payload["attempt"]))
+        log.info("messaging.retry_scheduled", message_id=message.id, attempt=attempt + 1)
 
     async def _record(self, conversation: Conversation, message: Message, result: SendResult) -> None:
         if result.ok:
