@@ -111,7 +111,11 @@ class Settings(BaseSettings):
         """DEMO_TWILIO=1 without a real TWILIO_AUTH_TOKEN: the simulator's token, numbers and API stand-in."""
         if not isinstance(data, dict) or str(data.get("demo_twilio", "")).lower() not in {"1", "true", "yes"}:
             return data
-        if data.get("twilio_auth_token"):
+        if data.get("twilio_auth_token") or data.get("twilio_account_sid"):
+            return data
+        public = str(data.get("public_url") or "")
+        if public and not public.startswith(("http://localhost", "http://127.0.0.1")):
+            # A real public address: never sign with the published demo token there.
             return data
         port = data.get("port", 8080)
         demo = {"public_url": f"http://localhost:{port}", "twilio_auth_token": DEMO_AUTH_TOKEN,

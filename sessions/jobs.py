@@ -16,10 +16,13 @@ from datetime import datetime, timedelta
 from importlib.resources import files
 from typing import Any
 
+import structlog
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
 from sessions.keys import Keys
+
+log = structlog.get_logger(__name__)
 
 LEASE_MS = 60_000
 # Shared with the desk's offer deadlines: any due-time sorted set can be popped this way.
@@ -104,7 +107,11 @@ class JobRunner:
         ran = 0
         for job in await self.jobs.due(now):
             handler = self._handlers.get(job.kind)
-            if handler is not None:
+            if handler is None:
+                continue
+            try:
                 await handler(job, now)
-                ran += 1
+            except Exception:  # one failing job must not hold up the others; its lease brings it back
+                log.exception("jobs.handler_failed", kind=job.kind, job_id=job.id)
+            ran += 1
         return ran

@@ -235,3 +235,13 @@ async def test_the_terminal_simulator_texts_the_gateway_and_shows_every_answer(
                 await process.wait()
     stderr = (await gateway.stderr.read()).decode() if gateway.stderr else ""
     assert "simulate sms --from" in stderr  # `make run` says how to use it
+
+
+def test_demo_twilio_never_applies_to_a_real_public_address(tmp_path: Path) -> None:
+    """DEMO_TWILIO=1 left in a deployment's environment must not sign with the published demo token."""
+    code = ("from gateway.settings import load_settings; s = load_settings(); "
+            "print(s.twilio_auth_token is None, s.public_url)")
+    result = subprocess.run([sys.executable, "-c", code], env=cli_env(tmp_path, DEMO_TWILIO="1",
+                            PUBLIC_URL="https://chat.example.com"), capture_output=True, text=True, timeout=30,
+                            check=False)
+    assert result.returncode == 0 and result.stdout.startswith("True https://chat.example.com"), result.stderr

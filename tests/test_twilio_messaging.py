@@ -115,6 +115,10 @@ async def test_a_whatsapp_photo_without_text_is_kept_with_the_profile_name(
 
 async def test_malformed_webhooks_get_a_clear_error(start_gateway: Any, http: aiohttp.ClientSession) -> None:
     base = await start(start_gateway)
+    for content_type in ("application/x-www-form-urlencoded; charset=bogus", "multipart/form-data"):
+        async with http.post(f"{base}/twilio/messaging", data=b"Body=hi",
+                             headers={"Content-Type": content_type}) as response:
+            assert response.status == 400 and (await response.json())["code"] == "invalid_form"
     status, _, body = await post(http, base, sms_form("hi", sender="not-a-number"))
     assert status == 400 and "invalid_number" in body
     empty = sms_form("")
@@ -226,7 +230,8 @@ async def test_stop_opts_a_number_out_until_start_and_help_answers(
     assert "Reply STOP to opt out" in body
     status, _, body = await post(http, base, sms_form("please stop sending me ads"))  # not a keyword
     assert status == 200
-    status, _, body = await post(http, base, sms_form(" Stop "))
+    photo = sms_form(" Stop ", NumMedia="1", MediaUrl0="https://api.twilio.com/m.jpg", MediaContentType0="image/jpeg")
+    status, _, body = await post(http, base, photo)  # a keyword with a photo is still the keyword
     assert status == 200 and body.endswith("<Response />")
     sent_before = len(twilio_api.sent)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import structlog
 from redis.asyncio import Redis
@@ -139,17 +139,26 @@ class MessagingAdapter:
         except ConversationNotFound:
             conversation = None
         if conversation is not None:
-            message = Message(
-                id=str(payload["message_id"]),
-                conversation_id=conversation.id,
-                direction=Direction.OUTBOUND,
-                sender=SenderKind.AGENT,
-                text=str(payload["text"]),
-                channel=self.channel,
-            )
-            await self._send_now(conversation, message, message.text, attempt=int(payload["attempt"]))
+            try:
+                await self._retry_once(conversation, payload)
+            except Exception:  # try again later rather than lose it, up to the attempts allowed
+                log.exception("messaging.retry_crashed", message_id=payload.get("message_id"))
+                if self.jobs is not None and job.attempt < MAX_ATTEMPTS:
+                    await self.jobs.retry(job, now, retry_delay(job.attempt))
+                    return
         if self.jobs is not None:
             await self.jobs.done(job)
+
+    async def _retry_once(self, conversation: Conversation, payload: dict[str, Any]) -> None:
+        message = Message(
+            id=str(payload["message_id"]),
+            conversation_id=conversation.id,
+            direction=Direction.OUTBOUND,
+            sender=SenderKind.AGENT,
+            text=str(payload["text"]),
+            channel=self.channel,
+        )
+        await self._send_now(conversation, message, message.text, attempt=int(payload["attempt"]))
 
     async def _send_now(
         self, conversation: Conversation, message: Message, text: str, *, attempt: int

@@ -12,6 +12,7 @@ import asyncio
 import hmac
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -84,7 +85,9 @@ class MessagingWebhook:
         return bool(self.validator.validate(url, form, signature))
 
     async def handle(self, request: web.Request) -> web.Response:
-        form = {k: str(v) for k, v in (await request.post()).items()}
+        form = await _form(request)
+        if form is None:
+            return _bad_form()
         if not self.verified_form(request, form):
             log.warning("twilio.signature_refused")
             detail = "X-Twilio-Signature is missing or does not match."
@@ -102,7 +105,7 @@ class MessagingWebhook:
             existing, opted, _ = await pipe.execute()
         cid = existing.decode() if isinstance(existing, bytes) else existing
         opted_out = inbound.channel == "sms" and bool(opted)
-        word = keyword(inbound.body) if inbound.channel == "sms" and not inbound.attachments else None
+        word = keyword(inbound.body) if inbound.channel == "sms" else None
         message = InboundMessage(
             conversation_id=cid or "-", channel=inbound.channel, text=inbound.body,
             attachments=inbound.attachments, external_id=f"twilio:{inbound.message_sid}",
@@ -123,6 +126,8 @@ class MessagingWebhook:
             texts = [m.text for m in replies if m.text]
         if not done:  # slow bot: it finishes in the background; its reply takes the outbound path
             turn.add_done_callback(_log_failure)
+        else:
+            _log_failure(turn)
         log.info("twilio.answered", replies=len(texts))
         return twiml(texts)
 
@@ -132,7 +137,9 @@ class MessagingWebhook:
         Each (MessageSid, MessageStatus) is recorded once; an undelivered or failed message is also recorded
         as ``delivery.failed``, which the agent's console shows at once.
         """
-        form = {k: str(v) for k, v in (await request.post()).items()}
+        form = await _form(request)
+        if form is None:
+            return _bad_form()
         if not self.verified_form(request, form):
             detail = "X-Twilio-Signature is missing or does not match."
             return web.json_response({"code": "invalid_signature", "detail": detail}, status=403)
@@ -140,11 +147,21 @@ class MessagingWebhook:
         if not sid.isalnum() or not status.isalpha():
             return web.json_response({"code": "invalid_status",
                                       "detail": "MessageSid and MessageStatus are required."}, status=400)
-        first = await self.redis.set(f"{self.keys.namespace}:twilio-status:{sid}:{status}", "1", nx=True,
-                                     ex=7 * 24 * 3600)
+        marker = f"{self.keys.namespace}:twilio-status:{sid}:{status}"
+        if not await self.redis.set(marker, "1", nx=True, ex=7 * 24 * 3600):
+            return web.Response(status=204)  # a retried report
         mapping = await self.redis.get(sid_key(self.store, sid))
-        if not first or mapping is None:  # a retried report, or about a message we did not send
+        if mapping is None:  # about a message we did not send (or not yet known): not marked as handled
+            await self.redis.delete(marker)
             return web.Response(status=204)
+        try:
+            await self._record_status(form, sid, status, mapping)
+        except Exception:
+            await self.redis.delete(marker)  # let Twilio's retry record it
+            raise
+        return web.Response(status=204)
+
+    async def _record_status(self, form: dict[str, str], sid: str, status: str, mapping: Any) -> None:
         cid, _, message_id = (mapping.decode() if isinstance(mapping, bytes) else str(mapping)).partition("|")
         data = {"message_id": message_id, "sid": sid, "status": status, "error_code": form.get("ErrorCode")}
         event = ConversationEvent(type="delivery.status", conversation_id=cid, data=data)
@@ -155,7 +172,6 @@ class MessagingWebhook:
                 type="delivery.failed", conversation_id=cid,
                 data={"message_id": message_id, "detail": detail, "reason": status, "status": None}))
         log.info("twilio.delivery_status", status=status, message_id=message_id)
-        return web.Response(status=204)
 
     async def _accept(self, message: InboundMessage, inbound: InboundText) -> AppendResult:
         """Store the message; if its conversation expired since the number last wrote, in a new one.
@@ -229,6 +245,19 @@ class MessagingWebhook:
             customer = await self.customers.resolve(identity, profile, verified=False)
         await self.store.create(customer, inbound.channel, conversation_id=cid)
         return cid
+
+
+async def _form(request: web.Request) -> dict[str, str] | None:
+    """The posted form, or None when it cannot be read (a bad charset, a broken multipart body)."""
+    try:
+        return {k: str(v) for k, v in (await request.post()).items()}
+    except (ValueError, LookupError, UnicodeDecodeError):
+        return None
+
+
+def _bad_form() -> web.Response:
+    detail = "The body is not a readable form."
+    return web.json_response({"code": "invalid_form", "detail": detail}, status=400)
 
 
 def _log_failure(task: asyncio.Future[None]) -> None:
