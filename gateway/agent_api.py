@@ -18,6 +18,7 @@ from handoff.context import ContextPackage, build_package
 from handoff.desk import DeskError
 from handoff.queues import waiting_since
 from sessions.models import Conversation, utcnow
+from sessions.store import decode_text
 
 log = structlog.get_logger(__name__)
 
@@ -47,10 +48,6 @@ class ResolveBody(BaseModel):
     back_to_bot: bool = False
     # "Did the context let you act without asking the customer again?", kept for the review metrics.
     context_sufficient: bool | None = None
-
-
-def _text(raw: Any) -> str:
-    return raw.decode() if isinstance(raw, bytes) else str(raw)
 
 
 def _error(status: int, code: str, detail: str) -> web.Response:
@@ -158,7 +155,8 @@ async def conversations(request: web.Request) -> web.Response:
     ids: list[str] = []
     if state == "offered":  # offered to me, waiting for my answer
         offers = await app[appkeys.REDIS].hgetall(queue_store.keys.offers(queue_store.desk))
-        ids = sorted(_text(cid) for cid, value in offers.items() if _text(value).startswith(f"{agent.id}|"))
+        mine = f"{agent.id}|"
+        ids = sorted(decode_text(cid) for cid, value in offers.items() if decode_text(value).startswith(mine))
     elif state == "assigned":
         key = queue_store.keys.agent_conversations(queue_store.desk, agent.id)
         raw = await app[appkeys.REDIS].smembers(key)

@@ -11,20 +11,19 @@ async def _chat_socket(request: web.Request) -> web.StreamResponse:
     return await request.app[appkeys.WEBCHAT].handle(request)
 
 
+def _twilio_not_configured() -> web.Response:
+    detail = "Set PUBLIC_URL and TWILIO_AUTH_TOKEN to accept Twilio webhooks."
+    return web.json_response({"code": "twilio_not_configured", "detail": detail}, status=403)
+
+
 async def _twilio_messaging(request: web.Request) -> web.StreamResponse:
     webhook = request.app[appkeys.MESSAGING]
-    if webhook is None:
-        detail = "Set PUBLIC_URL and TWILIO_AUTH_TOKEN to accept Twilio webhooks."
-        return web.json_response({"code": "twilio_not_configured", "detail": detail}, status=403)
-    return await webhook.handle(request)
+    return _twilio_not_configured() if webhook is None else await webhook.handle(request)
 
 
 async def _twilio_status(request: web.Request) -> web.StreamResponse:
     webhook = request.app[appkeys.MESSAGING]
-    if webhook is None:
-        detail = "Twilio is not set up."
-        return web.json_response({"code": "twilio_not_configured", "detail": detail}, status=403)
-    return await webhook.handle_status(request)
+    return _twilio_not_configured() if webhook is None else await webhook.handle_status(request)
 
 
 def setup_routes(app: web.Application) -> None:

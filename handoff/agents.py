@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 
 from sessions.keys import Keys
 from sessions.models import utcnow
+from sessions.store import decode_text
 
 TOKEN_PREFIX = "hga_"  # noqa: S105 - a prefix that makes leaked tokens easy to spot, not a secret
 # Presence expires unless the console (or API client) renews it: a closed laptop goes offline by itself.
@@ -101,7 +102,7 @@ class AgentStore:
     async def remove(self, agent: Agent) -> None:
         """Delete the agent and every token of theirs; their presence ends at once."""
         tokens: dict[Any, Any] = await self.redis.hgetall(self.keys.agent_tokens(self.desk))
-        theirs = [t for t, owner in tokens.items() if _text(owner) == agent.id]
+        theirs = [t for t, owner in tokens.items() if decode_text(owner) == agent.id]
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hdel(self.keys.agents(self.desk), agent.id)
             if theirs:
@@ -114,7 +115,7 @@ class AgentStore:
         if not token.startswith(TOKEN_PREFIX) or not token.isascii():
             return None
         agent_id = await self.redis.hget(self.keys.agent_tokens(self.desk), hash_token(token))
-        return await self.get(_text(agent_id)) if agent_id else None
+        return await self.get(decode_text(agent_id)) if agent_id else None
 
     async def state(self, agent_id: str) -> AgentState:
         raw: dict[Any, Any] = await self.redis.hgetall(self.keys.agent_state(self.desk, agent_id))
@@ -150,19 +151,15 @@ class AgentStore:
 
     async def online(self) -> dict[str, AgentState]:
         """Agents whose presence has not expired, with their states."""
-        ids = [_text(i) for i in await self.redis.zrange(self.keys.presence(self.desk), 0, -1)]
+        ids = [decode_text(i) for i in await self.redis.zrange(self.keys.presence(self.desk), 0, -1)]
         return {i: s for i, s in (await self.states(ids)).items() if s.status is not Presence.OFFLINE}
 
     async def expired(self, now: datetime) -> list[str]:
         """Agents whose heartbeat ran out: they are treated as gone (their conversations go back)."""
         raw = await self.redis.zrangebyscore(self.keys.presence(self.desk), "-inf", _ms(now))
-        return [_text(i) for i in raw]
-
-
-def _text(raw: Any) -> str:
-    return raw.decode() if isinstance(raw, bytes) else str(raw)
+        return [decode_text(i) for i in raw]
 
 
 def _state(raw: dict[Any, Any]) -> AgentState:
-    data = {_text(k): _text(v) for k, v in raw.items()}
+    data = {decode_text(k): decode_text(v) for k, v in raw.items()}
     return AgentState.model_validate(data)

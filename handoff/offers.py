@@ -23,7 +23,7 @@ from handoff.desk import Desk, DeskError, _ms, _script
 from handoff.ruleset import RuleSet
 from sessions.jobs import POP_DUE
 from sessions.models import Conversation, ConversationEvent, ConversationState, utcnow
-from sessions.store import ConversationNotFound, TransitionRefused
+from sessions.store import ConversationNotFound, TransitionRefused, decode_text
 
 log = structlog.get_logger(__name__)
 
@@ -111,7 +111,7 @@ class Dispatcher:
             for conversation, passed in zip(conversations, passed_sets, strict=True):
                 if conversation.state is not ConversationState.QUEUED:
                     continue
-                agent = best_agent(conversation, agents, states, {_text(p) for p in passed})
+                agent = best_agent(conversation, agents, states, {decode_text(p) for p in passed})
                 if agent is None:
                     continue
                 if await self._make_offer(conversation, agent, name, now):
@@ -182,7 +182,7 @@ class Dispatcher:
         raw = await desk.redis.hget(desk.keys.offers(desk.desk), conversation_id)
         if raw is None:
             return False
-        offer = _text(raw)
+        offer = decode_text(raw)
         agent_id, _, queue = offer.split("|", 2)
         if rules_agent is not None and agent_id != rules_agent:
             return False
@@ -230,7 +230,7 @@ class Dispatcher:
         )
         count = 0
         for member in due:
-            if await self.lapse(_text(member)):
+            if await self.lapse(decode_text(member)):
                 count += 1
             else:  # accepted meanwhile, or the offer is gone: drop the stale timer
                 await desk.redis.zrem(desk.keys.offer_deadlines(desk.desk), member)
@@ -241,9 +241,5 @@ class Dispatcher:
         desk = self.desk
         offers: dict[Any, Any] = await desk.redis.hgetall(desk.keys.offers(desk.desk))
         for cid, value in offers.items():
-            if _text(value).startswith(f"{agent_id}|"):
-                await self.lapse(_text(cid), rules_agent=agent_id)
-
-
-def _text(raw: Any) -> str:
-    return raw.decode() if isinstance(raw, bytes) else str(raw)
+            if decode_text(value).startswith(f"{agent_id}|"):
+                await self.lapse(decode_text(cid), rules_agent=agent_id)

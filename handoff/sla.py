@@ -22,7 +22,7 @@ from handoff.agents import Agent, AgentState, Presence
 from handoff.desk import Desk
 from handoff.ruleset import RuleSet
 from sessions.models import Conversation, ConversationEvent, ConversationState
-from sessions.store import ConversationNotFound, TransitionRefused
+from sessions.store import ConversationNotFound, TransitionRefused, decode_text
 
 log = structlog.get_logger(__name__)
 
@@ -109,7 +109,7 @@ class QueueUpdates:
         staffing = await self.staffing(rules, agents, states)
         self.last_staffing = staffing
         sent_raw: dict[Any, Any] = await desk.redis.hgetall(desk.keys.sla_sent(desk.desk))
-        sent = {_text(k): _text(v) for k, v in sent_raw.items()}
+        sent = {decode_text(k): decode_text(v) for k, v in sent_raw.items()}
         count = 0
         still_waiting: set[str] = set()
         for name, figures in staffing.items():
@@ -186,10 +186,6 @@ def _parse(raw: str | None) -> tuple[int | None, float | None]:
         return None, None
     position, _, ms = raw.partition("|")
     return int(position), float(ms)
-
-
-def _text(raw: Any) -> str:
-    return raw.decode() if isinstance(raw, bytes) else str(raw)
 
 
 def _queue_name(rules: RuleSet, queue: str | None) -> str:

@@ -85,8 +85,12 @@ def _encode_fields(values: Mapping[str, Any]) -> list[str]:
     return flat
 
 
-def _decode(raw: Any) -> str:
+def decode_text(raw: Any) -> str:
+    """A Redis reply as text, whether the client returned bytes or str."""
     return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+
+_decode = decode_text
 
 
 def conversation_from_hash(raw: Mapping[Any, Any] | list[Any]) -> Conversation:
@@ -331,4 +335,5 @@ __all__ = [
     "NewConversation",
     "TransitionRefused",
     "conversation_from_hash",
+    "decode_text",
 ]

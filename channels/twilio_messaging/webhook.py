@@ -84,14 +84,22 @@ class MessagingWebhook:
             return True
         return bool(self.validator.validate(url, form, signature))
 
-    async def handle(self, request: web.Request) -> web.Response:
+    async def checked_form(self, request: web.Request) -> dict[str, str] | web.Response:
+        """The form Twilio posted, or the 400/403 answer when it is unreadable or not signed by Twilio."""
         form = await _form(request)
         if form is None:
-            return _bad_form()
+            detail = "The body is not a readable form."
+            return web.json_response({"code": "invalid_form", "detail": detail}, status=400)
         if not self.verified_form(request, form):
             log.warning("twilio.signature_refused")
             detail = "X-Twilio-Signature is missing or does not match."
             return web.json_response({"code": "invalid_signature", "detail": detail}, status=403)
+        return form
+
+    async def handle(self, request: web.Request) -> web.Response:
+        form = await self.checked_form(request)
+        if isinstance(form, web.Response):
+            return form
         try:
             inbound = parse_inbound(form)
         except FormError as exc:
@@ -137,12 +145,9 @@ class MessagingWebhook:
         Each (MessageSid, MessageStatus) is recorded once; an undelivered or failed message is also recorded
         as ``delivery.failed``, which the agent's console shows at once.
         """
-        form = await _form(request)
-        if form is None:
-            return _bad_form()
-        if not self.verified_form(request, form):
-            detail = "X-Twilio-Signature is missing or does not match."
-            return web.json_response({"code": "invalid_signature", "detail": detail}, status=403)
+        form = await self.checked_form(request)
+        if isinstance(form, web.Response):
+            return form
         sid, status = form.get("MessageSid", ""), form.get("MessageStatus", "")
         if not sid.isalnum() or not status.isalpha():
             return web.json_response({"code": "invalid_status",
@@ -253,11 +258,6 @@ async def _form(request: web.Request) -> dict[str, str] | None:
         return {k: str(v) for k, v in (await request.post()).items()}
     except (ValueError, LookupError, UnicodeDecodeError):
         return None
-
-
-def _bad_form() -> web.Response:
-    detail = "The body is not a readable form."
-    return web.json_response({"code": "invalid_form", "detail": detail}, status=400)
 
 
 def _log_failure(task: asyncio.Future[None]) -> None:

@@ -17,7 +17,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -29,7 +28,8 @@ from twilio.request_validator import RequestValidator
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from gateway.embedded_redis import EmbeddedRedis, free_port  # noqa: E402
+from gateway.embedded_redis import free_port  # noqa: E402
+from tests.bench.harness import run_against_redis  # noqa: E402
 from tests.readiness import wait_until_ready  # noqa: E402
 
 TOKEN = "0123456789abcdef0123456789abcdef"
@@ -124,13 +124,7 @@ def main() -> None:
     parser.add_argument("--numbers", type=int, default=100)
     parser.add_argument("--messages", type=int, default=10)
     args = parser.parse_args()
-    url = os.environ.get("REDIS_URL")
-    if url:
-        result = asyncio.run(run(args, url))
-    else:
-        with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(Path(tmp), persistent=False) as server:
-            result = asyncio.run(run(args, server.url))
-    print(json.dumps(result, indent=2))
+    print(json.dumps(run_against_redis(lambda url: run(args, url)), indent=2))
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -29,7 +28,8 @@ import redis.asyncio as aioredis
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from gateway.embedded_redis import EmbeddedRedis, free_port  # noqa: E402
+from gateway.embedded_redis import free_port  # noqa: E402
+from tests.bench.harness import run_against_redis  # noqa: E402
 from tests.readiness import wait_until_ready  # noqa: E402
 
 QUESTIONS = ["Where is my order?", "how much is shipping", "can I return an item", "reset my password",
@@ -120,13 +120,7 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=200)
     parser.add_argument("--messages", type=int, default=10, help="messages per session")
     args = parser.parse_args()
-    url = os.environ.get("REDIS_URL")
-    if url:
-        result = asyncio.run(run(args, url))
-    else:
-        with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(Path(tmp), persistent=False) as server:
-            result = asyncio.run(run(args, server.url))
-    print(json.dumps(result, indent=2))
+    print(json.dumps(run_against_redis(lambda url: run(args, url)), indent=2))
 
 
 if __name__ == "__main__":
