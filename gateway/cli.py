@@ -14,6 +14,7 @@ from channels.twilio_messaging.form import FormError, e164
 from gateway import rules_cli
 from gateway.app import create_app
 from gateway.embedded_redis import EmbeddedRedisError
+from gateway.gc_tuning import tune_garbage_collection
 from gateway.logs import configure_logging
 from gateway.redis_target import redis_target
 from gateway.settings import ConfigError, Settings, load_settings
@@ -40,6 +41,7 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
     port = args.port or settings.port
     with redis_target(settings) as target:
         app = create_app(settings.model_copy(update={"redis_url": target.url}))
+        app.on_startup.append(tune_garbage_collection)
         shown = "localhost" if host in {"127.0.0.1", "0.0.0.0"} else host  # noqa: S104 - display only
         print(f"handoff-gateway on http://{shown}:{port}  (Redis: {target.description}; bot: {settings.bot}; "
               f"rules: {rules.version})", file=sys.stderr, flush=True)

@@ -215,7 +215,7 @@ class Pipeline:
                 "last_intent": turn.intent or "",
                 "last_confidence": turn.confidence,
                 "signals": decision.signals,
-            }, allowed_from=[ConversationState.BOT])
+            }, allowed_from=[ConversationState.BOT], snapshot=conversation)
         except TransitionRefused as exc:
             log.info("bot.reply_dropped", current=exc.current)
             return None

@@ -1,11 +1,13 @@
 """The Redis store of conversations: a state hash plus a transcript stream per conversation.
 
 Every write is one Lua script over keys of one hash tag (one round trip, atomic, Cluster-safe); every read
-that needs two keys is one pipeline.
+that needs two keys is one pipeline. The hot steps go through a batcher, so under load the steps of many
+conversations share round trips (sessions/batching.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -20,6 +22,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
+from sessions.batching import RedisBatcher
 from sessions.keys import Keys
 from sessions.models import (
     ALLOWED_TRANSITIONS,
@@ -32,6 +35,7 @@ from sessions.models import (
 )
 
 _JSON_FIELDS = ("customer", "tags", "signals", "handoff", "notes")
+_JSON_FIELD_NAMES = " ".join(_JSON_FIELDS)
 
 
 class ConversationNotFound(LookupError):
@@ -121,6 +125,9 @@ class ConversationStore:
         self._append: AsyncScript = redis.register_script(_script("append_message"))
         self._transition: AsyncScript = redis.register_script(_script("transition"))
         self._append_and_move: AsyncScript = redis.register_script(_script("append_and_move"))
+        self._record: AsyncScript = redis.register_script(_script("record_event"))
+        # The hot steps (a message in, a reply out, a conversation opened) share pipelines under load.
+        self.batcher = RedisBatcher(redis)
 
     # -- conversations -------------------------------------------------------------------------------
     async def create(
@@ -138,14 +145,14 @@ class ConversationStore:
         event = ConversationEvent(type="conversation.created", conversation_id=conversation.id,
                                   data={"channel": channel, "customer_id": customer.id})
         keys = self.keys
-        async with self.redis.pipeline(transaction=False) as pipe:
-            await self._create(
-                keys=[keys.conversation(conversation.id), keys.events(conversation.id)],
-                args=[self.ttl_ms, event.model_dump_json(), *_encode_fields(state)],
-                client=pipe,
-            )
-            pipe.zadd(keys.conversation_index(), {conversation.id: conversation.created_at.timestamp()})
-            await pipe.execute()
+        # Issued together, so they share one round trip.
+        cid = conversation.id
+        await asyncio.gather(
+            self.batcher.script(self._create, [keys.conversation(cid), keys.events(cid)],
+                                [self.ttl_ms, event.model_dump_json(), *_encode_fields(state)]),
+            self.batcher.command("ZADD", keys.conversation_index(), conversation.created_at.timestamp(),
+                                 conversation.id),
+        )
         return NewConversation(conversation, f"{conversation.id}.{secret}")
 
     async def get(self, conversation_id: str) -> Conversation:
@@ -211,14 +218,16 @@ class ConversationStore:
         cid = message.conversation_id
         keys = self.keys
         ext_key = keys.external_id(cid, external_id) if external_id else keys.external_id(cid, "-")
-        result = await self._append(
-            keys=[keys.conversation(cid), keys.transcript(cid), keys.events(cid), ext_key],
-            args=[
+        result = await self.batcher.script(
+            self._append,
+            [keys.conversation(cid), keys.transcript(cid), keys.events(cid), ext_key],
+            [
                 self.ttl_ms,
                 message.model_dump_json(exclude={"id"}),
                 keys.live_channel(cid),
                 "1" if external_id else "0",
                 utcnow().isoformat(),
+                _JSON_FIELD_NAMES,
                 *_encode_fields(updates or {}),
             ],
         )
@@ -226,7 +235,7 @@ class ConversationStore:
             raise ConversationNotFound(cid)
         message_id, duplicate, state = result
         stored = message.model_copy(update={"id": _decode(message_id)})
-        return AppendResult(stored, bool(duplicate), conversation_from_hash(state))
+        return AppendResult(stored, bool(duplicate), Conversation.model_validate_json(state))
 
     async def append_and_move(
         self,
@@ -235,24 +244,31 @@ class ConversationStore:
         events: Sequence[ConversationEvent],
         updates: Mapping[str, Any] | None = None,
         allowed_from: Iterable[ConversationState] = (),
+        *,
+        snapshot: Conversation | None = None,
     ) -> AppendResult:
         """Append a message and change state in one atomic step (a handoff and its announcement).
 
         Raises TransitionRefused, writing nothing, when the conversation is no longer in ``allowed_from``
-        (another instance handed it off first, say).
+        (another instance handed it off first, say). With ``snapshot`` (the conversation as the caller last
+        read it) the result is that snapshot with this step applied and Redis does not send the whole state
+        back: cheaper, for callers that only need what they changed.
         """
         cid = message.conversation_id
         keys = self.keys
-        result = await self._append_and_move(
-            keys=[keys.conversation(cid), keys.transcript(cid), keys.events(cid)],
-            args=[
+        now = utcnow()
+        result = await self.batcher.script(
+            self._append_and_move,
+            [keys.conversation(cid), keys.transcript(cid), keys.events(cid)],
+            [
                 self.ttl_ms,
                 message.model_dump_json(exclude={"id"}),
                 keys.live_channel(cid),
-                utcnow().isoformat(),
+                now.isoformat(),
                 " ".join(s.value for s in allowed_from),
                 to.value,
                 len(events),
+                "0" if snapshot is not None else "1",
                 *(e.model_dump_json() for e in events),
                 *_encode_fields(updates or {}),
             ],
@@ -261,9 +277,13 @@ class ConversationStore:
             raise ConversationNotFound(cid)
         if int(result[0]) == 0:
             raise TransitionRefused(cid, _decode(result[1]), to.value)
-        _, message_id, state = result
-        stored = message.model_copy(update={"id": _decode(message_id)})
-        return AppendResult(stored, False, conversation_from_hash(state))
+        stored = message.model_copy(update={"id": _decode(result[1])})
+        if snapshot is not None:
+            changed = {k: None if v == "" else v for k, v in (updates or {}).items()}  # "" clears a field
+            conversation = snapshot.model_copy(update={**changed, "state": to, "updated_at": now})
+        else:
+            conversation = conversation_from_hash(result[2])
+        return AppendResult(stored, False, conversation)
 
     async def transcript(self, conversation_id: str, after: str | None = None) -> list[Message]:
         start = f"({after}" if after else "-"
@@ -300,13 +320,18 @@ class ConversationStore:
         if int(result[0]) == 0:
             raise TransitionRefused(conversation_id, _decode(result[1]), to.value)
 
-    async def record(self, conversation_id: str, event: ConversationEvent) -> None:
-        """Add an event to the conversation's record (a failed delivery, say) and tell live readers."""
+    async def record(
+        self, conversation_id: str, event: ConversationEvent, updates: Mapping[str, Any] | None = None
+    ) -> bool:
+        """Add an event to the conversation's record (a failed delivery, say), set ``updates`` on it in the
+        same step, and tell live readers. False, writing nothing, when the conversation has expired."""
         payload = event.model_dump_json()
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.xadd(self.keys.events(conversation_id), {"e": payload})
-            pipe.publish(self.keys.live_channel(conversation_id), "event\n" + payload)
-            await pipe.execute()
+        keys = self.keys
+        result = await self._record(
+            keys=[keys.conversation(conversation_id), keys.events(conversation_id)],
+            args=[keys.live_channel(conversation_id), payload, *_encode_fields(updates or {})],
+        )
+        return bool(result)
 
     async def signal(self, conversation_id: str, event: ConversationEvent) -> None:
         """A live-only event (someone is typing): published to the conversation's readers, never stored."""

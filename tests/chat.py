@@ -65,12 +65,17 @@ class ChatClient:
         assert len(notices) == 1, frames
         return notices[0], frames[-1]
 
-    async def assert_silent(self, seconds: float = 0.3) -> None:
-        try:
-            frame = await self.ws.receive_json(timeout=seconds)
-        except TimeoutError:
-            return
-        raise AssertionError(f"unexpected frame {frame}")
+    async def assert_silent(self, seconds: float = 0.3, *, ignoring: Any = None) -> None:
+        """No frame for ``seconds``, except those ``ignoring(frame)`` accepts."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while (left := deadline - loop.time()) > 0:
+            try:
+                frame = await self.ws.receive_json(timeout=left)
+            except TimeoutError:
+                return
+            if ignoring is None or not ignoring(frame):
+                raise AssertionError(f"unexpected frame {frame}")
 
 
 async def connect(

@@ -244,9 +244,38 @@ async def test_stop_opts_a_number_out_until_start_and_help_answers(
     transcript = [m.text for m in await store.transcript(cid)]
     assert " Stop " in transcript  # the agent sees what the customer sent
 
+    status, _, body = await post(http, base, sms_form("HELP"))  # opted out: not even the help text
+    assert status == 200 and body.endswith("<Response />")
+
     await post(http, base, sms_form("START"))
     await agent.call("POST", f"/api/conversations/{cid}/messages", {"text": "Welcome back."})
     assert twilio_api.sent[-1]["Body"] == "Welcome back."
+    status, _, body = await post(http, base, sms_form("HELP"))
+    assert "Reply STOP to opt out" in body
+
+
+async def test_an_opted_out_number_gets_no_bot_answer_in_a_new_conversation_either(
+    start_gateway: Any, http: aiohttp.ClientSession, redis: Redis, namespace: str
+) -> None:
+    base = await start(start_gateway)
+    number = "+14155550179"
+    status, _, body = await post(http, base, sms_form("where is my order", sender=number))
+    assert "Account &gt; Orders" in body
+    await post(http, base, sms_form("STOP", sender=number))
+    status, _, body = await post(http, base, sms_form("where is my order", sender=number))
+    assert status == 200 and body.endswith("<Response />")  # stored for the agents, never answered
+
+    store, keys = ConversationStore(redis, Keys(namespace), 60), Keys(namespace)
+    [old] = await store.recent()
+    await redis.delete(keys.conversation(old), keys.transcript(old))  # as if it had expired
+    status, _, body = await post(http, base, sms_form("how much is shipping", sender=number))
+    assert status == 200 and body.endswith("<Response />")
+    newest = (await store.recent(1))[0]
+    assert newest != old and (await store.get(newest)).opted_out_at is not None
+
+    await post(http, base, sms_form("START", sender=number))
+    status, _, body = await post(http, base, sms_form("how much is shipping", sender=number))
+    assert "shipping" in body.lower() and (await store.get(newest)).opted_out_at is None
 
 
 async def test_whatsapp_outside_the_24_hour_window_uses_the_template_or_refuses(
@@ -375,6 +404,28 @@ async def test_a_number_whose_conversation_expired_starts_a_new_one(
     assert status == 200 and "Account &gt; Orders" in body
     newest = (await store.recent(1))[0]
     assert newest != old and (await store.get(newest)).channel == "sms"
+
+
+async def test_an_instance_follows_a_number_to_the_conversation_another_instance_opened(
+    start_gateway: Any, http: aiohttp.ClientSession, redis: Redis, namespace: str
+) -> None:
+    """Each instance remembers which conversation a number writes to; once that one has expired and another
+    instance has opened the next, the first writes to that one too, rather than opening a third."""
+    first, second = await start(start_gateway), await start(start_gateway)
+    number = "+14155550181"
+    await post(http, first, sms_form("hi", sender=number))
+    store, keys = ConversationStore(redis, Keys(namespace), 60), Keys(namespace)
+    [old] = await store.recent()
+    await redis.delete(keys.conversation(old), keys.transcript(old))  # as if it had expired
+    await post(http, second, sms_form("where is my order", sender=number))
+    status, _, body = await post(http, first, sms_form("how much is shipping", sender=number))
+    assert status == 200 and "shipping" in body.lower()
+
+    ids = await store.recent()
+    assert len(ids) == 2 and old in ids  # the expired one (still indexed) and exactly one new one
+    [new] = [cid for cid in ids if cid != old]
+    texts = [m.text for m in await store.transcript(new) if m.sender.value == "customer"]
+    assert texts == ["where is my order", "how much is shipping"]
 
 
 async def test_a_customer_waiting_by_sms_gets_one_text_about_the_queue_not_a_stream(

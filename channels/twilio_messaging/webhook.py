@@ -24,11 +24,12 @@ from twilio.twiml.messaging_response import MessagingResponse
 from channels.base import InboundSink
 from channels.twilio_messaging.adapter import OptOuts, ReplyCollector, sid_key
 from channels.twilio_messaging.form import FormError, InboundText, parse_inbound
+from channels.twilio_messaging.numbers import RecentConversations
 from channels.twilio_messaging.rules import HELP, OPT_IN, OPT_OUT, keyword, split_message
 from sessions.customers import CustomerStore
 from sessions.keys import Keys
 from sessions.models import ConversationEvent, Identity, InboundMessage, utcnow
-from sessions.store import AppendResult, ConversationNotFound, ConversationStore
+from sessions.store import AppendResult, ConversationNotFound, ConversationStore, decode_text
 
 log = structlog.get_logger(__name__)
 
@@ -72,6 +73,7 @@ class MessagingWebhook:
         self.collector = collector
         self.optouts = optouts
         self._compare_and_delete: AsyncScript = redis.register_script(_COMPARE_AND_DELETE)
+        self._recent = RecentConversations(store.ttl_ms // 1000)
 
     def verified_form(self, request: web.Request, form: dict[str, str]) -> bool:
         url = self.config.public_url.rstrip("/") + request.raw_path
@@ -105,29 +107,21 @@ class MessagingWebhook:
         except FormError as exc:
             return web.json_response({"code": exc.code, "detail": exc.detail}, status=400)
         structlog.contextvars.bind_contextvars(message_sid=inbound.message_sid, channel=inbound.channel)
-        # One round trip for both: the open conversation of this number, and whether it opted out.
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.get(self._conversation_key(inbound))
-            pipe.exists(self.optouts.key(inbound.channel, inbound.sender))
-            pipe.expire(self._conversation_key(inbound), self.store.ttl_ms // 1000)  # lives as long as it
-            existing, opted, _ = await pipe.execute()
-        cid = existing.decode() if isinstance(existing, bytes) else existing
-        opted_out = inbound.channel == "sms" and bool(opted)
-        word = keyword(inbound.body) if inbound.channel == "sms" else None
         message = InboundMessage(
-            conversation_id=cid or "-", channel=inbound.channel, text=inbound.body,
+            conversation_id=await self._conversation_of(inbound), channel=inbound.channel, text=inbound.body,
             attachments=inbound.attachments, external_id=f"twilio:{inbound.message_sid}",
             channel_metadata={k: v for k, v in (("profile_name", inbound.profile_name),
                                                  ("wa_id", inbound.wa_id)) if v},
         )
-        if cid is None:
-            message = message.model_copy(update={"conversation_id": await self._new_conversation(inbound)})
-        if word is not None or opted_out:
-            return await self._keyword(message, word, inbound, opted_out=opted_out)
         accepted = await self._accept(message, inbound)
         if accepted.duplicate:
             log.info("twilio.retry_ignored")
             return twiml([])
+        if inbound.channel == "sms":
+            opted_out = accepted.conversation.opted_out_at is not None
+            word = keyword(inbound.body)
+            if word is not None or opted_out:
+                return await self._keyword(accepted, word, inbound, opted_out=opted_out)
         async with self.collector.collecting(accepted.conversation.id) as replies:
             turn = asyncio.ensure_future(self.sink.advance(accepted))
             done, _ = await asyncio.wait({turn}, timeout=self.config.reply_budget_seconds)
@@ -178,44 +172,71 @@ class MessagingWebhook:
                 data={"message_id": message_id, "detail": detail, "reason": status, "status": None}))
         log.info("twilio.delivery_status", status=status, message_id=message_id)
 
+    async def _conversation_of(self, inbound: InboundText) -> str:
+        """The conversation this number is writing to: remembered, or read (and its key renewed) in one
+        round trip together with the number's opt-out, or opened."""
+        key = self._conversation_key(inbound)
+        if (cid := self._recent.get(key)) is not None:
+            return cid
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.get(key)
+            pipe.get(self.optouts.key(inbound.channel, inbound.sender))
+            pipe.expire(key, self._recent.key_ttl_seconds)
+            existing, opted, _ = await pipe.execute()
+        if existing is None:
+            cid = await self._new_conversation(inbound, opted_out_at=decode_text(opted) if opted else None)
+        else:
+            cid = decode_text(existing)
+        self._recent.renewed(key, cid)
+        return cid
+
     async def _accept(self, message: InboundMessage, inbound: InboundText) -> AppendResult:
         """Store the message; if its conversation expired since the number last wrote, in a new one.
 
         Two texts of one number can arrive together: both agree on one new conversation (the first to claim
         the number's key opens it), and the second waits the few milliseconds until it exists."""
+        key = self._conversation_key(inbound)
         for attempt in range(_OPEN_ATTEMPTS):
             try:
                 return await self.sink.accept(message)
             except ConversationNotFound:
+                self._recent.forget(key)
+                named = await self.redis.get(key)
+                if named is not None and decode_text(named) != message.conversation_id:
+                    # Another instance already replaced it: write to that one.
+                    message = message.model_copy(update={"conversation_id": decode_text(named)})
+                    continue
                 if attempt < _OPEN_ATTEMPTS // 2:
                     await asyncio.sleep(0.02)  # another request may be opening it right now
                     continue
                 # Still missing: it expired. Forget it (only if the key still names it) and open a new one.
-                await self._forget_if(self._conversation_key(inbound), message.conversation_id)
-                fresh = await self._new_conversation(inbound)
+                await self._forget_if(key, message.conversation_id)
+                opted = await self.redis.get(self.optouts.key(inbound.channel, inbound.sender))
+                opted_at = decode_text(opted) if opted else None
+                fresh = await self._new_conversation(inbound, opted_out_at=opted_at)
                 message = message.model_copy(update={"conversation_id": fresh})
         raise ConversationNotFound(message.conversation_id)
 
     async def _keyword(
-        self, message: InboundMessage, word: str | None, inbound: InboundText, *, opted_out: bool
+        self, accepted: AppendResult, word: str | None, inbound: InboundText, *, opted_out: bool
     ) -> web.Response:
         """STOP, START and HELP are carrier rules, not conversation: kept in the transcript for the agent,
         acted on here, never answered by the bot. An opted-out number gets no answer until START."""
-        accepted = await self._accept(message, inbound)
-        if accepted.duplicate:
-            return twiml([])
         conversation, number = accepted.conversation, inbound.sender
         now = utcnow()
         if word in OPT_OUT:
             await self.optouts.opt_out("sms", number, now)
+            # Also on the conversation, where the next message's append reads it.
             await self.store.record(conversation.id, ConversationEvent(
-                type="sms.opted_out", conversation_id=conversation.id, data={"keyword": word}))
+                type="sms.opted_out", conversation_id=conversation.id, data={"keyword": word}),
+                updates={"opted_out_at": now})
             log.info("sms.opted_out")
             return twiml([])  # Twilio's own opt-out handling confirms it to the customer
         if word in OPT_IN:
             await self.optouts.opt_in("sms", number)
             await self.store.record(conversation.id, ConversationEvent(
-                type="sms.opted_in", conversation_id=conversation.id, data={"keyword": word}))
+                type="sms.opted_in", conversation_id=conversation.id, data={"keyword": word}),
+                updates={"opted_out_at": ""})
             log.info("sms.opted_in")
             return twiml([])
         if word in HELP and not opted_out:
@@ -229,17 +250,19 @@ class MessagingWebhook:
         """Drop the number's key only while it still names the expired conversation (compare and delete)."""
         await self._compare_and_delete(keys=[key], args=[conversation_id])
 
-    async def _new_conversation(self, inbound: InboundText) -> str:
+    async def _new_conversation(self, inbound: InboundText, *, opted_out_at: str | None) -> str:
         """A new conversation for this number on this channel (its customer found, linked or created).
 
-        The id is claimed on the number's key first (SET NX): a concurrent request gets the same id."""
+        The id is claimed on the number's key first (SET NX): a concurrent request gets the same id. A
+        number that opted out earlier stays opted out in it."""
         key = self._conversation_key(inbound)
         cid = uuid.uuid4().hex
-        if not await self.redis.set(key, cid, nx=True, ex=self.store.ttl_ms // 1000):
+        ttl = self._recent.key_ttl_seconds
+        if not await self.redis.set(key, cid, nx=True, ex=ttl):
             existing = await self.redis.get(key)
             if existing is not None:
-                return existing.decode() if isinstance(existing, bytes) else str(existing)
-            await self.redis.set(key, cid, ex=self.store.ttl_ms // 1000)
+                return decode_text(existing)
+            await self.redis.set(key, cid, ex=ttl)
         identity = Identity(channel=inbound.channel, address=inbound.sender)
         profile = {"name": inbound.profile_name} if inbound.profile_name else {}
         customer = None
@@ -248,7 +271,8 @@ class MessagingWebhook:
             customer = await self.customers.link(Identity(channel=other, address=inbound.sender), identity)
         if customer is None:
             customer = await self.customers.resolve(identity, profile, verified=False)
-        await self.store.create(customer, inbound.channel, conversation_id=cid)
+        fields = {"opted_out_at": opted_out_at} if opted_out_at and inbound.channel == "sms" else {}
+        await self.store.create(customer, inbound.channel, conversation_id=cid, **fields)
         return cid
 
 

@@ -2,8 +2,8 @@
 -- announcement and its state change are never seen apart; then notify live readers (message first).
 -- KEYS: state hash, transcript stream, event stream.
 -- ARGV: ttl_ms, message json, live channel, updated_at, allowed-from states (space separated), new state,
---       number of events N, N event jsons, field/value pairs...
--- Returns {1, message id, flat state hash}; {0, current state} when refused; {false} when missing.
+--       number of events N, "1" to return the state hash, N event jsons, field/value pairs...
+-- Returns {1, message id, flat state hash or nothing}; {0, current state} when refused; {false} when missing.
 local current = redis.call('HGET', KEYS[1], 'state')
 if not current then
   return {false}
@@ -17,15 +17,18 @@ if not allowed then
 end
 local n = tonumber(ARGV[7])
 local id = redis.call('XADD', KEYS[2], '*', 'm', ARGV[2])
-redis.call('HSET', KEYS[1], 'state', ARGV[6], 'updated_at', ARGV[4], unpack(ARGV, 8 + n))
+redis.call('HSET', KEYS[1], 'state', ARGV[6], 'updated_at', ARGV[4], unpack(ARGV, 9 + n))
 for i = 1, n do
-  redis.call('XADD', KEYS[3], '*', 'e', ARGV[7 + i])
+  redis.call('XADD', KEYS[3], '*', 'e', ARGV[8 + i])
 end
 for i = 1, 3 do
   redis.call('PEXPIRE', KEYS[i], ARGV[1])
 end
 redis.call('PUBLISH', ARGV[3], id .. '\n' .. ARGV[2])
 for i = 1, n do
-  redis.call('PUBLISH', ARGV[3], 'event\n' .. ARGV[7 + i])
+  redis.call('PUBLISH', ARGV[3], 'event\n' .. ARGV[8 + i])
 end
-return {1, id, redis.call('HGETALL', KEYS[1])}
+if ARGV[8] == '1' then
+  return {1, id, redis.call('HGETALL', KEYS[1])}
+end
+return {1, id}

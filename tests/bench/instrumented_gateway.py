@@ -15,6 +15,7 @@ from aiohttp import web
 from redis.asyncio.connection import Connection
 
 from gateway.app import create_app
+from gateway.gc_tuning import tune_garbage_collection
 from gateway.logs import configure_logging
 from gateway.settings import load_settings
 
@@ -36,6 +37,7 @@ def main() -> None:
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
     app = create_app(settings)
+    app.on_startup.append(tune_garbage_collection)  # as `handoff-gateway run` does
     app.router.add_get("/bench/redis-roundtrips", _round_trips)
     web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
 

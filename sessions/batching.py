@@ -1,0 +1,116 @@
+"""Redis calls made in the same event-loop turn go out together, as one pipeline.
+
+Under load many conversations' steps are in flight at once, and a redis-py call costs the client far more
+CPU than Redis spends on the command: taking a pooled connection, its retry and observability wrappers,
+one socket write and one wake-up per reply. Calls that reach the batcher in the same loop turn share all of
+that: one connection, one write, one read loop (tests/bench/README.md has the figures). A lone call goes out
+at the end of the turn it was made in, so nothing ever waits for company and no timer is involved.
+
+Each caller still gets its own result or its own error. Scripts are sent as EVALSHA; a server that lost
+them (a restart, SCRIPT FLUSH) answers NOSCRIPT without running anything, so those are loaded and sent once
+more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
+
+log = structlog.get_logger(__name__)
+
+MAX_BATCH = 128
+
+
+@dataclass(slots=True)
+class _Call:
+    args: tuple[Any, ...]
+    script: AsyncScript | None
+    future: asyncio.Future[Any]
+
+
+class RedisBatcher:
+    def __init__(self, redis: Redis, max_batch: int = MAX_BATCH) -> None:
+        self.redis = redis
+        self.max_batch = max_batch
+        self._pending: list[_Call] = []
+        self._flushing: set[asyncio.Task[None]] = set()
+        self.batches = 0  # how many pipelines were sent, for the benchmarks
+        self.calls = 0
+
+    def command(self, *args: Any) -> asyncio.Future[Any]:
+        """One Redis command, e.g. ``await command("ZADD", key, score, member)``. Queued when called, so
+        calls made one after another without awaiting in between are certain to share a pipeline."""
+        return self._submit(args, None)
+
+    def script(self, script: AsyncScript, keys: Sequence[str], args: Sequence[Any]) -> asyncio.Future[Any]:
+        """One registered script's call, with the same keys and arguments as ``script(keys=, args=)``."""
+        return self._submit(("EVALSHA", script.sha, len(keys), *keys, *args), script)
+
+    def _submit(self, args: tuple[Any, ...], script: AsyncScript | None) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        call = _Call(args, script, loop.create_future())
+        if not self._pending:
+            loop.call_soon(self._flush)
+        self._pending.append(call)
+        return call.future
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, []
+        for start in range(0, len(pending), self.max_batch):
+            task = asyncio.get_running_loop().create_task(self._send(pending[start:start + self.max_batch]))
+            self._flushing.add(task)
+            task.add_done_callback(self._flushing.discard)
+
+    async def _send(self, batch: list[_Call], *, reloaded: bool = False) -> None:
+        self.batches += 1
+        self.calls += len(batch)
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for call in batch:
+                    pipe.execute_command(*call.args)
+                results = await pipe.execute(raise_on_error=False)
+        except BaseException as exc:  # the connection failed (or we are shutting down): tell every caller
+            failure = exc if isinstance(exc, Exception) else ConnectionError("the gateway is shutting down")
+            for call in batch:
+                if not call.future.done():
+                    call.future.set_exception(failure)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        missing: list[_Call] = []
+        for call, result in zip(batch, results, strict=True):
+            if call.future.done():  # the caller was cancelled meanwhile
+                continue
+            if isinstance(result, NoScriptError) and call.script is not None and not reloaded:
+                missing.append(call)
+            elif isinstance(result, Exception):
+                call.future.set_exception(result)
+            else:
+                call.future.set_result(result)
+        if missing:
+            await self._reload_and_resend(missing)
+
+    async def _reload_and_resend(self, calls: list[_Call]) -> None:
+        scripts = {call.script.sha: call.script for call in calls if call.script is not None}
+        try:
+            for script in scripts.values():
+                await self.redis.script_load(script.script)
+        except Exception as exc:
+            for call in calls:
+                if not call.future.done():
+                    call.future.set_exception(exc)
+            return
+        log.info("redis.scripts_reloaded", scripts=len(scripts))
+        await self._send(calls, reloaded=True)
+
+    async def aclose(self) -> None:
+        """Wait for what is already on its way."""
+        if self._flushing:
+            await asyncio.gather(*self._flushing, return_exceptions=True)

@@ -1,0 +1,68 @@
+"""Redis calls made together share one pipeline, and every caller still gets its own answer or error."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+
+from gateway.embedded_redis import free_port
+from sessions.batching import RedisBatcher
+
+
+async def test_calls_made_together_share_one_pipeline_and_each_gets_its_own_answer(
+    redis: Redis, namespace: str
+) -> None:
+    batcher = RedisBatcher(redis)
+    keys = [f"{namespace}:counter:{i}" for i in range(40)]
+    await redis.set(keys[0], 41)
+
+    results = await asyncio.gather(*(batcher.command("INCR", key) for key in keys))
+
+    assert results == [42] + [1] * 39
+    assert batcher.batches == 1 and batcher.calls == 40
+    single = await batcher.command("GET", keys[0])  # a lone call still goes out at once
+    assert single == b"42" and batcher.batches == 2
+
+
+async def test_a_failing_command_fails_only_its_own_caller(redis: Redis, namespace: str) -> None:
+    batcher = RedisBatcher(redis)
+    await redis.set(f"{namespace}:text", "not a number")
+    good, bad, also_good = await asyncio.gather(
+        batcher.command("INCR", f"{namespace}:a"),
+        batcher.command("INCR", f"{namespace}:text"),
+        batcher.command("INCR", f"{namespace}:b"),
+        return_exceptions=True,
+    )
+    assert good == 1 and also_good == 1
+    assert isinstance(bad, ResponseError) and "not an integer" in str(bad)
+    assert await redis.get(f"{namespace}:text") == b"not a number"
+
+
+async def test_a_script_redis_does_not_know_yet_is_loaded_and_run_once(redis: Redis, namespace: str) -> None:
+    # A body no other test uses, so Redis has never seen it (as after a restart or SCRIPT FLUSH).
+    body = f"-- {uuid.uuid4().hex}\nreturn redis.call('INCR', KEYS[1])"
+    script = redis.register_script(body)
+    batcher = RedisBatcher(redis)
+    key = f"{namespace}:script-counter"
+
+    first, second = await asyncio.gather(batcher.script(script, [key], []), batcher.script(script, [key], []))
+
+    assert sorted([first, second]) == [1, 2]
+    assert await redis.get(key) == b"2"  # each call ran exactly once
+    assert await redis.script_exists(script.sha) == [True]
+
+
+async def test_when_redis_is_unreachable_every_caller_gets_the_error() -> None:
+    unreachable = Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=0.5, retry=None)
+    batcher = RedisBatcher(unreachable)
+    results = await asyncio.gather(batcher.command("GET", "a"), batcher.command("GET", "b"),
+                                   return_exceptions=True)
+    assert all(isinstance(r, RedisConnectionError) for r in results)
+    with pytest.raises(RedisConnectionError):
+        await batcher.command("GET", "c")  # and the batcher still works for the next calls
+    await unreachable.aclose()
