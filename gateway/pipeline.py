@@ -172,7 +172,8 @@ class Pipeline:
             log.exception("bot.crashed", bot=self.bot.name)
             turn = BotTurn(text="Sorry, something went wrong on my side. Please try again.", fallback=True)
         rules = self.rules.rules
-        inp = TurnInput(conversation, message.text, turn, self.rules.signals.read(message.text), self.clock())
+        said = self.rules.signals.read(message.text, conversation.signals.language)
+        inp = TurnInput(conversation, message.text, turn, said, self.clock())
         decision = decide(inp, rules)
         if overflow_queues := needs_load(decision, rules):
             load = await self.queues.load(overflow_queues)

@@ -83,9 +83,8 @@ def outcome_of(
 ) -> Outcome:
     conversation = start
     for number, (message, turn) in enumerate(pairs, start=1):
-        decision: Decision = decide(
-            TurnInput(conversation, message.text, turn, signals.read(message.text), message.ts), rules
-        )
+        said = signals.read(message.text, conversation.signals.language)
+        decision: Decision = decide(TurnInput(conversation, message.text, turn, said, message.ts), rules)
         if decision.leaves_bot:
             assert decision.trigger is not None and decision.route is not None
             return Outcome(True, number, decision.trigger.reason, decision.route.queue, decision.route.mode)

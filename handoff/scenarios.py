@@ -138,7 +138,8 @@ def run_scenario(
         said = turn.bot
         bot = BotTurn(text=said.text, intent=said.intent, confidence=said.confidence, fallback=said.fallback,
                       resolved=said.resolved, family=said.family or families.get(said.intent or ""))
-        decision = decide(TurnInput(conversation, turn.say, bot, signals.read(turn.say), now), rules, load)
+        read = signals.read(turn.say, conversation.signals.language)
+        decision = decide(TurnInput(conversation, turn.say, bot, read, now), rules, load)
         outcome.decisions.append(decision)
         if turn.expect is not None:
             failures = _compare(turn.expect, decision)

@@ -77,8 +77,12 @@ class SignalReader:
         self.sentiment = sentiment
         self.language = language
 
-    def read(self, text: str) -> MessageSignals:
-        return MessageSignals(round(self.sentiment.score(text), 4), self.language.detect(text))
+    def read(self, text: str, known_language: str | None = None) -> MessageSignals:
+        """``known_language``: what the conversation was already detected to be written in. It stays: one
+        mixed message ("Danke, where is my order?") does not flip the conversation's locale, and the
+        detector, the dearest step here, runs only until a conversation has a language."""
+        language = known_language or self.language.detect(text)
+        return MessageSignals(round(self.sentiment.score(text), 4), language)
 
 
 def default_signal_reader(locales: Iterable[str]) -> SignalReader:

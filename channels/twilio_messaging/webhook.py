@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import hmac
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import structlog
 from aiohttp import web
@@ -75,24 +76,29 @@ class MessagingWebhook:
         self._compare_and_delete: AsyncScript = redis.register_script(_COMPARE_AND_DELETE)
         self._recent = RecentConversations(store.ttl_ms // 1000)
 
-    def verified_form(self, request: web.Request, form: dict[str, str]) -> bool:
+    def verified_form(self, request: web.Request, posted: Mapping[str, str]) -> bool:
+        """Whether Twilio signed exactly this form. ``posted`` is best the multidict aiohttp parsed: the
+        validator reads every value of a repeated field from it (as Twilio signs them), and directly."""
         url = self.config.public_url.rstrip("/") + request.raw_path
         signature = request.headers.get("X-Twilio-Signature", "")
         if not signature:
             return False
         # The exact URL first (one HMAC); the validator's full check also tries the URL with and without
         # the default port, as Twilio may sign either.
-        if hmac.compare_digest(self.validator.compute_signature(url, form), signature):
+        if hmac.compare_digest(self.validator.compute_signature(url, posted), signature):
             return True
-        return bool(self.validator.validate(url, form, signature))
+        return bool(self.validator.validate(url, posted, signature))
 
     async def checked_form(self, request: web.Request) -> dict[str, str] | web.Response:
         """The form Twilio posted, or the 400/403 answer when it is unreadable or not signed by Twilio."""
-        form = await _form(request)
-        if form is None:
+        try:
+            posted = await request.post()
+        except (ValueError, LookupError, UnicodeDecodeError):  # a bad charset, a broken multipart body
             detail = "The body is not a readable form."
             return web.json_response({"code": "invalid_form", "detail": detail}, status=400)
-        if not self.verified_form(request, form):
+        form = {k: str(v) for k, v in posted.items()}
+        texts_only = all(isinstance(v, str) for v in posted.values())  # Twilio never uploads files
+        if not self.verified_form(request, cast("Mapping[str, str]", posted) if texts_only else form):
             log.warning("twilio.signature_refused")
             detail = "X-Twilio-Signature is missing or does not match."
             return web.json_response({"code": "invalid_signature", "detail": detail}, status=403)
@@ -274,14 +280,6 @@ class MessagingWebhook:
         fields = {"opted_out_at": opted_out_at} if opted_out_at and inbound.channel == "sms" else {}
         await self.store.create(customer, inbound.channel, conversation_id=cid, **fields)
         return cid
-
-
-async def _form(request: web.Request) -> dict[str, str] | None:
-    """The posted form, or None when it cannot be read (a bad charset, a broken multipart body)."""
-    try:
-        return {k: str(v) for k, v in (await request.post()).items()}
-    except (ValueError, LookupError, UnicodeDecodeError):
-        return None
 
 
 def _log_failure(task: asyncio.Future[None]) -> None:
