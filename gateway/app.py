@@ -42,6 +42,7 @@ from handoff.offers import Dispatcher
 from handoff.problems import RulesError
 from handoff.queues import QueueStore
 from handoff.sla import QueueUpdates
+from sessions.batching import RedisBatcher
 from sessions.customers import CustomerStore
 from sessions.jobs import Job, JobQueue, JobRunner
 from sessions.keys import Keys
@@ -66,8 +67,9 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     keys = Keys(settings.redis_namespace)
     ttl = settings.conversation_ttl_seconds
     app[appkeys.REDIS] = redis
-    app[appkeys.STORE] = ConversationStore(redis, keys, ttl)
-    app[appkeys.CUSTOMERS] = CustomerStore(redis, keys, ttl)
+    batcher = RedisBatcher(redis)  # one per process: every hot step made in one loop turn shares a pipeline
+    app[appkeys.STORE] = ConversationStore(redis, keys, ttl, batcher=batcher)
+    app[appkeys.CUSTOMERS] = CustomerStore(redis, keys, ttl, batcher=batcher)
     app[appkeys.QUEUES] = QueueStore(redis, keys)
     app[appkeys.AGENTS] = AgentStore(redis, keys)
     app[appkeys.DESK] = Desk(redis=redis, keys=keys, store=app[appkeys.STORE], agents=app[appkeys.AGENTS],

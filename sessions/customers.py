@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Mapping
 
 from redis.asyncio import Redis
 
+from sessions.batching import RedisBatcher
 from sessions.keys import Keys
 from sessions.models import PROFILE_FIELDS, Customer, Identity
+from sessions.store import decode_text
 
 
 class CustomerStore:
-    def __init__(self, redis: Redis, keys: Keys, ttl_seconds: int) -> None:
+    def __init__(
+        self, redis: Redis, keys: Keys, ttl_seconds: int, *, batcher: RedisBatcher | None = None
+    ) -> None:
         self.redis = redis
         self.keys = keys
         self.ttl_seconds = ttl_seconds
+        # Finding or creating the customer is on the way of every new conversation: it shares pipelines.
+        self.batcher = batcher or RedisBatcher(redis)
 
     async def resolve(
         self,
@@ -29,27 +36,25 @@ class CustomerStore:
         visitor cannot promote themselves by editing the page.
         """
         customer: Customer | None = None
+        batch = self.batcher
         if identity is not None:
-            customer_id = await self.redis.get(self.keys.identity(identity.channel, identity.address))
+            customer_id = await batch.command("GET", self.keys.identity(identity.channel, identity.address))
             if customer_id is not None:
-                customer = await self._load(
-                    customer_id.decode() if isinstance(customer_id, bytes) else customer_id
-                )
+                customer = await self._load(decode_text(customer_id))
         if customer is None:
             customer = Customer(id=uuid.uuid4().hex, identities=[identity] if identity else [])
             if identity is not None:
-                claimed = await self.redis.set(
-                    self.keys.identity(identity.channel, identity.address), customer.id,
-                    nx=True, ex=self.ttl_seconds,
-                )
+                claimed = await batch.command("SET", self.keys.identity(identity.channel, identity.address),
+                                              customer.id, "NX", "EX", self.ttl_seconds)
                 if not claimed:  # another request created this customer first: use theirs
                     return await self.resolve(identity, profile, verified)
         _apply_profile(customer, profile, verified)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.set(self.keys.customer(customer.id), customer.model_dump_json(), ex=self.ttl_seconds)
-            if identity is not None:
-                pipe.expire(self.keys.identity(identity.channel, identity.address), self.ttl_seconds)
-            await pipe.execute()
+        stored = [batch.command("SET", self.keys.customer(customer.id), customer.model_dump_json(),
+                                "EX", self.ttl_seconds)]
+        if identity is not None:
+            stored.append(batch.command("EXPIRE", self.keys.identity(identity.channel, identity.address),
+                                        self.ttl_seconds))
+        await asyncio.gather(*stored)  # one round trip
         return customer
 
     async def link(self, known: Identity, new: Identity) -> Customer | None:
@@ -58,7 +63,7 @@ class CustomerStore:
         customer_id = await self.redis.get(self.keys.identity(known.channel, known.address))
         if customer_id is None:
             return None
-        customer = await self._load(customer_id.decode() if isinstance(customer_id, bytes) else customer_id)
+        customer = await self._load(decode_text(customer_id))
         if customer is None:
             return None
         if new not in customer.identities:
@@ -70,7 +75,7 @@ class CustomerStore:
         return customer
 
     async def _load(self, customer_id: str) -> Customer | None:
-        raw = await self.redis.get(self.keys.customer(customer_id))
+        raw = await self.batcher.command("GET", self.keys.customer(customer_id))
         return Customer.model_validate_json(raw) if raw else None
 
     async def get(self, customer_id: str) -> Customer | None:

@@ -117,7 +117,9 @@ def message_from_entry(entry_id: Any, payload: Any) -> Message:
 class ConversationStore:
     """Conversations and transcripts in Redis. Time to live is a constructor argument, not a global."""
 
-    def __init__(self, redis: Redis, keys: Keys, ttl_seconds: int) -> None:
+    def __init__(
+        self, redis: Redis, keys: Keys, ttl_seconds: int, *, batcher: RedisBatcher | None = None
+    ) -> None:
         self.redis = redis
         self.keys = keys
         self.ttl_ms = ttl_seconds * 1000
@@ -127,7 +129,7 @@ class ConversationStore:
         self._append_and_move: AsyncScript = redis.register_script(_script("append_and_move"))
         self._record: AsyncScript = redis.register_script(_script("record_event"))
         # The hot steps (a message in, a reply out, a conversation opened) share pipelines under load.
-        self.batcher = RedisBatcher(redis)
+        self.batcher = batcher or RedisBatcher(redis)
 
     # -- conversations -------------------------------------------------------------------------------
     async def create(

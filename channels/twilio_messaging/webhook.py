@@ -184,11 +184,11 @@ class MessagingWebhook:
         key = self._conversation_key(inbound)
         if (cid := self._recent.get(key)) is not None:
             return cid
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.get(key)
-            pipe.get(self.optouts.key(inbound.channel, inbound.sender))
-            pipe.expire(key, self._recent.key_ttl_seconds)
-            existing, opted, _ = await pipe.execute()
+        batch = self.store.batcher
+        existing, opted, _ = await asyncio.gather(  # one round trip, shared with other texts under load
+            batch.command("GET", key),
+            batch.command("GET", self.optouts.key(inbound.channel, inbound.sender)),
+            batch.command("EXPIRE", key, self._recent.key_ttl_seconds))
         if existing is None:
             cid = await self._new_conversation(inbound, opted_out_at=decode_text(opted) if opted else None)
         else:
@@ -264,7 +264,7 @@ class MessagingWebhook:
         key = self._conversation_key(inbound)
         cid = uuid.uuid4().hex
         ttl = self._recent.key_ttl_seconds
-        if not await self.redis.set(key, cid, nx=True, ex=ttl):
+        if not await self.store.batcher.command("SET", key, cid, "NX", "EX", ttl):
             existing = await self.redis.get(key)
             if existing is not None:
                 return decode_text(existing)
