@@ -241,7 +241,8 @@ async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
     if settings.public_url is not None and settings.twilio_auth_token is not None:
         messaging = MessagingWebhook(
             MessagingConfig(str(settings.public_url), settings.twilio_auth_token.get_secret_value(),
-                            help_text=settings.sms_help_text, link_channels=settings.link_sms_and_whatsapp),
+                            help_text=settings.sms_help_text, link_channels=settings.link_sms_and_whatsapp,
+                            reply_budget_seconds=settings.twilio_reply_budget_seconds),
             redis=app[appkeys.REDIS], keys=Keys(settings.redis_namespace), store=app[appkeys.STORE],
             customers=app[appkeys.CUSTOMERS], sink=pipeline, collector=collector, optouts=optouts,
         )

@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     demo_twilio: bool = False
     # The same phone number on SMS and WhatsApp is one customer (their history shows to agents as one).
     link_sms_and_whatsapp: bool = False
+    # How long a webhook waits for the bot to answer in its TwiML; a slower answer goes by REST instead
+    # (Twilio gives up on a webhook after 15 seconds).
+    twilio_reply_budget_seconds: float = Field(5.0, gt=0, le=10)
     sms_help_text: str = Field("Reply here to chat with our support team. Reply STOP to opt out.",
                                min_length=1, max_length=1600)
     helpdesk_webhook_url: HttpUrl | None = None

@@ -253,4 +253,5 @@ class BotTurn(TurnMeta):
     text: str
 
     def meta(self) -> TurnMeta:
-        return TurnMeta.model_validate(self.model_dump(exclude={"text"}))
+        # Already validated as a BotTurn: copied field by field, not dumped and validated again.
+        return TurnMeta.model_construct(**{name: getattr(self, name) for name in TurnMeta.model_fields})

@@ -236,8 +236,8 @@ class ConversationStore:
         if not result or result[0] is None:
             raise ConversationNotFound(cid)
         message_id, duplicate, state = result
-        stored = message.model_copy(update={"id": _decode(message_id)})
-        return AppendResult(stored, bool(duplicate), Conversation.model_validate_json(state))
+        message.id = _decode(message_id)  # the caller's message, now stored under this id
+        return AppendResult(message, bool(duplicate), Conversation.model_validate_json(state))
 
     async def append_and_move(
         self,
@@ -279,13 +279,13 @@ class ConversationStore:
             raise ConversationNotFound(cid)
         if int(result[0]) == 0:
             raise TransitionRefused(cid, _decode(result[1]), to.value)
-        stored = message.model_copy(update={"id": _decode(result[1])})
+        message.id = _decode(result[1])  # the caller's message, now stored under this id
         if snapshot is not None:
             changed = {k: None if v == "" else v for k, v in (updates or {}).items()}  # "" clears a field
             conversation = snapshot.model_copy(update={**changed, "state": to, "updated_at": now})
         else:
             conversation = conversation_from_hash(result[2])
-        return AppendResult(stored, False, conversation)
+        return AppendResult(message, False, conversation)
 
     async def transcript(self, conversation_id: str, after: str | None = None) -> list[Message]:
         start = f"({after}" if after else "-"

@@ -202,6 +202,35 @@ async def with_agent(
     return base, cid, agent
 
 
+async def test_a_slow_bot_does_not_hold_the_webhook_its_answer_goes_by_rest(
+    start_gateway: Any, bot_server: Any, http: aiohttp.ClientSession, redis: Redis, namespace: str,
+    twilio_api: TwilioStandIn,
+) -> None:
+    async def slow_bot(request: web.Request) -> web.Response:
+        await asyncio.sleep(0.6)
+        return web.json_response({"text": "Your order left our warehouse today.", "intent": "order_status",
+                                  "confidence": 0.95})
+
+    base = await start_gateway(clock=lambda: FRIDAY_MORNING, public_url=PUBLIC, twilio_auth_token=AUTH_TOKEN,
+                               twilio_account_sid=ACCOUNT, twilio_api_base_url=twilio_api.url,
+                               twilio_sms_from="+14155550100", twilio_reply_budget_seconds=0.2,
+                               bot="http", bot_http_url=await bot_server(slow_bot))
+    started = asyncio.get_running_loop().time()
+    status, _, body = await post(http, base, sms_form("where is my order", sender="+14155550182"))
+    answered_in = asyncio.get_running_loop().time() - started
+    assert status == 200 and body.endswith("<Response />") and answered_in < 0.55  # not held for the bot
+
+    for _ in range(50):
+        if twilio_api.sent:
+            break
+        await asyncio.sleep(0.05)
+    [sent] = twilio_api.sent
+    assert sent["Body"] == "Your order left our warehouse today." and sent["To"] == "+14155550182"
+    store = ConversationStore(redis, Keys(namespace), 60)
+    [cid] = await store.recent()
+    assert "delivery.sent" in [e.type for e in await store.events(cid)]
+
+
 async def test_an_agent_reply_by_sms_goes_through_twilios_rest_api(
     start_gateway: Any, http: aiohttp.ClientSession, redis: Redis, namespace: str, twilio_api: TwilioStandIn
 ) -> None:

@@ -9,7 +9,7 @@ recorded on the conversation, so a failed delivery is visible to agents and revi
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
@@ -45,8 +45,8 @@ class ReplyCollector:
     def __init__(self) -> None:
         self._open: dict[str, list[Message]] = {}
 
-    @contextlib.asynccontextmanager
-    async def collecting(self, conversation_id: str) -> AsyncIterator[list[Message]]:
+    @contextlib.contextmanager
+    def collecting(self, conversation_id: str) -> Iterator[list[Message]]:
         replies: list[Message] = []
         self._open[conversation_id] = replies
         try:

@@ -180,7 +180,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--numbers", type=int, default=100)
     parser.add_argument("--messages", type=int, default=10)
-    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds; medians are reported")
+    parser.add_argument("--rounds", type=int, default=9, help="alternating rounds; medians are reported")
     args = parser.parse_args()
     print(json.dumps(run_against_redis(lambda url: run(args, url)), indent=2))
 
