@@ -44,6 +44,11 @@ class InboundSink(Protocol):
 
     async def advance(self, accepted: AppendResult) -> None: ...
 
+    @property
+    def turns_wait_on_io(self) -> bool:
+        """Whether ``advance`` may wait on a remote bot: a channel with a deadline bounds it only then."""
+        ...
+
 
 class ChannelRegistry:
     def __init__(self) -> None:

@@ -75,6 +75,10 @@ class Pipeline:
         # When each recent conversation's last turn was stored, to spot a snapshot taken before it.
         self._turn_finished: OrderedDict[str, datetime] = OrderedDict()
 
+    @property
+    def turns_wait_on_io(self) -> bool:
+        return self.bot.waits_on_io
+
     async def accept(self, inbound: InboundMessage) -> AppendResult:
         """Store a customer's message once per external id; one Redis round trip."""
         message = Message(

@@ -129,13 +129,18 @@ class MessagingWebhook:
             if word is not None or opted_out:
                 return await self._keyword(accepted, word, inbound, opted_out=opted_out)
         with self.collector.collecting(accepted.conversation.id) as replies:
-            turn = asyncio.ensure_future(self.sink.advance(accepted))
-            done = await _finished_within(turn, self.config.reply_budget_seconds)
+            if self.sink.turns_wait_on_io:
+                turn = asyncio.ensure_future(self.sink.advance(accepted))
+                if await _finished_within(turn, self.config.reply_budget_seconds):
+                    _log_failure(turn)
+                else:  # slow bot: it finishes in the background; its reply takes the outbound path
+                    turn.add_done_callback(_log_failure)
+            else:  # an in-process bot answers at once: no deadline to enforce, no task to pay for
+                try:
+                    await self.sink.advance(accepted)
+                except Exception as exc:  # the message is stored; Twilio must not retry it
+                    log.error("twilio.turn_failed", error=repr(exc))
             texts = [m.text for m in replies if m.text]
-        if not done:  # slow bot: it finishes in the background; its reply takes the outbound path
-            turn.add_done_callback(_log_failure)
-        else:
-            _log_failure(turn)
         log.info("twilio.answered", replies=len(texts))
         return twiml(texts)
 

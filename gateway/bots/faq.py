@@ -71,6 +71,7 @@ def load_knowledge_base(path: Path) -> KnowledgeBase:
 
 class FaqBot:
     name = "faq"
+    waits_on_io = False
 
     def __init__(self, kb: KnowledgeBase) -> None:
         self.kb = kb

@@ -52,6 +52,7 @@ def turn_request(conversation: Conversation, message: Message) -> dict[str, obje
 
 class HttpBot:
     name = "http"
+    waits_on_io = True
 
     def __init__(
         self, url: str, timeout_seconds: float, fallback_text: str, token: str | None = None
