@@ -254,4 +254,4 @@ class BotTurn(TurnMeta):
 
     def meta(self) -> TurnMeta:
         # Already validated as a BotTurn: copied field by field, not dumped and validated again.
-        return TurnMeta.model_construct(**{name: getattr(self, name) for name in TurnMeta.model_fields})
+        return TurnMeta.model_construct(**{k: v for k, v in self.__dict__.items() if k != "text"})
