@@ -41,6 +41,7 @@ class RedisBatcher:
         self.max_batch = max_batch
         self._pending: list[_Call] = []
         self._flushing: set[asyncio.Task[None]] = set()
+        self._loading: dict[str, asyncio.Future[Any]] = {}
         self.batches = 0  # how many pipelines were sent, for the benchmarks
         self.calls = 0
 
@@ -100,15 +101,23 @@ class RedisBatcher:
     async def _reload_and_resend(self, calls: list[_Call]) -> None:
         scripts = {call.script.sha: call.script for call in calls if call.script is not None}
         try:
-            for script in scripts.values():
-                await self.redis.script_load(script.script)
+            await asyncio.gather(*(self._load(script) for script in scripts.values()))
         except Exception as exc:
             for call in calls:
                 if not call.future.done():
                     call.future.set_exception(exc)
             return
-        log.info("redis.scripts_reloaded", scripts=len(scripts))
         await self._send(calls, reloaded=True)
+
+    async def _load(self, script: AsyncScript) -> None:
+        """SCRIPT LOAD, once for all the batches that found the script missing at the same time."""
+        loading = self._loading.get(script.sha)
+        if loading is None:
+            loading = asyncio.ensure_future(self.redis.script_load(script.script))
+            self._loading[script.sha] = loading
+            loading.add_done_callback(lambda _: self._loading.pop(script.sha, None))
+            log.info("redis.script_loaded", sha=script.sha)
+        await asyncio.shield(loading)
 
     async def aclose(self) -> None:
         """Wait for what is already on its way."""
