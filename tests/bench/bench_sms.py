@@ -73,6 +73,7 @@ class Target:
         self.pid = pid
         self.redis = redis  # when set, count the Redis round trips and commands this server makes
         self.idle_trips_per_second = 0.0
+        self.idle_steps_per_second = 0.0
         self.idle_commands_per_second = 0.0
 
     async def prepare(self, http: aiohttp.ClientSession) -> None:
@@ -82,16 +83,18 @@ class Target:
             # The desk's clockwork (offers, queue updates, jobs) talks to Redis in the background; measure
             # its rate while idle and take it out of the per-message counts.
             await texting(http, self.base, "+14155550999", 1)  # load the scripts, outside the measurement
-            idle_trips, idle_commands = await trips(http, self.base), await commands(self.redis)
+            idle, idle_commands = await trips(http, self.base), await commands(self.redis)
             await asyncio.sleep(IDLE_SECONDS)
-            self.idle_trips_per_second = (await trips(http, self.base) - idle_trips - 1) / IDLE_SECONDS
+            after = await trips(http, self.base)
+            self.idle_trips_per_second = (after["round_trips"] - idle["round_trips"]) / IDLE_SECONDS
+            self.idle_steps_per_second = (after["steps"] - idle["steps"]) / IDLE_SECONDS
             self.idle_commands_per_second = (await commands(self.redis) - idle_commands) / IDLE_SECONDS
 
     async def round(self, http: aiohttp.ClientSession, first: int, numbers: int, messages: int) -> dict[str, float]:
         """Numbers ``first``.. text ``messages`` times each, all numbers at once (new numbers each round, so
         each round opens its conversations too)."""
         counting = self.redis is not None
-        before = await trips(http, self.base) if counting else 0
+        before = await trips(http, self.base) if counting else {"round_trips": 0, "steps": 0}
         commands_before = await commands(self.redis) if self.redis is not None else 0
         cpu_before = cpu_seconds(self.pid)
         started = time.perf_counter()
@@ -99,11 +102,13 @@ class Target:
                                for n in range(numbers)))
         elapsed = time.perf_counter() - started
         cpu = cpu_seconds(self.pid) - cpu_before
-        after = await trips(http, self.base) if counting else 0
+        after = await trips(http, self.base) if counting else {"round_trips": 0, "steps": 0}
         commands_after = await commands(self.redis) if self.redis is not None else 0
         sent = numbers * messages
+        trips_made = after["round_trips"] - before["round_trips"] - self.idle_trips_per_second * elapsed
+        steps_made = after["steps"] - before["steps"] - self.idle_steps_per_second * elapsed
         return {"per_second": sent / elapsed, "cpu_ms": cpu * 1000 / sent,
-                "round_trips": (after - before - 1 - self.idle_trips_per_second * elapsed) / sent,
+                "round_trips": trips_made / sent, "steps": steps_made / sent,
                 "commands": (commands_after - commands_before - self.idle_commands_per_second * elapsed) / sent}
 
 
@@ -113,9 +118,11 @@ async def commands(redis: Redis) -> int:
     return sum(int(v["calls"]) for k, v in stats.items() if k != "cmdstat_info")
 
 
-async def trips(http: aiohttp.ClientSession, base: str) -> int:
+async def trips(http: aiohttp.ClientSession, base: str) -> dict[str, int]:
+    """The gateway's Redis writes so far, and its steps (instrumented_gateway.py)."""
     async with http.get(f"{base}/bench/redis-roundtrips") as response:
-        return int((await response.json())["round_trips"])
+        counts = await response.json()
+        return {"round_trips": int(counts["round_trips"]), "steps": int(counts["steps"])}
 
 
 def start(script: str, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -169,6 +176,7 @@ async def run(args: argparse.Namespace, redis_url: str) -> dict[str, Any]:
         "target_ratio": 0.5,
         "gateway_cpu_ms_per_message": round(median(g["cpu_ms"] for g in full), 3),
         "bare_handler_cpu_ms_per_message": round(median(b["cpu_ms"] for b in baseline), 3),
+        "redis_steps_per_message": round(median(g["steps"] for g in full), 2),
         "redis_round_trips_per_message": round(median(g["round_trips"] for g in full), 2),
         "redis_commands_per_message": round(median(g["commands"] for g in full), 2),
         "desk_background_round_trips_per_second": round(gateway_target.idle_trips_per_second, 1),

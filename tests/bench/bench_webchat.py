@@ -3,7 +3,8 @@
 Starts the gateway in its own process (tests/bench/instrumented_gateway.py, the real app plus a round-trip
 counter) against REDIS_URL or a throwaway embedded Redis, and prints one JSON object:
 messages per second, p50/p99 bot-reply latency, Redis commands per customer message (INFO commandstats, the
-commands scripts run included) and Redis round trips per customer message (counted on the gateway's client).
+commands scripts run included), and the gateway's Redis steps and round trips per customer message (steps
+that shared a pipeline count once each as steps, once together as a round trip).
 
     python tests/bench/bench_webchat.py --sessions 200 --messages 10
 """
@@ -41,9 +42,11 @@ async def total_commands(client: aioredis.Redis) -> int:
     return sum(int(v["calls"]) for k, v in stats.items() if k != "cmdstat_info")
 
 
-async def round_trips(http: aiohttp.ClientSession, base: str) -> int:
+async def round_trips(http: aiohttp.ClientSession, base: str) -> tuple[int, int]:
+    """The gateway's Redis writes so far, and its steps (instrumented_gateway.py)."""
     async with http.get(f"{base}/bench/redis-roundtrips") as r:
-        return int((await r.json())["round_trips"])
+        counts = await r.json()
+        return int(counts["round_trips"]), int(counts["steps"])
 
 
 async def open_session(http: aiohttp.ClientSession, base: str) -> aiohttp.ClientWebSocketResponse:
@@ -93,7 +96,8 @@ async def run(args: argparse.Namespace, redis_url: str) -> dict[str, Any]:
             commands_after = await total_commands(redis)
             await asyncio.gather(*(ws.close() for ws in sockets))
         sent = args.sessions * args.messages
-        trips = trips_after - trips_before - 1  # the first counter read itself is one round trip
+        trips = trips_after[0] - trips_before[0]
+        steps = trips_after[1] - trips_before[1]
         return {
             "benchmark": "webchat",
             "sessions": args.sessions,
@@ -104,6 +108,7 @@ async def run(args: argparse.Namespace, redis_url: str) -> dict[str, Any]:
             "bot_reply_latency_ms": {"p50": round(percentile(latencies, 50) * 1000, 2),
                                      "p99": round(percentile(latencies, 99) * 1000, 2)},
             "redis_commands_per_message": round((commands_after - commands_before) / sent, 2),
+            "redis_steps_per_message": round(steps / sent, 2),
             "redis_round_trips_per_message": round(trips / sent, 2),
         }
     finally:

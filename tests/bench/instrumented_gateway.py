@@ -1,7 +1,8 @@
 """The real gateway, plus a count of the Redis round trips its client makes.
 
 A round trip is one write of packed commands to Redis: a single command, a whole pipeline or one script call
-each count once. The benchmark reads the count before and after its message phase (sockets are already open,
+each count once. Steps count what the gateway asked for: a call that shared a pipeline with others (the
+batcher) is a step of its own. The benchmark reads the count before and after its message phase (sockets are already open,
 so their pub/sub subscriptions fall outside it). Served at ``GET /bench/redis-roundtrips``; nothing here is
 part of the product.
 """
@@ -14,6 +15,7 @@ from typing import Any
 from aiohttp import web
 from redis.asyncio.connection import Connection
 
+from gateway import appkeys
 from gateway.app import create_app
 from gateway.gc_tuning import tune_garbage_collection
 from gateway.logs import configure_logging
@@ -29,7 +31,11 @@ async def _counting_send(self: Connection, command: Any, check_health: bool = Tr
 
 
 async def _round_trips(request: web.Request) -> web.Response:
-    return web.json_response(_counter)
+    """Writes to Redis, and steps: what the writes would have been had no batch shared one (each call the
+    batcher took would have been its own write)."""
+    batcher = request.app[appkeys.STORE].batcher
+    trips = _counter["round_trips"]
+    return web.json_response({"round_trips": trips, "steps": trips - batcher.batches + batcher.calls})
 
 
 def main() -> None:
