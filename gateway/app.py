@@ -83,6 +83,7 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     app[appkeys.LIVE] = live
     yield
     await live.stop()
+    await batcher.aclose()  # what is already on its way to Redis gets there
     await redis.aclose()
     await pool.aclose()
 
