@@ -14,6 +14,7 @@ more.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,11 +22,13 @@ from typing import Any
 import structlog
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import DataError, NoScriptError
 
 log = structlog.get_logger(__name__)
 
 MAX_BATCH = 128
+_SHUTTING_DOWN = "the gateway is shutting down"
 
 
 @dataclass(slots=True)
@@ -42,6 +45,7 @@ class RedisBatcher:
         self._pending: list[_Call] = []
         self._flushing: set[asyncio.Task[None]] = set()
         self._loading: dict[str, asyncio.Future[Any]] = {}
+        self._closed = False
         self.batches = 0  # how many pipelines were sent, for the benchmarks
         self.calls = 0
 
@@ -57,6 +61,9 @@ class RedisBatcher:
     def _submit(self, args: tuple[Any, ...], script: AsyncScript | None) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         call = _Call(args, script, loop.create_future())
+        if self._closed:
+            call.future.set_exception(RedisConnectionError(_SHUTTING_DOWN))
+            return call.future
         if not self._pending:
             loop.call_soon(self._flush)
         self._pending.append(call)
@@ -65,11 +72,25 @@ class RedisBatcher:
     def _flush(self) -> None:
         pending, self._pending = self._pending, []
         for start in range(0, len(pending), self.max_batch):
-            task = asyncio.get_running_loop().create_task(self._send(pending[start:start + self.max_batch]))
+            batch = pending[start:start + self.max_batch]
+            task = asyncio.get_running_loop().create_task(self._send(batch))
             self._flushing.add(task)
             task.add_done_callback(self._flushing.discard)
+            task.add_done_callback(functools.partial(_settle, batch))  # even one cancelled before it ran
 
     async def _send(self, batch: list[_Call], *, reloaded: bool = False) -> None:
+        """Send ``batch``; whatever happens, every caller in it gets an answer or an error."""
+        try:
+            await self._send_once(batch, reloaded=reloaded)
+        except BaseException as exc:  # the connection failed, or we are shutting down
+            failure = exc if isinstance(exc, Exception) else RedisConnectionError(_SHUTTING_DOWN)
+            for call in batch:
+                if not call.future.done():
+                    call.future.set_exception(failure)
+            if not isinstance(exc, Exception):
+                raise
+
+    async def _send_once(self, batch: list[_Call], *, reloaded: bool) -> None:
         self.batches += 1
         self.calls += len(batch)
         try:
@@ -77,13 +98,11 @@ class RedisBatcher:
                 for call in batch:
                     pipe.execute_command(*call.args)
                 results = await pipe.execute(raise_on_error=False)
-        except BaseException as exc:  # the connection failed (or we are shutting down): tell every caller
-            failure = exc if isinstance(exc, Exception) else ConnectionError("the gateway is shutting down")
-            for call in batch:
-                if not call.future.done():
-                    call.future.set_exception(failure)
-            if not isinstance(exc, Exception):
+        except DataError:
+            if len(batch) == 1:
                 raise
+            # A call redis-py cannot encode (nothing was sent): each on its own, so only that one fails.
+            await asyncio.gather(*(self._send([call], reloaded=reloaded) for call in batch))
             return
         missing: list[_Call] = []
         for call, result in zip(batch, results, strict=True):
@@ -96,18 +115,9 @@ class RedisBatcher:
             else:
                 call.future.set_result(result)
         if missing:
-            await self._reload_and_resend(missing)
-
-    async def _reload_and_resend(self, calls: list[_Call]) -> None:
-        scripts = {call.script.sha: call.script for call in calls if call.script is not None}
-        try:
+            scripts = {call.script.sha: call.script for call in missing if call.script is not None}
             await asyncio.gather(*(self._load(script) for script in scripts.values()))
-        except Exception as exc:
-            for call in calls:
-                if not call.future.done():
-                    call.future.set_exception(exc)
-            return
-        await self._send(calls, reloaded=True)
+            await self._send(missing, reloaded=True)
 
     async def _load(self, script: AsyncScript) -> None:
         """SCRIPT LOAD, once for all the batches that found the script missing at the same time."""
@@ -120,6 +130,16 @@ class RedisBatcher:
         await asyncio.shield(loading)
 
     async def aclose(self) -> None:
-        """Wait for what is already on its way."""
-        if self._flushing:
-            await asyncio.gather(*self._flushing, return_exceptions=True)
+        """Send what is queued and wait for everything on its way; later calls fail at once."""
+        self._closed = True
+        if self._pending:
+            self._flush()
+        while self._flushing:
+            await asyncio.gather(*list(self._flushing), return_exceptions=True)
+
+
+def _settle(batch: list[_Call], _: asyncio.Task[None]) -> None:
+    """No caller is left waiting, whatever became of the batch's task."""
+    for call in batch:
+        if not call.future.done():
+            call.future.set_exception(RedisConnectionError(_SHUTTING_DOWN))

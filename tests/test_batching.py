@@ -8,7 +8,7 @@ import uuid
 import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import DataError, ResponseError
 
 from gateway.embedded_redis import free_port
 from sessions.batching import RedisBatcher
@@ -66,3 +66,34 @@ async def test_when_redis_is_unreachable_every_caller_gets_the_error() -> None:
     with pytest.raises(RedisConnectionError):
         await batcher.command("GET", "c")  # and the batcher still works for the next calls
     await unreachable.aclose()
+
+
+async def test_a_call_redis_py_cannot_encode_fails_alone(redis: Redis, namespace: str) -> None:
+    batcher = RedisBatcher(redis)
+    good, bad = await asyncio.gather(batcher.command("SET", f"{namespace}:a", "1"),
+                                     batcher.command("SET", f"{namespace}:b", None), return_exceptions=True)
+    assert good and isinstance(bad, DataError)
+    assert await redis.get(f"{namespace}:a") == b"1"
+
+
+async def test_calls_on_their_way_at_shutdown_are_sent_and_later_ones_refused(
+    redis: Redis, namespace: str
+) -> None:
+    batcher = RedisBatcher(redis)
+    queued = batcher.command("SET", f"{namespace}:late", "1")  # queued, not sent yet
+    await batcher.aclose()
+    assert queued.done() and await queued
+    assert await redis.get(f"{namespace}:late") == b"1"
+    with pytest.raises(RedisConnectionError, match="shutting down"):
+        await batcher.command("GET", f"{namespace}:late")
+
+
+async def test_a_cancelled_send_still_answers_every_caller(redis: Redis, namespace: str) -> None:
+    batcher = RedisBatcher(redis)
+    calls = [batcher.command("INCR", f"{namespace}:n{i}") for i in range(3)]
+    await asyncio.sleep(0)  # the batch is on its way
+    for task in list(batcher._flushing):
+        task.cancel()
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    # Each caller has its answer: the result if Redis answered first, else an error that says why.
+    assert all(r == 1 or isinstance(r, RedisConnectionError) for r in results)
