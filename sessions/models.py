@@ -204,9 +204,6 @@ class Conversation(BaseModel):
     resolved_at: datetime | None = None
     # When the customer last wrote: WhatsApp only allows free-form replies for 24 hours after it.
     last_inbound_at: datetime | None = None
-    # When the customer's number opted out of messages on this channel (SMS STOP): nothing is sent while
-    # set. Kept on the conversation so the intake reads it with the message's own append.
-    opted_out_at: datetime | None = None
     priority: int = 0
     tags: list[str] = Field(default_factory=list)
     # The bot's view of the latest turn, so policies can read it without replaying the transcript.
@@ -219,7 +216,7 @@ class Conversation(BaseModel):
 
     @field_validator(
         "last_intent", "queue", "agent", "assigned_at", "last_agent", "resolved_at", "last_inbound_at",
-        "opted_out_at", mode="before",
+        mode="before",
     )
     @classmethod
     def _empty_is_none(cls, value: object) -> object:

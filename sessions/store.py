@@ -322,18 +322,24 @@ class ConversationStore:
         if int(result[0]) == 0:
             raise TransitionRefused(conversation_id, _decode(result[1]), to.value)
 
-    async def record(
-        self, conversation_id: str, event: ConversationEvent, updates: Mapping[str, Any] | None = None
-    ) -> bool:
-        """Add an event to the conversation's record (a failed delivery, say), set ``updates`` on it in the
-        same step, and tell live readers. False, writing nothing, when the conversation has expired."""
-        payload = event.model_dump_json()
+    async def record(self, conversation_id: str, event: ConversationEvent) -> bool:
+        """Add an event to the conversation's record (a failed delivery, say) and tell live readers. False,
+        writing nothing, when the conversation has expired."""
         keys = self.keys
         result = await self._record(
             keys=[keys.conversation(conversation_id), keys.events(conversation_id)],
-            args=[keys.live_channel(conversation_id), payload, *_encode_fields(updates or {})],
+            args=[keys.live_channel(conversation_id), event.model_dump_json()],
         )
         return bool(result)
+
+    async def discard(self, conversation_id: str) -> None:
+        """Remove a conversation that was opened but never used (it lost a race to open one)."""
+        keys = self.keys
+        await asyncio.gather(
+            self.batcher.command("DEL", keys.conversation(conversation_id), keys.transcript(conversation_id),
+                                 keys.events(conversation_id)),
+            self.batcher.command("ZREM", keys.conversation_index(), conversation_id),
+        )
 
     async def signal(self, conversation_id: str, event: ConversationEvent) -> None:
         """A live-only event (someone is typing): published to the conversation's readers, never stored."""

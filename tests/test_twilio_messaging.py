@@ -243,6 +243,11 @@ async def test_an_agent_reply_by_sms_goes_through_twilios_rest_api(
     assert reply["path"] == f"/2010-04-01/Accounts/{ACCOUNT}/Messages.json"
     store = ConversationStore(redis, Keys(namespace), 60)
     assert "delivery.sent" in [e.type for e in await store.events(cid)]
+    # The number's key lives on with what is sent to it: twice the conversation's lifetime (7 days).
+    number_key = f"{Keys(namespace).identity('sms', '+14155550123')}:conversation"
+    await redis.expire(number_key, 60)
+    await agent.call("POST", f"/api/conversations/{cid}/messages", {"text": "Still with you."})
+    assert await redis.ttl(number_key) > 13 * 24 * 3600
 
     twilio_api.refuse = (400, 21610, "Attempt to send to unsubscribed recipient")
     await agent.call("POST", f"/api/conversations/{cid}/messages", {"text": "Are you still there?"})
@@ -300,11 +305,43 @@ async def test_an_opted_out_number_gets_no_bot_answer_in_a_new_conversation_eith
     status, _, body = await post(http, base, sms_form("how much is shipping", sender=number))
     assert status == 200 and body.endswith("<Response />")
     newest = (await store.recent(1))[0]
-    assert newest != old and (await store.get(newest)).opted_out_at is not None
+    assert newest != old
 
     await post(http, base, sms_form("START", sender=number))
     status, _, body = await post(http, base, sms_form("how much is shipping", sender=number))
-    assert "shipping" in body.lower() and (await store.get(newest)).opted_out_at is None
+    assert "shipping" in body.lower()
+
+
+async def test_an_opt_out_made_elsewhere_is_honoured_at_once(
+    start_gateway: Any, http: aiohttp.ClientSession, redis: Redis, namespace: str
+) -> None:
+    """STOP handled by another instance (which this one's memory of the number knows nothing about): the
+    very next text gets no answer here either."""
+    base = await start(start_gateway)
+    number = "+14155550183"
+    status, _, body = await post(http, base, sms_form("where is my order", sender=number))
+    assert "Account &gt; Orders" in body
+    await redis.set(f"{Keys(namespace).identity('sms', number)}:opted-out", "2026-11-26T10:00:00+00:00")
+    status, _, body = await post(http, base, sms_form("where is my order", sender=number))
+    assert status == 200 and body.endswith("<Response />")
+
+
+async def test_texts_arriving_together_after_the_conversation_expired_open_one_new_one(
+    start_gateway: Any, http: aiohttp.ClientSession, redis: Redis, namespace: str
+) -> None:
+    base = await start(start_gateway)
+    number = "+14155550184"
+    await post(http, base, sms_form("hi", sender=number))
+    store, keys = ConversationStore(redis, Keys(namespace), 60), Keys(namespace)
+    [old] = await store.recent()
+    await redis.delete(keys.conversation(old), keys.transcript(old))  # as if it had expired
+    texts = ["where is my order", "how much is shipping", "thanks", "can I return an item"]
+    results = await asyncio.gather(*(post(http, base, sms_form(t, sender=number)) for t in texts))
+    assert all(status == 200 for status, _, _ in results)
+    ids = await store.recent()
+    assert len(ids) == 2 and old in ids  # the expired one (still indexed) and exactly one new one
+    [new] = [cid for cid in ids if cid != old]
+    assert sorted(m.text for m in await store.transcript(new) if m.sender.value == "customer") == sorted(texts)
 
 
 async def test_whatsapp_outside_the_24_hour_window_uses_the_template_or_refuses(

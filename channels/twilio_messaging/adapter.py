@@ -8,6 +8,7 @@ recorded on the conversation, so a failed delivery is visible to agents and revi
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -17,6 +18,7 @@ import structlog
 from redis.asyncio import Redis
 
 from channels.base import Capabilities
+from channels.twilio_messaging.numbers import conversation_key, key_ttl_seconds
 from channels.twilio_messaging.outbound import SendResult, TwilioSender
 from channels.twilio_messaging.rules import MAX_BODY, inside_whatsapp_window, split_message
 from sessions.jobs import Job, JobQueue
@@ -225,11 +227,16 @@ class MessagingAdapter:
     async def _record(self, conversation: Conversation, message: Message, result: SendResult) -> None:
         if result.ok:
             log.info("messaging.sent", channel=self.channel, message_id=message.id, sid=result.sid)
-            # Delivery reports name only the SID: remember which message it was.
-            await self.store.redis.set(
-                sid_key(self.store, str(result.sid)),
-                f"{conversation.id}|{message.id}",
-                ex=self.store.ttl_ms // 1000,
+            ttl = self.store.ttl_ms // 1000
+            batch = self.store.batcher
+            await asyncio.gather(
+                # Delivery reports name only the SID: remember which message it was.
+                batch.command("SET", sid_key(self.store, str(result.sid)), f"{conversation.id}|{message.id}",
+                              "EX", ttl),
+                # The number's key lives on with the conversation (numbers.py).
+                batch.command("EXPIRE", conversation_key(self.store.keys, self.channel,
+                                                         self.address_of(conversation) or ""),
+                              key_ttl_seconds(ttl)),
             )
             event = ConversationEvent(
                 type="delivery.sent",

@@ -1,10 +1,14 @@
-"""Which conversation a phone number is writing to, remembered in this process between its messages.
+"""Which conversation a phone number is writing to: a Redis key per number, remembered in this process.
 
-A number's open conversation is named by a Redis key; reading it costs a round trip per message. This
-process remembers the answer instead, which is safe because a number's conversation is only ever replaced
-after it expired: the message's own append then reports it missing and the key is read again. The key is
-kept alive longer than its conversation (by twice the refresh interval), and re-read (and renewed) at least
-once per interval, so it never expires while the conversation lives, whichever instance the texts reach.
+A number's open conversation is named by a key. A conversation is opened in full before the key names it,
+and the key is only replaced once its conversation is gone (expired), so an id read once stays right until
+an append reports the conversation missing: then the key is read again (another instance may already have
+opened the next one). This process therefore remembers the id instead of reading the key for every text.
+
+The key lives twice as long as a conversation does after its last activity, and is renewed when the number
+texts (at least every refresh interval, on whichever instance) and when anything is sent to it through the
+REST API (agents' replies), so it outlives its conversation: a key that names an expired conversation only
+costs one failed append, one that vanished under a live conversation would split it in two.
 """
 
 from __future__ import annotations
@@ -12,6 +16,16 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+
+from sessions.keys import Keys
+
+
+def conversation_key(keys: Keys, channel: str, number: str) -> str:
+    return keys.identity(channel, number) + ":conversation"
+
+
+def key_ttl_seconds(conversation_ttl_seconds: int) -> int:
+    return 2 * conversation_ttl_seconds
 
 
 class RecentConversations:
@@ -22,8 +36,7 @@ class RecentConversations:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.refresh_seconds = min(conversation_ttl_seconds / 4, 900.0)
-        # How long the number's key lives after each renewal: its conversation's lifetime plus a margin.
-        self.key_ttl_seconds = conversation_ttl_seconds + int(2 * self.refresh_seconds) + 1
+        self.key_ttl_seconds = key_ttl_seconds(conversation_ttl_seconds)
         self._size = size
         self._clock = clock
         self._entries: OrderedDict[str, tuple[str, float]] = OrderedDict()

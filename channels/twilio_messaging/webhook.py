@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -26,17 +25,17 @@ from twilio.twiml.messaging_response import MessagingResponse
 from channels.base import InboundSink
 from channels.twilio_messaging.adapter import OptOuts, ReplyCollector, sid_key
 from channels.twilio_messaging.form import FormError, InboundText, parse_inbound
-from channels.twilio_messaging.numbers import RecentConversations
+from channels.twilio_messaging.numbers import RecentConversations, conversation_key
 from channels.twilio_messaging.rules import HELP, OPT_IN, OPT_OUT, keyword, split_message
 from sessions.customers import CustomerStore
 from sessions.keys import Keys
-from sessions.models import ConversationEvent, Identity, InboundMessage, utcnow
+from sessions.models import ConversationEvent, Customer, Identity, InboundMessage, utcnow
 from sessions.store import AppendResult, ConversationNotFound, ConversationStore, decode_text
 
 log = structlog.get_logger(__name__)
 
 TWIML = "application/xml"
-_OPEN_ATTEMPTS = 10
+_OPEN_ATTEMPTS = 3
 # Delete a key only while it holds the given value: one key, so atomic on a single server and on a cluster.
 _COMPARE_AND_DELETE = (
     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
@@ -128,12 +127,18 @@ class MessagingWebhook:
             channel_metadata={k: v for k, v in (("profile_name", inbound.profile_name),
                                                  ("wa_id", inbound.wa_id)) if v},
         )
+        # Whether the number texted STOP, read in the same round trip as the append (both are queued in
+        # this loop turn): an opted-out number gets no answer, not even in TwiML.
+        opted = None
+        if inbound.channel == "sms":
+            opted = self.store.batcher.command("EXISTS", self.optouts.key("sms", inbound.sender))
+            opted.add_done_callback(_retrieved)
         accepted = await self._accept(message, inbound)
         if accepted.duplicate:
             log.info("twilio.retry_ignored")
             return twiml([])
-        if inbound.channel == "sms":
-            opted_out = accepted.conversation.opted_out_at is not None
+        if opted is not None:
+            opted_out = bool(await opted)
             word = keyword(inbound.body)
             if word is not None or opted_out:
                 return await self._keyword(accepted, word, inbound, opted_out=opted_out)
@@ -193,48 +198,36 @@ class MessagingWebhook:
         log.info("twilio.delivery_status", status=status, message_id=message_id)
 
     async def _conversation_of(self, inbound: InboundText) -> str:
-        """The conversation this number is writing to: remembered, or read (and its key renewed) in one
-        round trip together with the number's opt-out, or opened."""
+        """The conversation this number is writing to: remembered, or read from the number's key (renewed
+        in the same round trip), or opened."""
         key = self._conversation_key(inbound)
         if (cid := self._recent.get(key)) is not None:
             return cid
         batch = self.store.batcher
-        existing, opted, _ = await asyncio.gather(  # one round trip, shared with other texts under load
-            batch.command("GET", key),
-            batch.command("GET", self.optouts.key(inbound.channel, inbound.sender)),
-            batch.command("EXPIRE", key, self._recent.key_ttl_seconds))
-        if existing is None:
-            cid = await self._new_conversation(inbound, opted_out_at=decode_text(opted) if opted else None)
-        else:
-            cid = decode_text(existing)
+        existing, _ = await asyncio.gather(  # one round trip, shared with other texts under load
+            batch.command("GET", key), batch.command("EXPIRE", key, self._recent.key_ttl_seconds))
+        cid = decode_text(existing) if existing is not None else await self._open(inbound)
         self._recent.renewed(key, cid)
         return cid
 
     async def _accept(self, message: InboundMessage, inbound: InboundText) -> AppendResult:
         """Store the message; if its conversation expired since the number last wrote, in a new one.
 
-        Two texts of one number can arrive together: both agree on one new conversation (the first to claim
-        the number's key opens it), and the second waits the few milliseconds until it exists."""
+        A number's key only ever names a conversation opened in full, so a missing one has expired: the
+        key is read again (another request may already have opened the next one), else a new one opens."""
         key = self._conversation_key(inbound)
-        for attempt in range(_OPEN_ATTEMPTS):
+        for _ in range(_OPEN_ATTEMPTS):
             try:
                 return await self.sink.accept(message)
             except ConversationNotFound:
                 self._recent.forget(key)
-                named = await self.redis.get(key)
-                if named is not None and decode_text(named) != message.conversation_id:
-                    # Another instance already replaced it: write to that one.
-                    message = message.model_copy(update={"conversation_id": decode_text(named)})
-                    continue
-                if attempt < _OPEN_ATTEMPTS // 2:
-                    await asyncio.sleep(0.02)  # another request may be opening it right now
-                    continue
-                # Still missing: it expired. Forget it (only if the key still names it) and open a new one.
-                await self._forget_if(key, message.conversation_id)
-                opted = await self.redis.get(self.optouts.key(inbound.channel, inbound.sender))
-                opted_at = decode_text(opted) if opted else None
-                fresh = await self._new_conversation(inbound, opted_out_at=opted_at)
-                message = message.model_copy(update={"conversation_id": fresh})
+                named = await self.store.batcher.command("GET", key)
+                if named is None or decode_text(named) == message.conversation_id:
+                    await self._forget_if(key, message.conversation_id)
+                    named = await self._open(inbound)
+                cid = decode_text(named)
+                self._recent.renewed(key, cid)
+                message = message.model_copy(update={"conversation_id": cid})
         raise ConversationNotFound(message.conversation_id)
 
     async def _keyword(
@@ -246,17 +239,14 @@ class MessagingWebhook:
         now = utcnow()
         if word in OPT_OUT:
             await self.optouts.opt_out("sms", number, now)
-            # Also on the conversation, where the next message's append reads it.
             await self.store.record(conversation.id, ConversationEvent(
-                type="sms.opted_out", conversation_id=conversation.id, data={"keyword": word}),
-                updates={"opted_out_at": now})
+                type="sms.opted_out", conversation_id=conversation.id, data={"keyword": word}))
             log.info("sms.opted_out")
             return twiml([])  # Twilio's own opt-out handling confirms it to the customer
         if word in OPT_IN:
             await self.optouts.opt_in("sms", number)
             await self.store.record(conversation.id, ConversationEvent(
-                type="sms.opted_in", conversation_id=conversation.id, data={"keyword": word}),
-                updates={"opted_out_at": ""})
+                type="sms.opted_in", conversation_id=conversation.id, data={"keyword": word}))
             log.info("sms.opted_in")
             return twiml([])
         if word in HELP and not opted_out:
@@ -264,36 +254,38 @@ class MessagingWebhook:
         return twiml([])
 
     def _conversation_key(self, inbound: InboundText) -> str:
-        return self.keys.identity(inbound.channel, inbound.sender) + ":conversation"
+        return conversation_key(self.keys, inbound.channel, inbound.sender)
 
     async def _forget_if(self, key: str, conversation_id: str) -> None:
         """Drop the number's key only while it still names the expired conversation (compare and delete)."""
         await self._compare_and_delete(keys=[key], args=[conversation_id])
 
-    async def _new_conversation(self, inbound: InboundText, *, opted_out_at: str | None) -> str:
-        """A new conversation for this number on this channel (its customer found, linked or created).
+    async def _open(self, inbound: InboundText) -> str:
+        """A new conversation for this number on this channel (its customer found, linked or created),
+        unless another request opened one first: then that one.
 
-        The id is claimed on the number's key first (SET NX): a concurrent request gets the same id. A
-        number that opted out earlier stays opted out in it."""
+        The conversation is opened in full before the number's key names it (SET NX), so a request that
+        finds a key always finds its conversation; the loser of a race drops the one it opened."""
         key = self._conversation_key(inbound)
-        cid = uuid.uuid4().hex
-        ttl = self._recent.key_ttl_seconds
-        if not await self.store.batcher.command("SET", key, cid, "NX", "EX", ttl):
-            existing = await self.redis.get(key)
-            if existing is not None:
-                return decode_text(existing)
-            await self.redis.set(key, cid, ex=ttl)
+        for _ in range(_OPEN_ATTEMPTS):
+            opened = (await self.store.create(await self._customer(inbound), inbound.channel)).conversation.id
+            if await self.store.batcher.command("SET", key, opened, "NX", "EX", self._recent.key_ttl_seconds):
+                return opened
+            winner, _ = await asyncio.gather(self.store.batcher.command("GET", key),
+                                             self.store.discard(opened))
+            if winner is not None:
+                return decode_text(winner)
+        raise ConversationNotFound(f"no conversation could be opened for {inbound.channel}")
+
+    async def _customer(self, inbound: InboundText) -> Customer:
         identity = Identity(channel=inbound.channel, address=inbound.sender)
-        profile = {"name": inbound.profile_name} if inbound.profile_name else {}
-        customer = None
         if self.config.link_channels:  # the same number on SMS and WhatsApp is one customer
             other = "whatsapp" if inbound.channel == "sms" else "sms"
-            customer = await self.customers.link(Identity(channel=other, address=inbound.sender), identity)
-        if customer is None:
-            customer = await self.customers.resolve(identity, profile, verified=False)
-        fields = {"opted_out_at": opted_out_at} if opted_out_at and inbound.channel == "sms" else {}
-        await self.store.create(customer, inbound.channel, conversation_id=cid, **fields)
-        return cid
+            linked = await self.customers.link(Identity(channel=other, address=inbound.sender), identity)
+            if linked is not None:
+                return linked
+        profile = {"name": inbound.profile_name} if inbound.profile_name else {}
+        return await self.customers.resolve(identity, profile, verified=False)
 
 
 async def _finished_within(task: asyncio.Future[None], seconds: float) -> bool:
@@ -314,6 +306,12 @@ async def _finished_within(task: asyncio.Future[None], seconds: float) -> bool:
         timer.cancel()
         task.remove_done_callback(wake)
     return task.done()
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    """Marks a read whose caller may never await it (its append failed) as seen, so asyncio stays quiet."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _log_failure(task: asyncio.Future[None]) -> None:
