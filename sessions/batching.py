@@ -1,4 +1,4 @@
-"""Redis calls made in the same event-loop turn go out together, as one pipeline.
+"""Redis calls made in the same event-loop turn go out together, as one pipelined write.
 
 Under load many conversations' steps are in flight at once, and a redis-py call costs the client far more
 CPU than Redis spends on the command: taking a pooled connection, its retry and observability wrappers,
@@ -6,9 +6,14 @@ one socket write and one wake-up per reply. Calls that reach the batcher in the 
 that: one connection, one write, one read loop (tests/bench/README.md has the figures). A lone call goes out
 at the end of the turn it was made in, so nothing ever waits for company and no timer is involved.
 
-Each caller still gets its own result or its own error. Scripts are sent as EVALSHA; a server that lost
-them (a restart, SCRIPT FLUSH) answers NOSCRIPT without running anything, so those are loaded and sent once
-more.
+The batch is packed by hiredis (C) and sent on a connection from the client's own pool, read reply by reply:
+redis-py's Pipeline packs in Python and wraps each reply in callbacks, three times the CPU per command here.
+Replies come back raw (bytes, integers, None), as Redis sends them. A batch is never sent twice: when the
+connection fails, every caller in it gets the error (a write may or may not have happened, as with any
+call), rather than a retry that could store a message twice.
+
+Each caller gets its own result or its own error. Scripts are sent as EVALSHA; a server that lost them (a
+restart, SCRIPT FLUSH) answers NOSCRIPT without running anything, so those are loaded and sent once more.
 """
 
 from __future__ import annotations
@@ -19,11 +24,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import hiredis
 import structlog
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import DataError, NoScriptError
+from redis.exceptions import DataError, NoScriptError, ResponseError
 
 log = structlog.get_logger(__name__)
 
@@ -93,19 +99,34 @@ class RedisBatcher:
     async def _send_once(self, batch: list[_Call], *, reloaded: bool) -> None:
         self.batches += 1
         self.calls += len(batch)
-        try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for call in batch:
-                    pipe.execute_command(*call.args)
-                results = await pipe.execute(raise_on_error=False)
-        except DataError:
-            if len(batch) == 1:
-                raise
-            # A call redis-py cannot encode (nothing was sent): each on its own, so only that one fails.
-            await asyncio.gather(*(self._send([call], reloaded=reloaded) for call in batch))
+        sent: list[_Call] = []
+        packed: list[bytes] = []
+        for call in batch:
+            try:
+                packed.append(hiredis.pack_command(call.args))
+            except (TypeError, ValueError) as exc:  # an argument Redis cannot take (None): it fails alone
+                call.future.set_exception(DataError(f"cannot send {call.args[0]!r}: {exc}"))
+                continue
+            sent.append(call)
+        if not sent:
             return
+        pool = self.redis.connection_pool
+        connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            await connection.send_packed_command(b"".join(packed))
+            results: list[Any] = []
+            for _ in sent:
+                try:
+                    results.append(await connection.read_response())
+                except ResponseError as exc:  # this command's own error; the replies after it still follow
+                    results.append(exc)
+        except BaseException:
+            await connection.disconnect()  # its replies are out of step now
+            raise
+        finally:
+            await pool.release(connection)
         missing: list[_Call] = []
-        for call, result in zip(batch, results, strict=True):
+        for call, result in zip(sent, results, strict=True):
             if call.future.done():  # the caller was cancelled meanwhile
                 continue
             if isinstance(result, NoScriptError) and call.script is not None and not reloaded:
