@@ -253,6 +253,8 @@ async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
         app[appkeys.STORE], app[appkeys.CUSTOMERS], app[appkeys.LIVE], pipeline,
     )
     yield
+    if messaging is not None:
+        await messaging.aclose()  # slow bots' turns still running: their replies go out first
     if sender is not None:
         await sender.aclose()
 

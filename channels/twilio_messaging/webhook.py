@@ -36,6 +36,7 @@ log = structlog.get_logger(__name__)
 
 TWIML = "application/xml"
 _OPEN_ATTEMPTS = 3
+_SHUTDOWN_GRACE_SECONDS = 10.0
 # Delete a key only while it holds the given value: one key, so atomic on a single server and on a cluster.
 _COMPARE_AND_DELETE = (
     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
@@ -83,6 +84,8 @@ class MessagingWebhook:
         self.optouts = optouts
         self._compare_and_delete: AsyncScript = redis.register_script(_COMPARE_AND_DELETE)
         self._recent = RecentConversations(store.ttl_ms // 1000)
+        # Turns of slow bots that outlived their webhook (asyncio keeps only weak references to tasks).
+        self._background: set[asyncio.Future[None]] = set()
 
     def verified_form(self, request: web.Request, posted: Mapping[str, str]) -> bool:
         """Whether Twilio signed exactly this form. ``posted`` is best the multidict aiohttp parsed: the
@@ -148,6 +151,8 @@ class MessagingWebhook:
                 if await _finished_within(turn, self.config.reply_budget_seconds):
                     _log_failure(turn)
                 else:  # slow bot: it finishes in the background; its reply takes the outbound path
+                    self._background.add(turn)
+                    turn.add_done_callback(self._background.discard)
                     turn.add_done_callback(_log_failure)
             else:  # an in-process bot answers at once: no deadline to enforce, no task to pay for
                 try:
@@ -157,6 +162,11 @@ class MessagingWebhook:
             texts = [m.text for m in replies if m.text]
         log.info("twilio.answered", replies=len(texts))
         return twiml(texts)
+
+    async def aclose(self) -> None:
+        """Let slow bots' turns still running finish (their replies go out by REST), for a while."""
+        if self._background:
+            await asyncio.wait(self._background, timeout=_SHUTDOWN_GRACE_SECONDS)
 
     async def handle_status(self, request: web.Request) -> web.Response:
         """``POST /twilio/messaging/status``: a delivery report, recorded on the message it is about.

@@ -6,7 +6,7 @@ its own process against the same Redis. Then posts correctly signed Twilio webho
 sends included: N numbers, each texting M times one after another, all numbers at once. The gateway does
 everything: signature, dedupe, conversation, transcript, bot, TwiML reply. Prints one JSON object.
 
-    python tests/bench/bench_sms.py [--numbers 100] [--messages 10] [--rounds 5]
+    python tests/bench/bench_sms.py [--numbers 100] [--messages 10] [--rounds 9]
 """
 
 from __future__ import annotations
