@@ -64,7 +64,7 @@ async def test_when_redis_is_unreachable_every_caller_gets_the_error() -> None:
                                    return_exceptions=True)
     assert all(isinstance(r, RedisConnectionError) for r in results)
     with pytest.raises(RedisConnectionError):
-        await batcher.command("GET", "c")  # and the batcher still works for the next calls
+        await batcher.command("GET", "c")  # a later call gets the error too, rather than waiting
     await unreachable.aclose()
 
 

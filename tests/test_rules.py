@@ -248,3 +248,11 @@ def test_a_scenario_that_hands_off_too_early_fails(rules: RuleSet) -> None:
     })
     outcome = run_scenario(rules, scenario, {}, default_signal_reader(rules.meta.locales))
     assert outcome.failures == ["turn 1 handed off; the later turns would never reach the bot"]
+
+
+def test_a_conversations_language_stays_once_detected(rules: RuleSet) -> None:
+    reader = default_signal_reader(rules.meta.locales)
+    assert reader.read("Wo ist meine Bestellung, bitte?").language == "de"
+    # A later message in another language does not flip the conversation's locale.
+    assert reader.read("where is my order please", known_language="de").language == "de"
+    assert reader.read("where is my order please").language == "en"

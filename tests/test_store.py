@@ -65,6 +65,22 @@ async def test_append_updates_fields_and_returns_the_snapshot(store: Conversatio
     assert result.conversation.customer.tier == "gold"
 
 
+async def test_a_step_that_needs_no_state_back_returns_the_callers_snapshot_with_the_step_applied(
+    store: ConversationStore,
+) -> None:
+    cid = (await store.create(Customer(id="cu1", tier="gold"), "webchat")).conversation.id
+    snapshot = (await store.append(customer_says(cid, "x"))).conversation
+    reply = Message(conversation_id=cid, direction=Direction.OUTBOUND, sender=SenderKind.BOT, text="y",
+                    channel="webchat")
+    result = await store.append_and_move(
+        reply, ConversationState.BOT, [], updates={"last_intent": "", "signals": PolicySignals(failed_turns=1)},
+        allowed_from=[ConversationState.BOT], snapshot=snapshot)
+    stored = await store.get(cid)
+    assert result.message.id and result.message.id == (await store.transcript(cid))[-1].id
+    for field in ("state", "last_intent", "signals", "updated_at", "customer"):
+        assert getattr(result.conversation, field) == getattr(stored, field), field
+
+
 async def test_transition_only_from_allowed_states_and_records_event(store: ConversationStore) -> None:
     cid = (await store.create(Customer(id="cu1"), "webchat")).conversation.id
     with pytest.raises(TransitionRefused) as refused:
