@@ -213,7 +213,7 @@ async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
             str(settings.twilio_api_base_url), settings.twilio_sms_from, settings.twilio_whatsapp_from,
             status_callback=callback,
         ))
-    optouts = OptOuts(app[appkeys.REDIS], Keys(settings.redis_namespace))
+    optouts = OptOuts(app[appkeys.STORE].batcher, Keys(settings.redis_namespace))
     messaging_adapters = {
         "sms": SmsAdapter(collector, app[appkeys.STORE], sender, optouts),
         "whatsapp": WhatsAppAdapter(collector, app[appkeys.STORE], sender, optouts,

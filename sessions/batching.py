@@ -35,6 +35,7 @@ log = structlog.get_logger(__name__)
 
 MAX_BATCH = 128
 _SHUTTING_DOWN = "the gateway is shutting down"
+_CLOSE_GRACE_SECONDS = 5.0
 
 
 @dataclass(slots=True)
@@ -105,36 +106,35 @@ class RedisBatcher:
             try:
                 packed.append(hiredis.pack_command(call.args))
             except (TypeError, ValueError) as exc:  # an argument Redis cannot take (None): it fails alone
-                call.future.set_exception(DataError(f"cannot send {call.args[0]!r}: {exc}"))
+                if not call.future.done():
+                    call.future.set_exception(DataError(f"cannot send {call.args[0]!r}: {exc}"))
                 continue
             sent.append(call)
         if not sent:
             return
+        missing: list[_Call] = []
         pool = self.redis.connection_pool
         connection = await pool.get_connection()  # type: ignore[no-untyped-call]
         try:
             await connection.send_packed_command(b"".join(packed))
-            results: list[Any] = []
-            for _ in sent:
+            for call in sent:  # each caller is answered as its reply arrives: a later failure is not theirs
                 try:
-                    results.append(await connection.read_response())
+                    reply = await connection.read_response()
                 except ResponseError as exc:  # this command's own error; the replies after it still follow
-                    results.append(exc)
+                    reply = exc
+                if call.future.done():  # the caller was cancelled meanwhile
+                    continue
+                if isinstance(reply, NoScriptError) and call.script is not None and not reloaded:
+                    missing.append(call)
+                elif isinstance(reply, Exception):
+                    call.future.set_exception(reply)
+                else:
+                    call.future.set_result(reply)
         except BaseException:
             await connection.disconnect()  # its replies are out of step now
             raise
         finally:
             await pool.release(connection)
-        missing: list[_Call] = []
-        for call, result in zip(sent, results, strict=True):
-            if call.future.done():  # the caller was cancelled meanwhile
-                continue
-            if isinstance(result, NoScriptError) and call.script is not None and not reloaded:
-                missing.append(call)
-            elif isinstance(result, Exception):
-                call.future.set_exception(result)
-            else:
-                call.future.set_result(result)
         if missing:
             scripts = {call.script.sha: call.script for call in missing if call.script is not None}
             await asyncio.gather(*(self._load(script) for script in scripts.values()))
@@ -151,12 +151,12 @@ class RedisBatcher:
         await asyncio.shield(loading)
 
     async def aclose(self) -> None:
-        """Send what is queued and wait for everything on its way; later calls fail at once."""
+        """Send what is queued and wait, for a while, for everything on its way; later calls fail at once."""
         self._closed = True
         if self._pending:
             self._flush()
-        while self._flushing:
-            await asyncio.gather(*list(self._flushing), return_exceptions=True)
+        if self._flushing:
+            await asyncio.wait(set(self._flushing), timeout=_CLOSE_GRACE_SECONDS)
 
 
 def _settle(batch: list[_Call], _: asyncio.Task[None]) -> None:

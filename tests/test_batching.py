@@ -97,3 +97,17 @@ async def test_a_cancelled_send_still_answers_every_caller(redis: Redis, namespa
     results = await asyncio.gather(*calls, return_exceptions=True)
     # Each caller has its answer: the result if Redis answered first, else an error that says why.
     assert all(r == 1 or isinstance(r, RedisConnectionError) for r in results)
+
+
+async def test_callers_answered_before_the_connection_drops_keep_their_answers(
+    redis: Redis, namespace: str
+) -> None:
+    batcher = RedisBatcher(redis)
+    before, _, after = await asyncio.gather(
+        batcher.command("INCR", f"{namespace}:before"),
+        batcher.command("QUIT"),  # Redis answers, then closes this very connection
+        batcher.command("INCR", f"{namespace}:after"),
+        return_exceptions=True,
+    )
+    assert before == 1  # it ran, and its caller knows it
+    assert isinstance(after, RedisConnectionError)

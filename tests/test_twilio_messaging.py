@@ -326,6 +326,30 @@ async def test_an_opt_out_made_elsewhere_is_honoured_at_once(
     assert status == 200 and body.endswith("<Response />")
 
 
+async def test_every_delivery_of_a_stop_applies_it_twilios_retries_included(
+    start_gateway: Any, http: aiohttp.ClientSession, redis: Redis, namespace: str
+) -> None:
+    """If the first delivery of a STOP was stored but its opt-out did not stick (the process died right
+    after, say), Twilio's retry of that same message still opts the number out."""
+    base = await start(start_gateway)
+    number = "+14155550185"
+    await post(http, base, sms_form("hi", sender=number))
+    stop = sms_form("STOP", sender=number)
+    await post(http, base, stop)
+    opted_out_key = f"{Keys(namespace).identity('sms', number)}:opted-out"
+    assert await redis.exists(opted_out_key)
+    await redis.delete(opted_out_key)  # as if it had been lost
+
+    status, _, body = await post(http, base, stop)  # Twilio retries the same MessageSid
+    assert status == 200 and body.endswith("<Response />")
+    assert await redis.exists(opted_out_key)
+    store = ConversationStore(redis, Keys(namespace), 60)
+    [cid] = await store.recent()
+    assert [m.text for m in await store.transcript(cid)].count("STOP") == 1  # still stored once
+    status, _, body = await post(http, base, sms_form("where is my order", sender=number))
+    assert body.endswith("<Response />")
+
+
 async def test_texts_arriving_together_after_the_conversation_expired_open_one_new_one(
     start_gateway: Any, http: aiohttp.ClientSession, redis: Redis, namespace: str
 ) -> None:

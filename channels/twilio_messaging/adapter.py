@@ -15,12 +15,12 @@ from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 import structlog
-from redis.asyncio import Redis
 
 from channels.base import Capabilities
 from channels.twilio_messaging.numbers import conversation_key, key_ttl_seconds
 from channels.twilio_messaging.outbound import SendResult, TwilioSender
 from channels.twilio_messaging.rules import MAX_BODY, inside_whatsapp_window, split_message
+from sessions.batching import RedisBatcher
 from sessions.jobs import Job, JobQueue
 from sessions.keys import Keys
 from sessions.models import Conversation, ConversationEvent, Direction, Message, SenderKind, utcnow
@@ -66,23 +66,27 @@ class ReplyCollector:
 
 
 class OptOuts:
-    """Numbers that texted STOP: nothing more is sent to them, agents' replies included, until START."""
+    """Numbers that texted STOP: nothing more is sent to them, agents' replies included, until START.
 
-    def __init__(self, redis: Redis, keys: Keys) -> None:
-        self.redis = redis
+    Each call is queued on the batcher when made, so one made next to a conversation step shares its round
+    trip (the webhook reads or sets a number's opt-out together with the text's append)."""
+
+    def __init__(self, batcher: RedisBatcher, keys: Keys) -> None:
+        self.batcher = batcher
         self.keys = keys
 
     def key(self, channel: str, number: str) -> str:
         return self.keys.identity(channel, number) + ":opted-out"
 
-    async def opted_out(self, channel: str, number: str) -> bool:
-        return bool(await self.redis.exists(self.key(channel, number)))
+    def opted_out(self, channel: str, number: str) -> asyncio.Future[Any]:
+        """Truthy once awaited when the number has opted out."""
+        return self.batcher.command("EXISTS", self.key(channel, number))
 
-    async def opt_out(self, channel: str, number: str, at: datetime) -> None:
-        await self.redis.set(self.key(channel, number), at.isoformat())
+    def opt_out(self, channel: str, number: str, at: datetime) -> asyncio.Future[Any]:
+        return self.batcher.command("SET", self.key(channel, number), at.isoformat())
 
-    async def opt_in(self, channel: str, number: str) -> None:
-        await self.redis.delete(self.key(channel, number))
+    def opt_in(self, channel: str, number: str) -> asyncio.Future[Any]:
+        return self.batcher.command("DEL", self.key(channel, number))
 
 
 class MessagingAdapter:
@@ -177,13 +181,13 @@ class MessagingAdapter:
             return
         window = await self.send_outside_window(address, message.model_copy(update={"text": text}))
         if window is not None:
-            await self._record(conversation, message, window)
+            await (self._record_sent if window.ok else self._record)(conversation, message, window)
             return
         parts = split_message(text)
         for index, part in enumerate(parts):
             result = await self.sender.send(self.channel, address, part)
             if result.ok:
-                await self._record(conversation, message, result)
+                await self._record_sent(conversation, message, result)
                 continue
             remaining = " ".join(parts[index:])
             if result.retryable and self.jobs is not None and attempt + 1 < MAX_ATTEMPTS:
@@ -224,19 +228,28 @@ class MessagingAdapter:
         )
         log.info("messaging.retry_scheduled", message_id=message.id, attempt=attempt + 1)
 
+    async def _record_sent(self, conversation: Conversation, message: Message, result: SendResult) -> None:
+        """Bookkeeping after Twilio took a message. A failure here is logged, never raised: raising would
+        have the send retried, and the customer would get the text twice."""
+        try:
+            await self._record(conversation, message, result)
+        except Exception:
+            log.exception("messaging.sent_not_recorded", message_id=message.id, sid=result.sid)
+
     async def _record(self, conversation: Conversation, message: Message, result: SendResult) -> None:
         if result.ok:
             log.info("messaging.sent", channel=self.channel, message_id=message.id, sid=result.sid)
             ttl = self.store.ttl_ms // 1000
             batch = self.store.batcher
+            number_key = conversation_key(self.store.keys, self.channel, self.address_of(conversation) or "")
             await asyncio.gather(
                 # Delivery reports name only the SID: remember which message it was.
                 batch.command("SET", sid_key(self.store, str(result.sid)), f"{conversation.id}|{message.id}",
                               "EX", ttl),
-                # The number's key lives on with the conversation (numbers.py).
-                batch.command("EXPIRE", conversation_key(self.store.keys, self.channel,
-                                                         self.address_of(conversation) or ""),
-                              key_ttl_seconds(ttl)),
+                # The number's key lives on with the conversation (numbers.py); if it had expired under
+                # this live conversation, it names it again.
+                batch.command("SET", number_key, conversation.id, "NX", "EX", key_ttl_seconds(ttl)),
+                batch.command("EXPIRE", number_key, key_ttl_seconds(ttl)),
             )
             event = ConversationEvent(
                 type="delivery.sent",

@@ -130,19 +130,25 @@ class MessagingWebhook:
             channel_metadata={k: v for k, v in (("profile_name", inbound.profile_name),
                                                  ("wa_id", inbound.wa_id)) if v},
         )
-        # Whether the number texted STOP, read in the same round trip as the append (both are queued in
-        # this loop turn): an opted-out number gets no answer, not even in TwiML.
-        opted = None
+        # The number's opt-out, read (or, for a STOP, set) in the same round trip as the append, both being
+        # queued in this loop turn: an opted-out number gets no answer, not even in TwiML. A STOP is applied
+        # with every delivery of it, Twilio's retries included, so whatever fails after, it is never lost.
+        word = keyword(inbound.body) if inbound.channel == "sms" else None
+        opted: asyncio.Future[Any] | None = None
         if inbound.channel == "sms":
-            opted = self.store.batcher.command("EXISTS", self.optouts.key("sms", inbound.sender))
+            number = inbound.sender
+            opted = (self.optouts.opt_out("sms", number, utcnow()) if word in OPT_OUT
+                     else self.optouts.opted_out("sms", number))
             opted.add_done_callback(_retrieved)
         accepted = await self._accept(message, inbound)
         if accepted.duplicate:
+            if word in OPT_OUT and opted is not None:
+                await opted  # went through, or this retry fails too and Twilio tries again
             log.info("twilio.retry_ignored")
             return twiml([])
         if opted is not None:
-            opted_out = bool(await opted)
-            word = keyword(inbound.body)
+            answer = await opted  # for a STOP: it went through
+            opted_out = word in OPT_OUT or bool(answer)
             if word is not None or opted_out:
                 return await self._keyword(accepted, word, inbound, opted_out=opted_out)
         with self.collector.collecting(accepted.conversation.id) as replies:
@@ -246,9 +252,7 @@ class MessagingWebhook:
         """STOP, START and HELP are carrier rules, not conversation: kept in the transcript for the agent,
         acted on here, never answered by the bot. An opted-out number gets no answer until START."""
         conversation, number = accepted.conversation, inbound.sender
-        now = utcnow()
-        if word in OPT_OUT:
-            await self.optouts.opt_out("sms", number, now)
+        if word in OPT_OUT:  # already stored with the message
             await self.store.record(conversation.id, ConversationEvent(
                 type="sms.opted_out", conversation_id=conversation.id, data={"keyword": word}))
             log.info("sms.opted_out")
