@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import signal
+import socket
 from collections.abc import AsyncIterator
 from datetime import datetime
 
@@ -53,15 +54,24 @@ from sessions.store import ConversationStore
 log = structlog.get_logger(__name__)
 
 SWEEP_SECONDS = 2.0
+# Probe an idle connection after 10 s, every 5 s; give up after 3 unanswered probes (where the OS has them).
+_KEEPALIVE = {
+    option: value
+    for name, value in (("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 3))
+    if (option := getattr(socket, name, None)) is not None
+}
 
 
 async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[appkeys.SETTINGS]
     assert settings.redis_url is not None, "the CLI resolves REDIS_URL (or starts an embedded Redis) first"
-    # A blocking pool: under a burst, requests wait briefly for a connection instead of failing.
+    # A blocking pool: under a burst, requests wait briefly for a connection instead of failing. A Redis
+    # that vanished without closing its connections (a dead host, a cut network) is noticed by TCP
+    # keepalive within about half a minute, at no cost per command (unlike a per-read socket timeout).
     pool = BlockingConnectionPool.from_url(
         settings.redis_url, max_connections=settings.redis_max_connections, timeout=5,
         socket_connect_timeout=2, health_check_interval=30,
+        socket_keepalive=True, socket_keepalive_options=_KEEPALIVE,
     )
     redis = Redis(connection_pool=pool)
     keys = Keys(settings.redis_namespace)
