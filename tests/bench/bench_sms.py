@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from gateway.embedded_redis import free_port  # noqa: E402
-from tests.bench.harness import run_against_redis  # noqa: E402
+from tests.bench.harness import commands_run, gateway_redis_counts, run_against_redis  # noqa: E402
 from tests.readiness import wait_until_ready  # noqa: E402
 
 TOKEN = "0123456789abcdef0123456789abcdef"
@@ -83,46 +83,33 @@ class Target:
             # The desk's clockwork (offers, queue updates, jobs) talks to Redis in the background; measure
             # its rate while idle and take it out of the per-message counts.
             await texting(http, self.base, "+14155550999", 1)  # load the scripts, outside the measurement
-            idle, idle_commands = await trips(http, self.base), await commands(self.redis)
+            idle, idle_commands = await gateway_redis_counts(http, self.base), await commands_run(self.redis)
             await asyncio.sleep(IDLE_SECONDS)
-            after = await trips(http, self.base)
+            after = await gateway_redis_counts(http, self.base)
             self.idle_trips_per_second = (after["round_trips"] - idle["round_trips"]) / IDLE_SECONDS
             self.idle_steps_per_second = (after["steps"] - idle["steps"]) / IDLE_SECONDS
-            self.idle_commands_per_second = (await commands(self.redis) - idle_commands) / IDLE_SECONDS
+            self.idle_commands_per_second = (await commands_run(self.redis) - idle_commands) / IDLE_SECONDS
 
     async def round(self, http: aiohttp.ClientSession, first: int, numbers: int, messages: int) -> dict[str, float]:
         """Numbers ``first``.. text ``messages`` times each, all numbers at once (new numbers each round, so
         each round opens its conversations too)."""
         counting = self.redis is not None
-        before = await trips(http, self.base) if counting else {"round_trips": 0, "steps": 0}
-        commands_before = await commands(self.redis) if self.redis is not None else 0
+        before = await gateway_redis_counts(http, self.base) if counting else {"round_trips": 0, "steps": 0}
+        commands_before = await commands_run(self.redis) if self.redis is not None else 0
         cpu_before = cpu_seconds(self.pid)
         started = time.perf_counter()
         await asyncio.gather(*(texting(http, self.base, f"+1415{first + n:07d}", messages)
                                for n in range(numbers)))
         elapsed = time.perf_counter() - started
         cpu = cpu_seconds(self.pid) - cpu_before
-        after = await trips(http, self.base) if counting else {"round_trips": 0, "steps": 0}
-        commands_after = await commands(self.redis) if self.redis is not None else 0
+        after = await gateway_redis_counts(http, self.base) if counting else {"round_trips": 0, "steps": 0}
+        commands_after = await commands_run(self.redis) if self.redis is not None else 0
         sent = numbers * messages
         trips_made = after["round_trips"] - before["round_trips"] - self.idle_trips_per_second * elapsed
         steps_made = after["steps"] - before["steps"] - self.idle_steps_per_second * elapsed
         return {"per_second": sent / elapsed, "cpu_ms": cpu * 1000 / sent,
                 "round_trips": trips_made / sent, "steps": steps_made / sent,
                 "commands": (commands_after - commands_before - self.idle_commands_per_second * elapsed) / sent}
-
-
-async def commands(redis: Redis) -> int:
-    """Every command Redis has run so far, those run inside scripts included (INFO commandstats)."""
-    stats = await redis.info("commandstats")
-    return sum(int(v["calls"]) for k, v in stats.items() if k != "cmdstat_info")
-
-
-async def trips(http: aiohttp.ClientSession, base: str) -> dict[str, int]:
-    """The gateway's Redis writes so far, and its steps (instrumented_gateway.py)."""
-    async with http.get(f"{base}/bench/redis-roundtrips") as response:
-        counts = await response.json()
-        return {"round_trips": int(counts["round_trips"]), "steps": int(counts["steps"])}
 
 
 def start(script: str, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:

@@ -30,23 +30,11 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from gateway.embedded_redis import free_port  # noqa: E402
-from tests.bench.harness import run_against_redis  # noqa: E402
+from tests.bench.harness import commands_run, gateway_redis_counts, run_against_redis  # noqa: E402
 from tests.readiness import wait_until_ready  # noqa: E402
 
 QUESTIONS = ["Where is my order?", "how much is shipping", "can I return an item", "reset my password",
              "do you take credit cards", "when do I get my money back", "hello", "thanks"]
-
-
-async def total_commands(client: aioredis.Redis) -> int:
-    stats = await client.info("commandstats")
-    return sum(int(v["calls"]) for k, v in stats.items() if k != "cmdstat_info")
-
-
-async def round_trips(http: aiohttp.ClientSession, base: str) -> tuple[int, int]:
-    """The gateway's Redis writes so far, and its steps (instrumented_gateway.py)."""
-    async with http.get(f"{base}/bench/redis-roundtrips") as r:
-        counts = await r.json()
-        return int(counts["round_trips"]), int(counts["steps"])
 
 
 async def open_session(http: aiohttp.ClientSession, base: str) -> aiohttp.ClientWebSocketResponse:
@@ -88,16 +76,16 @@ async def run(args: argparse.Namespace, redis_url: str) -> dict[str, Any]:
                 raise SystemExit("the gateway did not become ready")
             sockets = await asyncio.gather(*(open_session(http, base) for _ in range(args.sessions)))
             latencies: list[float] = []
-            commands_before, trips_before = await total_commands(redis), await round_trips(http, base)
+            commands_before, trips_before = await commands_run(redis), await gateway_redis_counts(http, base)
             started = time.perf_counter()
             await asyncio.gather(*(converse(ws, args.messages, latencies) for ws in sockets))
             elapsed = time.perf_counter() - started
-            trips_after = await round_trips(http, base)
-            commands_after = await total_commands(redis)
+            trips_after = await gateway_redis_counts(http, base)
+            commands_after = await commands_run(redis)
             await asyncio.gather(*(ws.close() for ws in sockets))
         sent = args.sessions * args.messages
-        trips = trips_after[0] - trips_before[0]
-        steps = trips_after[1] - trips_before[1]
+        trips = trips_after["round_trips"] - trips_before["round_trips"]
+        steps = trips_after["steps"] - trips_before["steps"]
         return {
             "benchmark": "webchat",
             "sessions": args.sessions,
