@@ -19,7 +19,6 @@ restart, SCRIPT FLUSH) answers NOSCRIPT without running anything, so those are l
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -73,8 +72,7 @@ class RedisBatcher:
             call.future.set_exception(RedisConnectionError(_SHUTTING_DOWN))
             return call.future
         if not self._pending:
-            # Not in the caller's context: a batch serves many requests, its logs belong to none of them.
-            loop.call_soon(self._flush, context=contextvars.Context())
+            loop.call_soon(self._flush)
         self._pending.append(call)
         return call.future
 
