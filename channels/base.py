@@ -1,12 +1,26 @@
-"""The one interface every channel implements, and the registry the pipeline looks adapters up in."""
+"""The interfaces every channel implements, and the registry the gateway wires them from.
+
+A channel is two-sided (as Rasa's input/output channel pairs and aiogram's ``register(app, path)``): a
+``Channel`` is a transport that registers its own routes and turns requests into ``InboundMessage``s, and
+the ``ChannelAdapter``s it starts carry outbound messages and act on typed conversation status (queued, a
+wait update, offered, assigned, transferred, resolved ...). The gateway never branches on a channel's name.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from sessions.models import Conversation, InboundMessage, Message
-from sessions.store import AppendResult
+from aiohttp import web
+from redis.asyncio import Redis
+
+from sessions.customers import CustomerStore
+from sessions.jobs import JobRunner
+from sessions.keys import Keys
+from sessions.live import LiveFeed
+from sessions.models import Conversation, InboundMessage, Message, StatusUpdate
+from sessions.store import AppendResult, ConversationStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +46,10 @@ class ChannelAdapter(Protocol):
     async def deliver(self, conversation: Conversation, message: Message) -> None:
         """Carry an outbound message, already stored in the transcript, to the customer."""
 
+    async def on_status(self, update: StatusUpdate) -> None:
+        """Act on a handoff step of one of this channel's conversations, once, on the instance that made it
+        (text the first wait update, dial the offered agent, bridge a call ...). Nothing to do is fine."""
+
 
 class InboundSink(Protocol):
     """The pipeline as a channel sees it: store a customer's message, then let the conversation move on.
@@ -47,6 +65,42 @@ class InboundSink(Protocol):
     @property
     def turns_wait_on_io(self) -> bool:
         """Whether ``advance`` may wait on a remote bot: a channel with a deadline bounds it only then."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelContext:
+    """What the gateway hands every channel when it starts."""
+
+    redis: Redis
+    keys: Keys
+    store: ConversationStore
+    customers: CustomerStore
+    live: LiveFeed
+    sink: InboundSink
+    jobs: JobRunner
+    registry: ChannelRegistry
+
+
+class Channel(Protocol):
+    """A transport (web chat, Twilio messaging, Twilio voice): its routes, and the adapters it starts.
+
+    Routes are added when the app is built; requests only arrive after ``start``, which opens what the
+    channel needs and registers its adapters."""
+
+    @property
+    def name(self) -> str: ...
+
+    def add_routes(self, router: web.UrlDispatcher) -> None: ...
+
+    async def start(self, context: ChannelContext) -> None: ...
+
+    async def shutdown(self) -> None:
+        """The server is stopping: close client connections, let work in flight finish (Redis still up)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release what ``start`` opened (HTTP clients)."""
         ...
 
 
@@ -67,3 +121,12 @@ class ChannelRegistry:
 
     def names(self) -> list[str]:
         return sorted(self._adapters)
+
+    def __iter__(self) -> Iterator[ChannelAdapter]:
+        return iter(self._adapters.values())
+
+    async def on_status(self, update: StatusUpdate) -> None:
+        """The store's status listener: the step goes to its conversation's channel."""
+        adapter = self._adapters.get(update.channel)
+        if adapter is not None:
+            await adapter.on_status(update)

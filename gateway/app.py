@@ -7,28 +7,17 @@ import functools
 import signal
 import socket
 from collections.abc import AsyncIterator
-from datetime import datetime
 
 import structlog
 from aiohttp import web
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 
-from channels.base import ChannelRegistry
-from channels.twilio_messaging import (
-    MessagingConfig,
-    MessagingWebhook,
-    OptOuts,
-    ReplyCollector,
-    SmsAdapter,
-    WhatsAppAdapter,
-)
-from channels.twilio_messaging.adapter import SEND_KIND
-from channels.twilio_messaging.outbound import OutboundConfig, TwilioSender
-from channels.webchat import WebChatAdapter, WebChatConfig, WebChatEndpoint
+from channels.base import Channel, ChannelContext, ChannelRegistry
 from gateway import agent_socket, appkeys
 from gateway.agent_api import desk_errors
 from gateway.bots import build_bot
+from gateway.channel_setup import build_channels
 from gateway.helpdesk import KIND as HELPDESK_KIND
 from gateway.helpdesk import HelpdeskWebhook
 from gateway.middleware import error_middleware, request_context_middleware
@@ -45,10 +34,10 @@ from handoff.queues import QueueStore
 from handoff.sla import QueueUpdates
 from sessions.batching import RedisBatcher
 from sessions.customers import CustomerStore
-from sessions.jobs import Job, JobQueue, JobRunner
+from sessions.jobs import JobQueue, JobRunner
 from sessions.keys import Keys
 from sessions.live import LiveFeed
-from sessions.models import Conversation, Direction, Message, SenderKind, utcnow
+from sessions.models import Conversation, utcnow
 from sessions.store import ConversationStore
 
 log = structlog.get_logger(__name__)
@@ -87,7 +76,7 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     app[appkeys.SUMMARIZER] = BotTurnSummarizer()
     app[appkeys.JOBS] = JobRunner(JobQueue(redis, keys))
     app[appkeys.DISPATCHER] = Dispatcher(app[appkeys.DESK], settings.offer_timeout_seconds)
-    app[appkeys.QUEUE_UPDATES] = QueueUpdates(app[appkeys.DESK], announce=functools.partial(_announce, app))
+    app[appkeys.QUEUE_UPDATES] = QueueUpdates(app[appkeys.DESK])
     live = LiveFeed(redis, keys)
     await live.start()
     app[appkeys.LIVE] = live
@@ -176,14 +165,6 @@ async def _desk_ctx(app: web.Application) -> AsyncIterator[None]:
             log.warning("desk.sweep_did_not_stop")
 
 
-async def _announce(app: web.Application, conversation: Conversation, text: str) -> None:
-    """A queue update as a message, for channels that cannot show it quietly (SMS, WhatsApp)."""
-    notice = Message(conversation_id=conversation.id, direction=Direction.OUTBOUND, sender=SenderKind.SYSTEM,
-                     text=text, channel=conversation.channel)
-    stored = await app[appkeys.STORE].append(notice)
-    await app[appkeys.CHANNELS].get(conversation.channel).deliver(stored.conversation, stored.message)
-
-
 async def _after_handoff(app: web.Application, conversation: Conversation) -> None:
     """A conversation entered a queue: offer it now, and send its package to the help desk if set up."""
     app[appkeys.DISPATCHER].kick()
@@ -210,67 +191,39 @@ async def _helpdesk_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The channels and the pipeline that joins them to the bot, the rules and the desk."""
     settings = app[appkeys.SETTINGS]
-    channels = ChannelRegistry()
-    channels.register(WebChatAdapter())
-    collector = ReplyCollector()
-    sender = None
-    if settings.twilio_account_sid and settings.twilio_auth_token:
-        public = str(settings.public_url).rstrip("/") if settings.public_url else None
-        callback = f"{public}/twilio/messaging/status" if public else None
-        sender = TwilioSender(OutboundConfig(
-            settings.twilio_account_sid, settings.twilio_auth_token.get_secret_value(),
-            str(settings.twilio_api_base_url), settings.twilio_sms_from, settings.twilio_whatsapp_from,
-            status_callback=callback,
-        ))
-    optouts = OptOuts(app[appkeys.STORE].batcher, Keys(settings.redis_namespace))
-    messaging_adapters = {
-        "sms": SmsAdapter(collector, app[appkeys.STORE], sender, optouts),
-        "whatsapp": WhatsAppAdapter(collector, app[appkeys.STORE], sender, optouts,
-                                    settings.twilio_whatsapp_template_sid),
-    }
-    for adapter in messaging_adapters.values():
-        adapter.jobs = app[appkeys.JOBS].jobs
-        channels.register(adapter)
-
-    async def retry_send(job: Job, now: datetime) -> None:
-        await messaging_adapters[str(job.payload["channel"])].retry(job, now)
-
-    app[appkeys.JOBS].register(SEND_KIND, retry_send)
-    app[appkeys.CHANNELS] = channels
-    app[appkeys.QUEUE_UPDATES].announced_channels = frozenset(
-        name for name in channels.names() if not channels.get(name).capabilities.live_updates
-    )
-    pipeline = Pipeline(app[appkeys.STORE], app[appkeys.BOT], channels, app[appkeys.RULES],
+    registry = ChannelRegistry()
+    app[appkeys.CHANNELS] = registry
+    pipeline = Pipeline(app[appkeys.STORE], app[appkeys.BOT], registry, app[appkeys.RULES],
                         app[appkeys.QUEUES], on_handoff=functools.partial(_after_handoff, app),
                         return_window_seconds=settings.return_window_seconds,
                         staffing=lambda: app[appkeys.DISPATCHER].online_by_queue,
                         queue_figures=lambda: app[appkeys.QUEUE_UPDATES].last_staffing)
     app[appkeys.PIPELINE] = pipeline
-    secret = settings.identity_secret.get_secret_value() if settings.identity_secret else None
-    messaging = None
-    if settings.public_url is not None and settings.twilio_auth_token is not None:
-        messaging = MessagingWebhook(
-            MessagingConfig(str(settings.public_url), settings.twilio_auth_token.get_secret_value(),
-                            help_text=settings.sms_help_text, link_channels=settings.link_sms_and_whatsapp,
-                            reply_budget_seconds=settings.twilio_reply_budget_seconds),
-            redis=app[appkeys.REDIS], keys=Keys(settings.redis_namespace), store=app[appkeys.STORE],
-            customers=app[appkeys.CUSTOMERS], sink=pipeline, collector=collector, optouts=optouts,
-        )
-    app[appkeys.MESSAGING] = messaging
-    app[appkeys.WEBCHAT] = WebChatEndpoint(
-        WebChatConfig(settings.allowed_origins, settings.max_message_chars, secret),
-        app[appkeys.STORE], app[appkeys.CUSTOMERS], app[appkeys.LIVE], pipeline,
+    context = ChannelContext(
+        redis=app[appkeys.REDIS], keys=Keys(settings.redis_namespace), store=app[appkeys.STORE],
+        customers=app[appkeys.CUSTOMERS], live=app[appkeys.LIVE], sink=pipeline, jobs=app[appkeys.JOBS],
+        registry=registry,
     )
-    yield
-    if messaging is not None:
-        await messaging.aclose()  # slow bots' turns still running: their replies go out first
-    if sender is not None:
-        await sender.aclose()
+    started: list[Channel] = []
+    try:
+        for channel in app[appkeys.TRANSPORTS]:
+            await channel.start(context)
+            started.append(channel)
+        # Every handoff step stored by this instance reaches its conversation's channel, once.
+        app[appkeys.STORE].on_status = registry.on_status
+        yield
+    finally:
+        app[appkeys.STORE].on_status = None
+        for channel in reversed(started):
+            await channel.aclose()
 
 
-async def _close_sockets(app: web.Application) -> None:
-    await app[appkeys.WEBCHAT].close_all()
+async def _shutdown(app: web.Application) -> None:
+    """Close client connections first (Redis is still up), and let channels finish work in flight."""
+    for channel in app[appkeys.TRANSPORTS]:
+        await channel.shutdown()
     await agent_socket.close_all(app)
 
 
@@ -278,7 +231,10 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[request_context_middleware, error_middleware, desk_errors])
     app[appkeys.SETTINGS] = settings
     app[appkeys.AGENT_SOCKETS] = set()
+    app[appkeys.TRANSPORTS] = build_channels(settings)
     app.cleanup_ctx.extend([_redis_ctx, _bot_ctx, _rules_ctx, _helpdesk_ctx, _desk_ctx, _pipeline_ctx])
-    app.on_shutdown.append(_close_sockets)
+    app.on_shutdown.append(_shutdown)
     setup_routes(app)
+    for channel in app[appkeys.TRANSPORTS]:
+        channel.add_routes(app.router)
     return app

@@ -5,9 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 from redis.asyncio import Redis
 
-from channels.base import ChannelRegistry
-from channels.twilio_messaging import MessagingWebhook
-from channels.webchat import WebChatEndpoint
+from channels.base import Channel, ChannelRegistry
 from gateway.bots.base import Bot
 from gateway.helpdesk import HelpdeskWebhook
 from gateway.pipeline import Pipeline
@@ -32,7 +30,6 @@ LIVE = web.AppKey("live", LiveFeed)
 BOT = web.AppKey("bot", Bot)
 CHANNELS = web.AppKey("channels", ChannelRegistry)
 PIPELINE = web.AppKey("pipeline", Pipeline)
-WEBCHAT = web.AppKey("webchat", WebChatEndpoint)
 RULES = web.AppKey("rules", RulesHolder)
 QUEUES = web.AppKey("queues", QueueStore)
 AGENTS = web.AppKey("agents", AgentStore)
@@ -42,5 +39,6 @@ DISPATCHER = web.AppKey("dispatcher", Dispatcher)
 AGENT_SOCKETS = web.AppKey("agent_sockets", set[web.WebSocketResponse])
 HELPDESK: web.AppKey[HelpdeskWebhook | None] = web.AppKey("helpdesk")
 QUEUE_UPDATES = web.AppKey("queue_updates", QueueUpdates)
-MESSAGING: web.AppKey[MessagingWebhook | None] = web.AppKey("messaging")
+# The transports this gateway serves (gateway/channel_setup.py), each with its routes and adapters.
+TRANSPORTS = web.AppKey("transports", list[Channel])
 JOBS = web.AppKey("jobs", JobRunner)

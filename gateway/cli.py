@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from aiohttp import web
 from redis.asyncio import Redis
 
-from channels.twilio_messaging.form import FormError, e164
+from channels.twilio.forms import FormError, e164
 from gateway import rules_cli
 from gateway.app import create_app
 from gateway.embedded_redis import EmbeddedRedisError
@@ -116,8 +116,13 @@ async def _agents(settings: Settings, url: str, args: argparse.Namespace) -> int
             if await store.find(args.name):
                 print(f"handoff-gateway: an agent named {args.name!r} exists", file=sys.stderr)
                 return 1
+            try:
+                phone = e164(args.phone) if args.phone else None
+            except ValueError as exc:
+                print(f"handoff-gateway: --phone: {exc}", file=sys.stderr)
+                return 2
             agent, token = await store.add(args.name, _split(args.skills), _split(args.languages),
-                                           _split(args.queues))
+                                           _split(args.queues), phone)
             print(f"agent {agent.name} (id {agent.id}) created. API token, shown only now:")
             print(token)
             return 0
@@ -131,7 +136,7 @@ async def _agents(settings: Settings, url: str, args: argparse.Namespace) -> int
                 load = f"{state.active}/{state.capacity}"
                 print(f"{agent.id}  {agent.name:<20} {state.status.value:<8} {load}  "
                       f"skills={','.join(agent.skills) or '-'} languages={','.join(agent.languages) or '-'} "
-                      f"queues={','.join(agent.queues) or 'any'}")
+                      f"queues={','.join(agent.queues) or 'any'} phone={agent.phone or '-'}")
             return 0
         found = await store.find(args.agent)
         if found is None:
@@ -176,6 +181,8 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("--languages", default="", help="comma-separated ISO codes, e.g. en,de")
     add.add_argument("--queues", default="",
                      help="comma-separated queue ids (default: every queue they have the skills for)")
+    add.add_argument("--phone", default="",
+                     help="E.164 number the desk calls them on for phone conversations, e.g. +15551230000")
     verbs.add_parser("list", help="list agents with their presence")
     remove = verbs.add_parser("remove", help="remove an agent (by name or id); their token stops working")
     remove.add_argument("agent")

@@ -23,6 +23,7 @@ from sessions.store import decode_text
 TOKEN_PREFIX = "hga_"  # noqa: S105 - a prefix that makes leaked tokens easy to spot, not a secret
 # Presence expires unless the console (or API client) renews it: a closed laptop goes offline by itself.
 HEARTBEAT_SECONDS = 60
+PHONE_PATTERN = r"^\+[1-9]\d{6,14}$"
 
 
 class Presence(StrEnum):
@@ -38,6 +39,8 @@ class Agent(BaseModel):
     languages: list[str] = Field(default_factory=list)
     # Queues the agent serves; empty means every queue whose skills they have.
     queues: list[str] = Field(default_factory=list)
+    # Where the desk calls them for phone conversations (E.164); without one they take calls nowhere.
+    phone: str | None = Field(None, pattern=PHONE_PATTERN)
     created_at: datetime = Field(default_factory=utcnow)
 
     def serves(self, queue: str, skills: list[str]) -> bool:
@@ -74,16 +77,23 @@ class AgentStore:
         self.desk = desk
 
     async def add(
-        self, name: str, skills: list[str], languages: list[str], queues: list[str]
+        self, name: str, skills: list[str], languages: list[str], queues: list[str], phone: str | None = None
     ) -> tuple[Agent, str]:
         """Create an agent; returns it with its API token, which is not stored and cannot be shown again."""
-        agent = Agent(id=uuid.uuid4().hex[:12], name=name, skills=skills, languages=languages, queues=queues)
+        agent = Agent(id=uuid.uuid4().hex[:12], name=name, skills=skills, languages=languages, queues=queues,
+                      phone=phone)
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hset(self.keys.agents(self.desk), agent.id, agent.model_dump_json())
             pipe.hset(self.keys.agent_tokens(self.desk), hash_token(token), agent.id)
             await pipe.execute()
         return agent, token
+
+    async def set_phone(self, agent: Agent, phone: str | None) -> Agent:
+        """The number the desk calls this agent on for phone conversations (None: not by phone)."""
+        updated = Agent.model_validate({**agent.model_dump(), "phone": phone})
+        await self.redis.hset(self.keys.agents(self.desk), agent.id, updated.model_dump_json())
+        return updated
 
     async def all(self) -> list[Agent]:
         raw: dict[Any, Any] = await self.redis.hgetall(self.keys.agents(self.desk))

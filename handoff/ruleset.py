@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from handoff import hours as business_hours
@@ -24,9 +23,7 @@ from handoff.schema import (
     RuleSetMeta,
     TriggersFile,
 )
-
-if TYPE_CHECKING:
-    from handoff.loader import SourceMap
+from handoff.sources import SourceMap
 
 ALWAYS = "always"
 

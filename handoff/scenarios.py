@@ -14,12 +14,12 @@ from typing import Annotated, Any
 import yaml
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
-from handoff.loader import SourceMap
 from handoff.policy import Action, Decision, TurnInput, decide
 from handoff.problems import Problem, RulesError
 from handoff.routing import QueueLoad
 from handoff.ruleset import RuleSet
 from handoff.signals import SignalReader
+from handoff.sources import SourceMap
 from sessions.models import BotTurn, Conversation, Customer, Identity
 
 

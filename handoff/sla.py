@@ -9,7 +9,6 @@ a customer's place changes noticeably, at most every RATE_LIMIT_SECONDS per conv
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -21,12 +20,11 @@ from handoff import messages
 from handoff.agents import Agent, AgentState, Presence
 from handoff.desk import Desk
 from handoff.ruleset import RuleSet
-from sessions.models import Conversation, ConversationEvent, ConversationState
+from sessions.models import ConversationEvent, ConversationState
 from sessions.store import ConversationNotFound, TransitionRefused, decode_text
 
 log = structlog.get_logger(__name__)
 
-Announce = Callable[[Conversation, str], Awaitable[None]]
 DEFAULT_HANDLE_SECONDS = 300
 RATE_LIMIT_SECONDS = 30
 # Time for an offer to reach a free agent and be accepted: the wait of a customer an agent is free for.
@@ -68,14 +66,8 @@ def material(previous: int | None, position: int) -> bool:
 
 
 class QueueUpdates:
-    def __init__(
-        self, desk: Desk, rate_limit_seconds: float = RATE_LIMIT_SECONDS,
-        announce: Announce | None = None, announced_channels: frozenset[str] = frozenset(),
-    ) -> None:
+    def __init__(self, desk: Desk, rate_limit_seconds: float = RATE_LIMIT_SECONDS) -> None:
         self.desk = desk
-        # Channels without live status (SMS, WhatsApp) get the first update as a message, through this.
-        self.announce = announce
-        self.announced_channels = announced_channels
         self.rate_limit_ms = rate_limit_seconds * 1000
         # Staffing per queue as of the last round: what the policy's overflow rule reads for expected wait.
         self.last_staffing: dict[str, Staffing] = {}
@@ -167,8 +159,9 @@ class QueueUpdates:
             "position": position,
             "eta_seconds": eta,
         }
+        # "first": channels that cannot show updates quietly (SMS, WhatsApp) send only the first as a message.
         event = ConversationEvent(
-            type="handoff.sla", conversation_id=cid, data={"status": status, "text": text}
+            type="handoff.sla", conversation_id=cid, data={"status": status, "text": text, "first": first}
         )
         try:  # an event on the conversation, its state unchanged: refused if it stopped waiting meanwhile
             await desk.store.transition(
@@ -176,8 +169,6 @@ class QueueUpdates:
             )
         except (TransitionRefused, ConversationNotFound):
             return False
-        if first and self.announce is not None and conversation.channel in self.announced_channels:
-            await self.announce(conversation, text)
         return True
 
 

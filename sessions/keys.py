@@ -32,6 +32,10 @@ class Keys:
         """Pub/sub channel that only speeds up delivery; the transcript stream is the record."""
         return f"{self._conv(conversation_id)}:live"
 
+    def call(self, conversation_id: str) -> str:
+        """A phone conversation's call: the caller's CallSid, the agent legs, the conference, the wait."""
+        return f"{self._conv(conversation_id)}:call"
+
     def customer(self, customer_id: str) -> str:
         return f"{self.namespace}:{{cu:{customer_id}}}:customer"
 
@@ -103,6 +107,18 @@ class Keys:
     def assignments(self, desk: str) -> str:
         """Conversation id -> the agent who holds it: the one place that says who has a conversation."""
         return f"{self._desk(desk)}:assignments"
+
+    def twilio_status(self, sid: str, status: str) -> str:
+        """Claimed once per Twilio status callback (a MessageSid's delivery, a CallSid's progress)."""
+        return f"{self.namespace}:twilio-status:{sid}:{status}"
+
+    def twilio_message(self, sid: str) -> str:
+        """A sent message's Twilio SID -> "conversation id|message id": delivery reports name only the SID."""
+        return f"{self.namespace}:twilio-sid:{sid}"
+
+    def live_control(self) -> str:
+        """A standing subscription of every live feed, so its connection is open before anyone is followed."""
+        return f"{self.namespace}:live-control"
 
     def conversation_index(self) -> str:
         return f"{self.namespace}:conversations"

@@ -113,7 +113,7 @@ class LiveFeed:
             try:
                 if not standing:
                     # A standing subscription keeps the connection open before any conversation is followed.
-                    await self._pubsub.subscribe(f"{self._keys.namespace}:live-control")
+                    await self._pubsub.subscribe(self._keys.live_control())
                     standing = True
                 raw = await self._pubsub.get_message(timeout=1.0)
                 backoff = 0.1

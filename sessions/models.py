@@ -232,6 +232,75 @@ class ConversationEvent(BaseModel):
     data: dict[str, Any] = Field(default_factory=dict)
 
 
+class StatusKind(StrEnum):
+    """A step of a handed-off conversation that its channel may act on (speak it, text it, dial someone)."""
+
+    QUEUED = "queued"
+    ASYNC = "async"
+    WAIT_UPDATE = "wait_update"
+    OFFERED = "offered"
+    ASSIGNED = "assigned"
+    TRANSFERRED = "transferred"
+    REQUEUED = "requeued"
+    RESOLVED = "resolved"
+    BACK_TO_BOT = "back_to_bot"
+    ABANDONED = "abandoned"
+
+
+# The event each desk or pipeline step records, and the status it means for the customer's channel.
+_STATUS_OF_EVENT: dict[str, StatusKind] = {
+    "handoff.queued": StatusKind.QUEUED,
+    "handoff.async": StatusKind.ASYNC,
+    "handoff.sla": StatusKind.WAIT_UPDATE,
+    "handoff.offered": StatusKind.OFFERED,
+    "handoff.assigned": StatusKind.ASSIGNED,
+    "handoff.transferred": StatusKind.TRANSFERRED,
+    "handoff.requeued": StatusKind.REQUEUED,
+    "handoff.resolved": StatusKind.RESOLVED,
+    "handoff.abandoned": StatusKind.ABANDONED,
+}
+
+
+class StatusUpdate(BaseModel):
+    """A typed conversation status, handed to the conversation's channel by whoever made the step.
+
+    Built from the event the step recorded, so the record and what channels act on never disagree. ``status``
+    is what the customer-facing frame shows (queue, position, eta_seconds, agent_name ...); ``data`` the
+    rest of the event (the agent's id, a transfer's note ...).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: StatusKind
+    conversation_id: str
+    channel: str
+    text: str | None = None
+    status: dict[str, Any] = Field(default_factory=dict)
+    data: dict[str, Any] = Field(default_factory=dict)
+
+    @classmethod
+    def from_event(cls, event: ConversationEvent, channel: str) -> StatusUpdate | None:
+        """The status an event stands for, or None for events that are not a handoff step."""
+        kind = _STATUS_OF_EVENT.get(event.type)
+        if kind is None:
+            return None
+        if kind is StatusKind.RESOLVED and event.data.get("back_to_bot"):
+            kind = StatusKind.BACK_TO_BOT
+        status = event.data.get("status")
+        text = event.data.get("text")
+        return cls(
+            kind=kind, conversation_id=event.conversation_id, channel=channel,
+            text=text if isinstance(text, str) else None,
+            status=status if isinstance(status, dict) else {},
+            data={k: v for k, v in event.data.items() if k not in ("status", "text")},
+        )
+
+    @property
+    def agent_id(self) -> str | None:
+        value = self.data.get("agent_id")
+        return value if isinstance(value, str) else None
+
+
 class InboundMessage(BaseModel):
     """What every channel adapter turns its transport's input into."""
 

@@ -13,12 +13,13 @@ import hmac
 import json
 import secrets
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from importlib.resources import files
 from typing import Any
 
+import structlog
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
@@ -31,8 +32,15 @@ from sessions.models import (
     ConversationState,
     Customer,
     Message,
+    StatusUpdate,
     utcnow,
 )
+
+log = structlog.get_logger(__name__)
+
+# Told of every handoff step as it is stored, by the instance that stored it: the conversation's channel
+# acts on it (speaks it on a call, texts it, dials an agent) exactly once.
+StatusListener = Callable[[StatusUpdate], Awaitable[None]]
 
 _JSON_FIELDS = ("customer", "tags", "signals", "handoff", "notes")
 _JSON_FIELD_NAMES = " ".join(_JSON_FIELDS)
@@ -130,6 +138,22 @@ class ConversationStore:
         self._record: AsyncScript = redis.register_script(_script("record_event"))
         # The hot steps (a message in, a reply out, a conversation opened) share pipelines under load.
         self.batcher = batcher or RedisBatcher(redis)
+        self.on_status: StatusListener | None = None
+
+    async def _tell(self, events: Iterable[ConversationEvent], channel: str) -> None:
+        """Hand each stored handoff step to the status listener. The step is already durable: a listener
+        failing is logged, never raised into the desk or pipeline step that made it."""
+        if self.on_status is None:
+            return
+        for event in events:
+            update = StatusUpdate.from_event(event, channel)
+            if update is None:
+                continue
+            try:
+                await self.on_status(update)
+            except Exception:
+                log.exception("status.listener_failed", kind=update.kind.value,
+                              conversation_id=update.conversation_id)
 
     # -- conversations -------------------------------------------------------------------------------
     async def create(
@@ -285,6 +309,8 @@ class ConversationStore:
             conversation = snapshot.model_copy(update={**changed, "state": to, "updated_at": now})
         else:
             conversation = conversation_from_hash(result[2])
+        if events:
+            await self._tell(events, conversation.channel)
         return AppendResult(message, False, conversation)
 
     async def transcript(self, conversation_id: str, after: str | None = None) -> list[Message]:
@@ -321,6 +347,7 @@ class ConversationStore:
             raise ConversationNotFound(conversation_id)
         if int(result[0]) == 0:
             raise TransitionRefused(conversation_id, _decode(result[1]), to.value)
+        await self._tell([event], _decode(result[2]))
 
     async def record(self, conversation_id: str, event: ConversationEvent) -> bool:
         """Add an event to the conversation's record (a failed delivery, say) and tell live readers. False,
@@ -366,6 +393,7 @@ __all__ = [
     "ConversationNotFound",
     "ConversationStore",
     "NewConversation",
+    "StatusListener",
     "TransitionRefused",
     "conversation_from_hash",
     "decode_text",

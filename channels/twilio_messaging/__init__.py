@@ -7,9 +7,10 @@ from channels.twilio_messaging.adapter import (
     SmsAdapter,
     WhatsAppAdapter,
 )
+from channels.twilio_messaging.channel import TwilioMessagingChannel, TwilioMessagingSettings
 from channels.twilio_messaging.webhook import MessagingConfig, MessagingWebhook
 
 __all__ = [
     "MessagingAdapter", "MessagingConfig", "MessagingWebhook", "OptOuts", "ReplyCollector", "SmsAdapter",
-    "WhatsAppAdapter",
+    "TwilioMessagingChannel", "TwilioMessagingSettings", "WhatsAppAdapter",
 ]

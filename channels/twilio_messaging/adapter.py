@@ -23,7 +23,16 @@ from channels.twilio_messaging.rules import MAX_BODY, inside_whatsapp_window, sp
 from sessions.batching import RedisBatcher
 from sessions.jobs import Job, JobQueue
 from sessions.keys import Keys
-from sessions.models import Conversation, ConversationEvent, Direction, Message, SenderKind, utcnow
+from sessions.models import (
+    Conversation,
+    ConversationEvent,
+    Direction,
+    Message,
+    SenderKind,
+    StatusKind,
+    StatusUpdate,
+    utcnow,
+)
 from sessions.store import ConversationNotFound, ConversationStore
 
 log = structlog.get_logger(__name__)
@@ -35,10 +44,6 @@ MAX_ATTEMPTS = 6
 
 def retry_delay(attempt: int) -> timedelta:
     return timedelta(seconds=min(600, 2 * 3**attempt))  # 2 s, 6 s, 18 s, ... up to 10 minutes
-
-
-def sid_key(store: ConversationStore, sid: str) -> str:
-    return f"{store.keys.namespace}:twilio-sid:{sid}"
 
 
 class ReplyCollector:
@@ -135,6 +140,19 @@ class MessagingAdapter:
         if self.collector.take(conversation.id, message):
             return
         await self._send_now(conversation, message, message.text, attempt=0)
+
+    async def on_status(self, update: StatusUpdate) -> None:
+        """A text costs the customer attention (and the team money): of all queue updates, only the first
+        is sent, as a message. The rest of a handoff's steps come with their own notices already."""
+        if update.kind is not StatusKind.WAIT_UPDATE or not update.data.get("first") or not update.text:
+            return
+        notice = Message(conversation_id=update.conversation_id, direction=Direction.OUTBOUND,
+                         sender=SenderKind.SYSTEM, text=update.text, channel=self.channel)
+        try:
+            stored = await self.store.append(notice)
+        except ConversationNotFound:
+            return
+        await self.deliver(stored.conversation, stored.message)
 
     async def retry(self, job: Job, now: datetime) -> None:
         """A durable retry of what was not sent yet, after a restart too, with the same checks as the first
@@ -244,8 +262,8 @@ class MessagingAdapter:
             number_key = conversation_key(self.store.keys, self.channel, self.address_of(conversation) or "")
             await asyncio.gather(
                 # Delivery reports name only the SID: remember which message it was.
-                batch.command("SET", sid_key(self.store, str(result.sid)), f"{conversation.id}|{message.id}",
-                              "EX", ttl),
+                batch.command("SET", self.store.keys.twilio_message(str(result.sid)),
+                              f"{conversation.id}|{message.id}", "EX", ttl),
                 # The number's key lives on with the conversation (numbers.py); if it had expired under
                 # this live conversation, it names it again.
                 batch.command("SET", number_key, conversation.id, "NX", "EX", key_ttl_seconds(ttl)),

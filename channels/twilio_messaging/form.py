@@ -8,21 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
 
-import phonenumbers
-
+from channels.twilio.forms import FormError, e164
 from sessions.models import Attachment
 
 WHATSAPP_PREFIX = "whatsapp:"
 MAX_MEDIA = 10
-
-
-class FormError(ValueError):
-    def __init__(self, code: str, detail: str) -> None:
-        super().__init__(detail)
-        self.code = code
-        self.detail = detail
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,18 +26,6 @@ class InboundText:
     profile_name: str | None = None
     wa_id: str | None = None
     attachments: list[Attachment] = field(default_factory=list)
-
-
-@lru_cache(maxsize=8192)
-def e164(raw: str) -> str:
-    """A number in E.164; cached, since the same few numbers write again and again."""
-    try:
-        number = phonenumbers.parse(raw, None)
-    except phonenumbers.NumberParseException:
-        raise FormError("invalid_number", f"{raw!r} is not an international phone number.") from None
-    if not phonenumbers.is_possible_number(number):
-        raise FormError("invalid_number", f"{raw!r} is not a possible phone number.")
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
 def parse_inbound(form: Mapping[str, str]) -> InboundText:

@@ -1,30 +1,29 @@
 """``POST /twilio/messaging``: inbound SMS and WhatsApp, checked, stored once, answered in TwiML.
 
-Every request's ``X-Twilio-Signature`` is checked with the twilio package's RequestValidator against the
-URL Twilio called (PUBLIC_URL plus the path and query), so a forged or altered request is refused with
-403 and changes nothing. A MessageSid is stored once however often Twilio retries it. The bot's answer goes
-back in the TwiML response when it is ready within the time budget, well inside Twilio's 15 seconds.
+Every request's ``X-Twilio-Signature`` is checked before it gets here (channels/twilio/webhooks.py), so a
+forged or altered request is refused with 403 and changes nothing. A MessageSid is stored once however
+often Twilio retries it. The bot's answer goes back in the TwiML response when it is ready within the time
+budget, well inside Twilio's 15 seconds.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
-from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, cast
+from typing import Any
 
 import structlog
 from aiohttp import web
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
-from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
 from channels.base import InboundSink
-from channels.twilio_messaging.adapter import OptOuts, ReplyCollector, sid_key
-from channels.twilio_messaging.form import FormError, InboundText, parse_inbound
+from channels.twilio.callbacks import StatusCallbacks
+from channels.twilio.forms import FormError
+from channels.twilio_messaging.adapter import OptOuts, ReplyCollector
+from channels.twilio_messaging.form import InboundText, parse_inbound
 from channels.twilio_messaging.numbers import RecentConversations, conversation_key
 from channels.twilio_messaging.rules import HELP, OPT_IN, OPT_OUT, keyword, split_message
 from sessions.customers import CustomerStore
@@ -45,8 +44,6 @@ _COMPARE_AND_DELETE = (
 
 @dataclass(frozen=True, slots=True)
 class MessagingConfig:
-    public_url: str  # scheme and host Twilio calls, e.g. https://gateway.example.com
-    auth_token: str
     help_text: str = "Reply here to chat with our support team. Reply STOP to opt out."
     link_channels: bool = False
     reply_budget_seconds: float = 5.0
@@ -74,7 +71,7 @@ class MessagingWebhook:
         customers: CustomerStore, sink: InboundSink, collector: ReplyCollector, optouts: OptOuts,
     ) -> None:
         self.config = config
-        self.validator = RequestValidator(config.auth_token)
+        self.callbacks = StatusCallbacks(redis, keys)
         self.redis = redis
         self.keys = keys
         self.store = store
@@ -87,38 +84,8 @@ class MessagingWebhook:
         # Turns of slow bots that outlived their webhook (asyncio keeps only weak references to tasks).
         self._background: set[asyncio.Future[None]] = set()
 
-    def verified_form(self, request: web.Request, posted: Mapping[str, str]) -> bool:
-        """Whether Twilio signed exactly this form. ``posted`` is best the multidict aiohttp parsed: the
-        validator reads every value of a repeated field from it (as Twilio signs them), and directly."""
-        url = self.config.public_url.rstrip("/") + request.raw_path
-        signature = request.headers.get("X-Twilio-Signature", "")
-        if not signature:
-            return False
-        # The exact URL first (one HMAC); the validator's full check also tries the URL with and without
-        # the default port, as Twilio may sign either.
-        if hmac.compare_digest(self.validator.compute_signature(url, posted), signature):
-            return True
-        return bool(self.validator.validate(url, posted, signature))
-
-    async def checked_form(self, request: web.Request) -> dict[str, str] | web.Response:
-        """The form Twilio posted, or the 400/403 answer when it is unreadable or not signed by Twilio."""
-        try:
-            posted = await request.post()
-        except (ValueError, LookupError, UnicodeDecodeError):  # a bad charset, a broken multipart body
-            detail = "The body is not a readable form."
-            return web.json_response({"code": "invalid_form", "detail": detail}, status=400)
-        form = {k: str(v) for k, v in posted.items()}
-        texts_only = all(isinstance(v, str) for v in posted.values())  # Twilio never uploads files
-        if not self.verified_form(request, cast("Mapping[str, str]", posted) if texts_only else form):
-            log.warning("twilio.signature_refused")
-            detail = "X-Twilio-Signature is missing or does not match."
-            return web.json_response({"code": "invalid_signature", "detail": detail}, status=403)
-        return form
-
-    async def handle(self, request: web.Request) -> web.Response:
-        form = await self.checked_form(request)
-        if isinstance(form, web.Response):
-            return form
+    async def handle(self, request: web.Request, form: dict[str, str]) -> web.Response:
+        """An inbound text, its signature already checked (channels/twilio/webhooks.py)."""
         try:
             inbound = parse_inbound(form)
         except FormError as exc:
@@ -174,30 +141,26 @@ class MessagingWebhook:
         if self._background:
             await asyncio.wait(self._background, timeout=_SHUTDOWN_GRACE_SECONDS)
 
-    async def handle_status(self, request: web.Request) -> web.Response:
+    async def handle_status(self, request: web.Request, form: dict[str, str]) -> web.Response:
         """``POST /twilio/messaging/status``: a delivery report, recorded on the message it is about.
 
         Each (MessageSid, MessageStatus) is recorded once; an undelivered or failed message is also recorded
         as ``delivery.failed``, which the agent's console shows at once.
         """
-        form = await self.checked_form(request)
-        if isinstance(form, web.Response):
-            return form
         sid, status = form.get("MessageSid", ""), form.get("MessageStatus", "")
         if not sid.isalnum() or not status.isalpha():
             return web.json_response({"code": "invalid_status",
                                       "detail": "MessageSid and MessageStatus are required."}, status=400)
-        marker = f"{self.keys.namespace}:twilio-status:{sid}:{status}"
-        if not await self.redis.set(marker, "1", nx=True, ex=7 * 24 * 3600):
+        if not await self.callbacks.first(sid, status):
             return web.Response(status=204)  # a retried report
-        mapping = await self.redis.get(sid_key(self.store, sid))
+        mapping = await self.redis.get(self.keys.twilio_message(sid))
         if mapping is None:  # about a message we did not send (or not yet known): not marked as handled
-            await self.redis.delete(marker)
+            await self.callbacks.forget(sid, status)
             return web.Response(status=204)
         try:
             await self._record_status(form, sid, status, mapping)
         except Exception:
-            await self.redis.delete(marker)  # let Twilio's retry record it
+            await self.callbacks.forget(sid, status)  # let Twilio's retry record it
             raise
         return web.Response(status=204)
 

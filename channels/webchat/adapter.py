@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from channels.base import Capabilities
-from sessions.models import Conversation, Message
+from sessions.models import Conversation, Message, StatusUpdate
 
 
 class WebChatAdapter:
@@ -18,3 +18,7 @@ class WebChatAdapter:
         Appending the message published it, and a socket that missed the notification replays from the
         stream, so delivery here is the durable write itself.
         """
+
+    async def on_status(self, update: StatusUpdate) -> None:
+        """Nothing to do here either: every socket of the conversation follows its events, on whichever
+        instance it is connected to, and shows each status as a ``handoff`` frame (socket.py)."""

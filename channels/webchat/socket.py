@@ -29,7 +29,7 @@ from channels.webchat.frames import (
 from channels.webchat.identity import read_identity
 from sessions.customers import CustomerStore
 from sessions.live import LiveFeed, LiveItem, Resync
-from sessions.models import Conversation, ConversationEvent, Identity, InboundMessage, Message
+from sessions.models import Conversation, ConversationEvent, Identity, InboundMessage, Message, StatusUpdate
 from sessions.store import ConversationNotFound, ConversationStore
 
 log = structlog.get_logger(__name__)
@@ -261,10 +261,9 @@ class _LiveWriter:
         if event.type == "typing" and event.data.get("sender") == "agent":
             await self._write({"type": "typing", "sender": "agent"})
             return
-        status = event.data.get("status")
-        if event.type.startswith("handoff.") and isinstance(status, dict):
-            text = event.data.get("text")
-            await self._write(handoff_frame(status, text if isinstance(text, str) else None))
+        update = StatusUpdate.from_event(event, WebChatAdapter.name)
+        if update is not None and update.status:
+            await self._write(handoff_frame(update.status, update.text))
 
     async def _write(self, frame: dict[str, Any]) -> None:
         with contextlib.suppress(ConnectionError, RuntimeError):

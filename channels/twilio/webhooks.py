@@ -1,0 +1,89 @@
+"""The check every Twilio webhook passes before anything reads it, and the answers shared by all of them.
+
+Twilio signs each request over the URL it called (PUBLIC_URL plus the raw path and query) and the posted
+form. ``TwilioWebhooks.signed`` wraps a handler (as slack-bolt makes verification one middleware every
+endpoint reuses): an unreadable body is 400, a missing or wrong ``X-Twilio-Signature`` 403, both before the
+handler sees anything, and a channel that is not configured answers 403 ``twilio_not_configured``.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable, Mapping
+from typing import cast
+
+import structlog
+from aiohttp import web
+from twilio.request_validator import RequestValidator
+
+log = structlog.get_logger(__name__)
+
+SignedHandler = Callable[[web.Request, dict[str, str]], Awaitable[web.StreamResponse]]
+
+
+def error(status: int, code: str, detail: str) -> web.Response:
+    return web.json_response({"code": code, "detail": detail}, status=status)
+
+
+def not_configured() -> web.Response:
+    detail = "Set PUBLIC_URL and TWILIO_AUTH_TOKEN to accept Twilio webhooks."
+    return error(403, "twilio_not_configured", detail)
+
+
+class TwilioWebhooks:
+    def __init__(self, public_url: str, auth_token: str) -> None:
+        self.public_url = public_url.rstrip("/")  # scheme and host Twilio calls, e.g. https://example.com
+        self.validator = RequestValidator(auth_token)
+
+    def url_of(self, request: web.Request) -> str:
+        """The URL Twilio called, as it signed it."""
+        return self.public_url + request.raw_path
+
+    def absolute(self, path: str) -> str:
+        """A URL of ours to give Twilio (TwiML actions, status callbacks)."""
+        return self.public_url + path
+
+    def verified(self, request: web.Request, posted: Mapping[str, str]) -> bool:
+        """Whether Twilio signed exactly this form. ``posted`` is best the multidict aiohttp parsed: the
+        validator reads every value of a repeated field from it (as Twilio signs them), and directly."""
+        signature = request.headers.get("X-Twilio-Signature", "")
+        if not signature:
+            return False
+        url = self.url_of(request)
+        validator = self.validator
+        # The exact URL first (one HMAC); the validator's full check also tries the URL with and without
+        # the default port, as Twilio may sign either.
+        if hmac.compare_digest(validator.compute_signature(url, posted), signature):
+            return True
+        return bool(validator.validate(url, posted, signature))
+
+    async def checked_form(self, request: web.Request) -> dict[str, str] | web.Response:
+        """The form Twilio posted, or the 400/403 answer when it is unreadable or not signed by Twilio."""
+        try:
+            posted = await request.post()
+        except (ValueError, LookupError, UnicodeDecodeError):  # a bad charset, a broken multipart body
+            return error(400, "invalid_form", "The body is not a readable form.")
+        form = {k: str(v) for k, v in posted.items()}
+        texts_only = all(isinstance(v, str) for v in posted.values())  # Twilio never uploads files
+        if not self.verified(request, cast("Mapping[str, str]", posted) if texts_only else form):
+            log.warning("twilio.signature_refused", path=request.path)
+            return error(403, "invalid_signature", "X-Twilio-Signature is missing or does not match.")
+        return form
+
+
+def signed(
+    webhooks: Callable[[], TwilioWebhooks | None], handler: SignedHandler
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """``handler`` behind the signature check; ``webhooks`` says how this deployment checks (None: Twilio
+    is not configured, and every Twilio path answers 403 saying what to set)."""
+
+    async def checked(request: web.Request) -> web.StreamResponse:
+        guard = webhooks()
+        if guard is None:
+            return not_configured()
+        form = await guard.checked_form(request)
+        if isinstance(form, web.Response):
+            return form
+        return await handler(request, form)
+
+    return checked
