@@ -1,0 +1,1 @@
+"""Twilio plumbing shared by the messaging and voice channels: one REST client, and what both need of it."""
