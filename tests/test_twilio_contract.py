@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -50,3 +51,15 @@ async def test_a_whatsapp_template_is_a_request_twilio_accepts(
     _, sent = await agent.call("POST", f"/api/conversations/{cid}/messages", {"text": "Your refund is approved."})
     outcome = [e.type for e in await store.events(cid) if e.data.get("message_id") == sent["id"]]
     assert outcome == ["delivery.sent"]
+
+
+def test_the_spec_patch_declares_every_array_form_field_as_repeated_keys() -> None:
+    spec = prism.patched_spec(json.loads(prism.SPEC.read_text()))
+    calls = spec["paths"]["/2010-04-01/Accounts/{AccountSid}/Calls.json"]["post"]["requestBody"]["content"]
+    assert calls[prism.FORM]["encoding"]["StatusCallbackEvent"] == {"style": "form", "explode": True}
+    for item in spec["paths"].values():
+        for operation in item.values():
+            media = operation.get("requestBody", {}).get("content", {}).get(prism.FORM, {}) \
+                if isinstance(operation, dict) else {}
+            arrays = {k for k, v in media.get("schema", {}).get("properties", {}).items() if v.get("type") == "array"}
+            assert arrays == set(media.get("encoding", {})), arrays
