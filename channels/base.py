@@ -34,6 +34,10 @@ class Capabilities:
     # Status changes can be shown quietly as they happen (web chat's status line). Where not (SMS,
     # WhatsApp), only the first queue update is sent, as a message: every later one would be a text.
     live_updates: bool = True
+    # A transfer keeps the customer connected to the first agent until the colleague takes over (a call).
+    warm_transfer: bool = False
+    # Agents take these conversations on their phone: a claim needs a number to call them on.
+    agents_by_phone: bool = False
 
 
 class ChannelAdapter(Protocol):

@@ -231,7 +231,7 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[request_context_middleware, error_middleware, desk_errors])
     app[appkeys.SETTINGS] = settings
     app[appkeys.AGENT_SOCKETS] = set()
-    app[appkeys.TRANSPORTS] = build_channels(settings)
+    app[appkeys.TRANSPORTS] = build_channels(settings, app)
     app.cleanup_ctx.extend([_redis_ctx, _bot_ctx, _rules_ctx, _helpdesk_ctx, _desk_ctx, _pipeline_ctx])
     app.on_shutdown.append(_shutdown)
     setup_routes(app)

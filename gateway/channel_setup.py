@@ -8,12 +8,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from aiohttp import web
+
 from channels.base import Channel
 from channels.twilio.webhooks import TwilioWebhooks
 from channels.twilio_messaging import MessagingConfig, TwilioMessagingChannel, TwilioMessagingSettings
 from channels.twilio_messaging.outbound import OutboundConfig
+from channels.voice.channel import RestAccount, VoiceChannel, VoiceSettings
+from channels.voice.config import VoiceConfig
 from channels.webchat import WebChatChannel, WebChatConfig
 from gateway.settings import Settings
+from gateway.voice_desk import GatewayVoiceDesk
 
 
 def twilio_webhooks(settings: Settings) -> TwilioWebhooks | None:
@@ -23,12 +28,12 @@ def twilio_webhooks(settings: Settings) -> TwilioWebhooks | None:
     return TwilioWebhooks(str(settings.public_url), settings.twilio_auth_token.get_secret_value())
 
 
-def _webchat(settings: Settings) -> Channel:
+def _webchat(settings: Settings, app: web.Application) -> Channel:
     secret = settings.identity_secret.get_secret_value() if settings.identity_secret else None
     return WebChatChannel(WebChatConfig(settings.allowed_origins, settings.max_message_chars, secret))
 
 
-def _twilio_messaging(settings: Settings) -> Channel:
+def _twilio_messaging(settings: Settings, app: web.Application) -> Channel:
     webhooks = twilio_webhooks(settings)
     outbound = None
     if settings.twilio_account_sid and settings.twilio_auth_token:
@@ -48,8 +53,28 @@ def _twilio_messaging(settings: Settings) -> Channel:
     ))
 
 
-CHANNELS: tuple[Callable[[Settings], Channel], ...] = (_webchat, _twilio_messaging)
+def _twilio_voice(settings: Settings, app: web.Application) -> Channel:
+    account = None
+    if settings.twilio_account_sid and settings.twilio_auth_token:
+        account = RestAccount(settings.twilio_account_sid, settings.twilio_auth_token.get_secret_value(),
+                              str(settings.twilio_api_base_url))
+    config = VoiceConfig(
+        from_number=settings.twilio_voice_from,
+        hold_audio_url=str(settings.voice_hold_audio_url) if settings.voice_hold_audio_url else None,
+        announce_seconds=settings.voice_announce_seconds,
+        reply_budget_seconds=settings.voice_reply_budget_seconds,
+        agent_ring_seconds=settings.voice_agent_ring_seconds,
+        voice=settings.voice_say_voice,
+    )
+    desk = GatewayVoiceDesk(app)
+    return VoiceChannel(VoiceSettings(webhooks=twilio_webhooks(settings), account=account, config=config,
+                                      desk=lambda: desk))
 
 
-def build_channels(settings: Settings) -> list[Channel]:
-    return [build(settings) for build in CHANNELS]
+ChannelBuilder = Callable[[Settings, web.Application], Channel]
+CHANNELS: tuple[ChannelBuilder, ...] = (_webchat, _twilio_messaging, _twilio_voice)
+
+
+def build_channels(settings: Settings, app: web.Application) -> list[Channel]:
+    """Every channel, built when the app is (their routes are added then); they start with the app."""
+    return [build(settings, app) for build in CHANNELS]

@@ -175,6 +175,11 @@ class Pipeline:
         except Exception:  # a bot bug must not cost the customer an answer
             log.exception("bot.crashed", bot=self.bot.name)
             turn = BotTurn(text="Sorry, something went wrong on my side. Please try again.", fallback=True)
+        heard = message.channel_metadata.get("asr_confidence")
+        if isinstance(heard, float) and heard < turn.confidence:
+            # Words recognised from speech are only as sure as the recogniser: the bot may have answered
+            # what was misheard, so the low-confidence rule sees the lower of the two.
+            turn = turn.model_copy(update={"confidence": heard})
         rules = self.rules.rules
         said = self.rules.signals.read(message.text, conversation.signals.language)
         inp = TurnInput(conversation, message.text, turn, said, self.clock())
@@ -240,7 +245,8 @@ class Pipeline:
             sender=SenderKind.SYSTEM,
             text=decision.text or "",
             channel=conversation.channel,
-            channel_metadata={"handoff": {"status": state.value, "queue": route.queue, "mode": route.mode}},
+            channel_metadata={"handoff": {"status": state.value, "queue": route.queue, "mode": route.mode,
+                                          "unstaffed": route.unstaffed}},
             # What the bot understood on the turn that handed off, so `rules replay` can replay it.
             turn=turn.meta(),
         )

@@ -13,6 +13,7 @@ from gateway.simulator import (
     DEMO_API_PORT,
     DEMO_AUTH_TOKEN,
     DEMO_SMS_FROM,
+    DEMO_VOICE_FROM,
     DEMO_WHATSAPP_FROM,
 )
 
@@ -65,6 +66,14 @@ class Settings(BaseSettings):
     # How long a webhook waits for the bot to answer in its TwiML; a slower answer goes by REST instead
     # (Twilio gives up on a webhook after 15 seconds).
     twilio_reply_budget_seconds: float = Field(5.0, gt=0, le=10)
+    # Voice: the business number agents' phones show when the desk calls them (E.164). Unset, no agent is
+    # ever dialled, so a call can reach the bot but no person.
+    twilio_voice_from: str | None = Field(None, pattern=r"^\+[1-9]\d{6,14}$")
+    voice_hold_audio_url: HttpUrl | None = None
+    voice_announce_seconds: int = Field(45, ge=10, le=600)
+    voice_reply_budget_seconds: float = Field(3.0, gt=0, le=10)
+    voice_agent_ring_seconds: int = Field(25, ge=5, le=120)
+    voice_say_voice: str | None = Field(None, pattern=r"^[A-Za-z0-9._-]{1,64}$")
     sms_help_text: str = Field("Reply here to chat with our support team. Reply STOP to opt out.",
                                min_length=1, max_length=1600)
     helpdesk_webhook_url: HttpUrl | None = None
@@ -123,7 +132,7 @@ class Settings(BaseSettings):
         port = data.get("port", 8080)
         demo = {"public_url": f"http://localhost:{port}", "twilio_auth_token": DEMO_AUTH_TOKEN,
                 "twilio_account_sid": DEMO_ACCOUNT_SID, "twilio_sms_from": DEMO_SMS_FROM,
-                "twilio_whatsapp_from": DEMO_WHATSAPP_FROM,
+                "twilio_whatsapp_from": DEMO_WHATSAPP_FROM, "twilio_voice_from": DEMO_VOICE_FROM,
                 "twilio_api_base_url": f"http://127.0.0.1:{DEMO_API_PORT}"}
         return {**demo, **{k: v for k, v in data.items() if v not in (None, "")}}
 

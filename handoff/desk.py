@@ -319,43 +319,46 @@ class Desk:
     async def hand_back(self, agent_id: str, reason: str, rules: RuleSet) -> list[str]:
         """An agent left (offline, or their heartbeat ran out): their conversations go back to the head of
         their queues, with a note, and the customers are told."""
-        agent = await self.agents.get(agent_id)
-        name = agent.name if agent else agent_id
         raw = await self.redis.smembers(self.keys.agent_conversations(self.desk, agent_id))
         returned: list[str] = []
         for cid in sorted(c.decode() if isinstance(c, bytes) else str(c) for c in raw):
-            try:
-                conversation = await self.store.get(cid)
-            except ConversationNotFound:
-                await self._release_desk(agent_id, cid, requeue=None)
-                continue
-            queue = conversation.queue or ""
-            if queue not in rules.queues.queues:  # the rules changed since: the fallback queue takes it
-                queue = rules.routing.fallback.queue
-            since = conversation.handoff.decided_at if conversation.handoff else utcnow()
-            head = f"head:{queue_score(conversation.priority, since)}"
-            if not await self._release_desk(agent_id, cid, requeue=(queue, head)):
-                continue
-            note = {"kind": "hand_back", "from_agent": name, "note": reason, "at": utcnow().isoformat()}
-            notice = self._notice(rules, conversation, "agent_left")
-            status = self._status(conversation, ConversationState.QUEUED, None)
-            try:
-                await self._move(
-                    notice,
-                    ConversationState.QUEUED,
-                    [
-                        self._event(
-                            conversation, "handoff.requeued", status, notice, agent_id=agent_id, note=reason
-                        ),
-                    ],
-                    {"agent": "", "queue": queue, "notes": [*conversation.notes, note]},
-                )
-            except DeskError as exc:
-                # Not assigned after all (a claim still finishing, or gone): the claim checks its hold.
-                log.warning("desk.hand_back_skipped", conversation_id=cid, error=exc.code)
-            await self.notify_agent(agent_id, "desk.released", cid, {"reason": "hand_back"})
-            returned.append(cid)
+            if await self.hand_back_one(agent_id, cid, reason, rules) is not None:
+                returned.append(cid)
         return returned
+
+    async def hand_back_one(self, agent_id: str, cid: str, reason: str, rules: RuleSet) -> str | None:
+        """One conversation back to the head of its queue (its agent hung up, went offline or vanished).
+        Returns what the customer was told, or None when the agent did not hold it."""
+        agent = await self.agents.get(agent_id)
+        name = agent.name if agent else agent_id
+        try:
+            conversation = await self.store.get(cid)
+        except ConversationNotFound:
+            await self._release_desk(agent_id, cid, requeue=None)
+            return None
+        queue = conversation.queue or ""
+        if queue not in rules.queues.queues:  # the rules changed since: the fallback queue takes it
+            queue = rules.routing.fallback.queue
+        since = conversation.handoff.decided_at if conversation.handoff else utcnow()
+        head = f"head:{queue_score(conversation.priority, since)}"
+        if not await self._release_desk(agent_id, cid, requeue=(queue, head)):
+            return None
+        note = {"kind": "hand_back", "from_agent": name, "note": reason, "at": utcnow().isoformat()}
+        notice = self._notice(rules, conversation, "agent_left")
+        status = self._status(conversation, ConversationState.QUEUED, None)
+        event = self._event(conversation, "handoff.requeued", status, notice, agent_id=agent_id, note=reason)
+        try:
+            await self._move(
+                notice,
+                ConversationState.QUEUED,
+                [event],
+                {"agent": "", "queue": queue, "notes": [*conversation.notes, note]},
+            )
+        except DeskError as exc:
+            # Not assigned after all (a claim still finishing, or gone): the claim checks its hold.
+            log.warning("desk.hand_back_skipped", conversation_id=cid, error=exc.code)
+        await self.notify_agent(agent_id, "desk.released", cid, {"reason": "hand_back"})
+        return notice.text
 
     async def go_offline_if_expired(self, now: datetime, rules: RuleSet) -> list[str]:
         """Agents whose heartbeat ran out are set offline and hand back their conversations."""

@@ -241,6 +241,9 @@ class StatusKind(StrEnum):
     OFFERED = "offered"
     ASSIGNED = "assigned"
     TRANSFERRED = "transferred"
+    # A warm transfer on a call started: the agent keeps the conversation until the colleague takes over.
+    TRANSFERRING = "transferring"
+    TRANSFER_FAILED = "transfer_failed"
     REQUEUED = "requeued"
     RESOLVED = "resolved"
     BACK_TO_BOT = "back_to_bot"
@@ -255,6 +258,8 @@ _STATUS_OF_EVENT: dict[str, StatusKind] = {
     "handoff.offered": StatusKind.OFFERED,
     "handoff.assigned": StatusKind.ASSIGNED,
     "handoff.transferred": StatusKind.TRANSFERRED,
+    "handoff.transferring": StatusKind.TRANSFERRING,
+    "handoff.transfer_failed": StatusKind.TRANSFER_FAILED,
     "handoff.requeued": StatusKind.REQUEUED,
     "handoff.resolved": StatusKind.RESOLVED,
     "handoff.abandoned": StatusKind.ABANDONED,

@@ -1,9 +1,9 @@
 """SMS and WhatsApp through Twilio's messaging webhooks."""
 
+from channels.twilio.replies import ReplyCollector
 from channels.twilio_messaging.adapter import (
     MessagingAdapter,
     OptOuts,
-    ReplyCollector,
     SmsAdapter,
     WhatsAppAdapter,
 )

@@ -9,14 +9,13 @@ recorded on the conversation, so a failed delivery is visible to agents and revi
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 import structlog
 
 from channels.base import Capabilities
+from channels.twilio.replies import ReplyCollector
 from channels.twilio_messaging.numbers import conversation_key, key_ttl_seconds
 from channels.twilio_messaging.outbound import SendResult, TwilioSender
 from channels.twilio_messaging.rules import MAX_BODY, inside_whatsapp_window, split_message
@@ -44,30 +43,6 @@ MAX_ATTEMPTS = 6
 
 def retry_delay(attempt: int) -> timedelta:
     return timedelta(seconds=min(600, 2 * 3**attempt))  # 2 s, 6 s, 18 s, ... up to 10 minutes
-
-
-class ReplyCollector:
-    """Outbound messages of conversations whose inbound webhook is still waiting for its TwiML answer."""
-
-    def __init__(self) -> None:
-        self._open: dict[str, list[Message]] = {}
-
-    @contextlib.contextmanager
-    def collecting(self, conversation_id: str) -> Iterator[list[Message]]:
-        replies: list[Message] = []
-        self._open[conversation_id] = replies
-        try:
-            yield replies
-        finally:
-            if self._open.get(conversation_id) is replies:
-                del self._open[conversation_id]
-
-    def take(self, conversation_id: str, message: Message) -> bool:
-        replies = self._open.get(conversation_id)
-        if replies is None:
-            return False
-        replies.append(message)
-        return True
 
 
 class OptOuts:

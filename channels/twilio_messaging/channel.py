@@ -8,12 +8,12 @@ from datetime import datetime
 from aiohttp import web
 
 from channels.base import ChannelContext
+from channels.twilio.replies import ReplyCollector
 from channels.twilio.webhooks import TwilioWebhooks, signed
 from channels.twilio_messaging.adapter import (
     SEND_KIND,
     MessagingAdapter,
     OptOuts,
-    ReplyCollector,
     SmsAdapter,
     WhatsAppAdapter,
 )

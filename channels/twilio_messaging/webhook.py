@@ -22,7 +22,8 @@ from twilio.twiml.messaging_response import MessagingResponse
 from channels.base import InboundSink
 from channels.twilio.callbacks import StatusCallbacks
 from channels.twilio.forms import FormError
-from channels.twilio_messaging.adapter import OptOuts, ReplyCollector
+from channels.twilio.replies import ReplyCollector
+from channels.twilio_messaging.adapter import OptOuts
 from channels.twilio_messaging.form import InboundText, parse_inbound
 from channels.twilio_messaging.numbers import RecentConversations, conversation_key
 from channels.twilio_messaging.rules import HELP, OPT_IN, OPT_OUT, keyword, split_message

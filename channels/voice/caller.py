@@ -1,0 +1,345 @@
+"""The caller's side of a call: answered by the bot, then waiting for a person in the conversation's room.
+
+Each handler is one Twilio webhook (its signature already checked) and answers TwiML. A turn's speech or
+keys are stored once per (CallSid, turn number), so a retried webhook stores nothing twice and is answered
+from the transcript; a bot slower than the budget gets a holding phrase and the call polls for its answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import time
+
+import structlog
+from aiohttp import web
+
+from channels.twilio.forms import FormError, e164
+from channels.twilio.webhooks import error
+from channels.voice import twiml
+from channels.voice.calls import conversation_of_call, room_of
+from channels.voice.runtime import CHANNEL, VoiceRuntime
+from channels.voice.twiml import TWIML
+from sessions.models import (
+    Attachment,
+    Conversation,
+    ConversationState,
+    Customer,
+    Direction,
+    Identity,
+    InboundMessage,
+    Message,
+    SenderKind,
+)
+from sessions.store import ConversationNotFound
+
+log = structlog.get_logger(__name__)
+
+_CALL_SID = re.compile(r"^CA[0-9a-fA-F]{32}$")
+_CONVERSATION = re.compile(r"^[0-9a-f]{32}$")
+_MESSAGE_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+MAX_TURNS = 500
+MAX_TEXT_CHARS = 4000
+# Keys on the phone menu with a meaning of their own: 0 asks for a person, in words the rules know.
+KEY_WORDS = {"0": "I'd like to speak to an agent (pressed 0)"}
+# The caller's identity on the phone is their number: the same customer as that number's SMS.
+LINKED_CHANNEL = "sms"
+
+
+def answer(document: str) -> web.Response:
+    return web.Response(text=document, content_type=TWIML)
+
+
+class BadRequest(Exception):
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+    def response(self) -> web.Response:
+        return error(400, self.code, self.detail)
+
+
+def conversation_param(request: web.Request) -> str:
+    cid = request.query.get("c", "")
+    if not _CONVERSATION.match(cid):
+        raise BadRequest("invalid_conversation", "The URL's c= is not a conversation id.")
+    return cid
+
+
+def int_param(request: web.Request, name: str, high: int) -> int:
+    raw = request.query.get(name, "")
+    if not raw.isdigit() or not 0 <= int(raw) <= high:
+        raise BadRequest(f"invalid_{name}", f"The URL's {name}= must be a number up to {high}.")
+    return int(raw)
+
+
+def call_sid(form: dict[str, str]) -> str:
+    sid = form.get("CallSid", "")
+    if not _CALL_SID.match(sid):
+        raise BadRequest("invalid_call_sid", "CallSid is missing or malformed.")
+    return sid
+
+
+class CallerFlow:
+    def __init__(self, rt: VoiceRuntime) -> None:
+        self.rt = rt
+
+    # -- POST /twilio/voice --------------------------------------------------------------------------------
+    async def incoming(self, request: web.Request, form: dict[str, str]) -> web.StreamResponse:
+        """A new call: the caller's conversation (derived from the CallSid, so a retry finds the same one),
+        the greeting stored once, and the first prompt."""
+        sid = call_sid(form)
+        cid = conversation_of_call(sid)
+        structlog.contextvars.bind_contextvars(conversation_id=cid, call_sid=sid)
+        rt = self.rt
+        customer = await self._customer(form.get("From", ""))
+        created = await rt.store.create(customer, CHANNEL, conversation_id=cid)
+        greeting = Message(conversation_id=cid, direction=Direction.OUTBOUND, sender=SenderKind.BOT,
+                           text=rt.config.texts.greeting, channel=CHANNEL)
+        _, stored = await asyncio.gather(rt.calls.set(cid, sid=sid),
+                                         rt.store.append(greeting, external_id=f"twilio:{sid}:greeting"))
+        log.info("voice.call_started", duplicate=stored.duplicate)
+        speech = rt.speech(created.conversation if not stored.duplicate else stored.conversation)
+        return answer(self._prompt(speech, cid, 1, [rt.config.texts.greeting]))
+
+    async def _customer(self, raw: str) -> Customer:
+        """The caller by their number (the same customer as on SMS); a withheld number is a new customer."""
+        customers = self.rt.customers
+        try:
+            number = e164(raw)
+        except FormError:
+            return await customers.resolve(None, {}, verified=False)
+        voice = Identity(channel=CHANNEL, address=number)
+        known = await customers.link(Identity(channel=LINKED_CHANNEL, address=number), voice)
+        if known is not None:
+            return known
+        customer = await customers.resolve(voice, {}, verified=False)
+        # Texts from this number later find the same customer.
+        return await customers.link(voice, Identity(channel=LINKED_CHANNEL, address=number)) or customer
+
+    def _prompt(self, speech: twiml.Speech, cid: str, n: int, texts: list[str]) -> str:
+        url = self.rt.urls.turn(cid, n)
+        timeout = self.rt.config.gather_timeout_seconds
+        return twiml.prompt(speech, texts, url, timeout_seconds=timeout, after=url)
+
+    # -- POST /twilio/voice/turn?c=&n= -----------------------------------------------------------------------
+    async def turn(self, request: web.Request, form: dict[str, str]) -> web.StreamResponse:
+        """What the caller said (or pressed) for prompt ``n``: stored once, answered by the bot."""
+        cid, n, sid = conversation_param(request), int_param(request, "n", MAX_TURNS), call_sid(form)
+        structlog.contextvars.bind_contextvars(conversation_id=cid, call_sid=sid)
+        rt = self.rt
+        speech_text = " ".join(form.get("SpeechResult", "").split())
+        digits = "".join(c for c in form.get("Digits", "") if c.isdigit() or c in "*#")
+        if not speech_text and not digits:
+            return answer(await self._silence(cid, n))
+        metadata: dict[str, object] = {"call_sid": sid}
+        if speech_text:
+            metadata["asr_confidence"] = _confidence(form.get("Confidence"))
+        if digits:
+            metadata["digits"] = digits
+        text = speech_text or KEY_WORDS.get(digits, f"(pressed {digits})")
+        inbound = InboundMessage(conversation_id=cid, channel=CHANNEL, text=text[:MAX_TEXT_CHARS],
+                                 external_id=f"twilio:{sid}:turn:{n}", channel_metadata=metadata)
+        try:
+            accepted, _ = await asyncio.gather(rt.sink.accept(inbound), rt.calls.set(cid, silences=0))
+        except ConversationNotFound:
+            return answer(twiml.goodbye(rt.speech(None), [rt.config.texts.goodbye]))
+        if accepted.duplicate:  # Twilio retried this turn: answer from what the first delivery stored
+            log.info("voice.retry_ignored")
+            return answer(await self._after_turn(cid, n, accepted.message.id, k=0))
+        with rt.collector.collecting(cid) as replies:
+            if rt.sink.turns_wait_on_io:
+                turn = asyncio.ensure_future(rt.sink.advance(accepted))
+                done, _ = await asyncio.wait({turn}, timeout=rt.config.reply_budget_seconds)
+                if not done:  # a slow bot: the caller hears a holding phrase and the call polls
+                    rt.background.add(turn)
+                    turn.add_done_callback(rt.background.discard)
+                    speech = rt.speech(accepted.conversation)
+                    poll = rt.urls.poll(cid, n, accepted.message.id, 1)
+                    holding = rt.config.texts.holding
+                    return answer(twiml.holding(speech, holding, poll, rt.config.poll_seconds))
+                if turn.exception() is not None:
+                    log.error("voice.turn_failed", error=repr(turn.exception()))
+            else:
+                try:
+                    await rt.sink.advance(accepted)
+                except Exception as exc:  # stored; Twilio must not retry it, the caller must hear something
+                    log.error("voice.turn_failed", error=repr(exc))
+            said = list(replies)
+        log.info("voice.answered", replies=len(said))
+        return answer(await self._render(accepted.conversation, n, said))
+
+    async def _silence(self, cid: str, n: int) -> str:
+        """No input: a reprompt, then after the limit a goodbye (never a loop)."""
+        rt = self.rt
+        silences = await rt.calls.bump(cid, "silences")
+        speech = rt.speech(None)
+        if silences > rt.config.max_silences:
+            log.info("voice.silent_goodbye", silences=silences)
+            return twiml.goodbye(speech, [rt.config.texts.goodbye_silent])
+        return self._prompt(speech, cid, n, [rt.config.texts.reprompt])
+
+    # -- POST /twilio/voice/poll?c=&n=&m=&k= -----------------------------------------------------------------
+    async def poll(self, request: web.Request, form: dict[str, str]) -> web.StreamResponse:
+        cid, n = conversation_param(request), int_param(request, "n", MAX_TURNS)
+        k = int_param(request, "k", 1000)
+        message_id = request.query.get("m", "")
+        if not _MESSAGE_ID.match(message_id):
+            raise BadRequest("invalid_m", "The URL's m= is not a message id.")
+        structlog.contextvars.bind_contextvars(conversation_id=cid)
+        return answer(await self._after_turn(cid, n, message_id, k))
+
+    async def _after_turn(self, cid: str, n: int, message_id: str, k: int) -> str:
+        """The answer to the customer's message ``message_id``, read from the transcript: whatever the bot
+        (or the handoff) said after it. Not there yet: poll again for a while, then ask again."""
+        rt = self.rt
+        try:
+            conversation = await rt.store.get(cid)
+        except ConversationNotFound:
+            return twiml.goodbye(rt.speech(None), [rt.config.texts.goodbye])
+        transcript = await rt.store.transcript(cid, message_id)
+        said = [m for m in transcript if m.direction is Direction.OUTBOUND and m.sender in
+                (SenderKind.BOT, SenderKind.SYSTEM)]
+        if said or conversation.state is not ConversationState.BOT:
+            return await self._render(conversation, n, said)
+        speech = rt.speech(conversation)
+        if k >= rt.config.max_polls:
+            return self._prompt(speech, cid, n + 1, [rt.config.texts.bot_unavailable])
+        return twiml.holding(speech, "", rt.urls.poll(cid, n, message_id, k + 1), rt.config.poll_seconds)
+
+    async def _render(self, conversation: Conversation, n: int, said: list[Message]) -> str:
+        """What the caller hears after a turn: the bot's answer and the next prompt, or the handoff."""
+        rt = self.rt
+        texts = [m.text for m in said if m.text]
+        handoff = next((m.channel_metadata["handoff"] for m in reversed(said)
+                        if isinstance(m.channel_metadata.get("handoff"), dict)), None)
+        speech = rt.speech(conversation)
+        cid = conversation.id
+        if handoff is None:
+            if conversation.state in (ConversationState.BOT, ConversationState.RESOLVED):
+                return self._prompt(speech, cid, n + 1, texts)
+            return await self.waiting_or_after(conversation, texts)  # handed off on an earlier turn
+        if handoff.get("status") == ConversationState.QUEUED.value:
+            if handoff.get("unstaffed"):
+                await rt.desk.follow_up(cid)
+                return twiml.goodbye(speech, [*texts[:-1], rt.config.texts.unstaffed])
+            return await self.wait(conversation, texts)
+        if handoff.get("mode") == "voicemail":
+            return twiml.voicemail(speech, texts, rt.urls.recorded(cid), rt.config.voicemail_seconds)
+        return twiml.goodbye(speech, [*texts, rt.config.texts.goodbye])
+
+    async def wait(self, conversation: Conversation, texts: list[str]) -> str:
+        """Into the room to wait for a person (hold audio and announcements from ``/wait``)."""
+        rt, cid = self.rt, conversation.id
+        speech = rt.speech(conversation)
+        await rt.calls.set(cid, announced_at=int(time.time()), locale=speech.language)
+        return twiml.wait_for_agent(speech, texts, room_of(cid), wait_url=rt.urls.wait(cid),
+                                    events_url=rt.urls.room_events(cid), after=rt.urls.after_room(cid))
+
+    async def waiting_or_after(self, conversation: Conversation, texts: list[str]) -> str:
+        """Where a call goes once the conversation has left the bot, by its state now."""
+        rt = self.rt
+        speech = rt.speech(conversation)
+        state = conversation.state
+        if state in (ConversationState.QUEUED, ConversationState.OFFERED, ConversationState.ASSIGNED):
+            return await self.wait(conversation, texts)
+        if state is ConversationState.BOT:
+            return self._prompt(speech, conversation.id, MAX_TURNS - 100, texts)
+        return twiml.goodbye(speech, [*texts, rt.config.texts.goodbye])
+
+    # -- POST /twilio/voice/wait?c= (the room's waitUrl, asked again and again while the caller waits) ----
+    async def wait_audio(self, request: web.Request, form: dict[str, str]) -> web.StreamResponse:
+        """Where the caller stands, at most every ``announce_seconds``, then hold audio, then again. Only
+        Say, Play, Pause and Redirect are allowed here."""
+        cid = conversation_param(request)
+        rt = self.rt
+        call = await rt.calls.get(cid)
+        now = int(time.time())
+        due = now - call.int("announced_at") >= rt.config.announce_seconds
+        text = (call.get("wait_text") or rt.config.texts.still_waiting) if due else ""
+        if due:
+            await rt.calls.set(cid, announced_at=now)
+        speech = twiml.Speech(call.get("locale") or "en-US", rt.config.voice)
+        return answer(twiml.announcements(speech, text, rt.config.hold_audio_url, rt.urls.wait(cid),
+                                          rt.config.announce_seconds))
+
+    # -- POST /twilio/voice/resume?c=&why= (the caller's call redirected: an agent left, a transfer ...) ----
+    async def resume(self, request: web.Request, form: dict[str, str]) -> web.StreamResponse:
+        cid = conversation_param(request)
+        why = request.query.get("why", "")
+        rt = self.rt
+        try:
+            conversation = await rt.store.get(cid)
+        except ConversationNotFound:
+            return answer(twiml.goodbye(rt.speech(None), [rt.config.texts.goodbye]))
+        call = await rt.calls.get(cid)
+        if call.ended:
+            return answer(twiml.goodbye(rt.speech(conversation), []))
+        notice = call.get("resume_text") or ""
+        texts = [notice] if notice else []
+        if why == "unstaffed":
+            return answer(twiml.goodbye(rt.speech(conversation), [rt.config.texts.unstaffed]))
+        if why == "left_room" and conversation.state is ConversationState.ASSIGNED and call.agent_id:
+            texts = []  # the room ended under them (Twilio's side): back in it
+        await rt.calls.set(cid, resume_text=None)
+        return answer(await self.waiting_or_after(conversation, texts))
+
+    # -- POST /twilio/voice/recorded?c= (a voicemail) -------------------------------------------------------
+    async def recorded(self, request: web.Request, form: dict[str, str]) -> web.StreamResponse:
+        cid, sid = conversation_param(request), call_sid(form)
+        rt = self.rt
+        url = form.get("RecordingUrl", "")
+        recording = form.get("RecordingSid", "")
+        if url.startswith("https://") and recording.isalnum():
+            seconds = form.get("RecordingDuration", "?")
+            message = InboundMessage(
+                conversation_id=cid, channel=CHANNEL, text=f"(voicemail, {seconds} s)",
+                attachments=[Attachment(url=url, content_type="audio/x-wav", name=f"{recording}.wav")],
+                external_id=f"twilio:{recording}", channel_metadata={"call_sid": sid, "voicemail": True},
+            )
+            with contextlib.suppress(ConversationNotFound):  # the call outlived its conversation
+                await rt.sink.accept(message)
+        return answer(twiml.goodbye(rt.speech(None), [rt.config.texts.voicemail_saved]))
+
+    # -- POST /twilio/voice/status (the caller's call progress) ---------------------------------------------
+    async def status(self, request: web.Request, form: dict[str, str]) -> web.StreamResponse:
+        """Idempotent, and never back from a final state: the first final status ends the call once."""
+        sid = call_sid(form)
+        status = form.get("CallStatus", "")
+        if not status.replace("-", "").isalpha():
+            raise BadRequest("invalid_status", "CallStatus is missing or malformed.")
+        cid = conversation_of_call(sid)
+        structlog.contextvars.bind_contextvars(conversation_id=cid, call_sid=sid)
+        rt = self.rt
+        if not await rt.callbacks.first(sid, status):
+            return web.Response(status=204)
+        if status in FINAL_STATUSES and await rt.calls.claim(cid, "ended", status):
+            try:
+                await self._ended(cid, status)
+            except Exception:
+                await rt.callbacks.forget(sid, status)
+                raise
+        return web.Response(status=204)
+
+    async def _ended(self, cid: str, status: str) -> None:
+        rt = self.rt
+        call = await rt.calls.get(cid)
+        ringing = [s for s in (call.get("offer_sid"), call.get("transfer_sid")) if s]
+        if rt.rest is not None:
+            for leg in ringing:  # an agent's phone still ringing for a caller who is gone
+                await rt.rest.update_call(leg, status="canceled")
+        await rt.desk.caller_left(cid)
+        log.info("voice.call_ended", status=status)
+
+
+FINAL_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
+
+
+def _confidence(raw: str | None) -> float:
+    try:
+        value = float(raw or "")
+    except ValueError:
+        return 0.0
+    return min(max(value, 0.0), 1.0)

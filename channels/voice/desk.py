@@ -1,0 +1,66 @@
+"""What the voice channel needs of the agent desk, as an interface the gateway implements.
+
+Channels never import the desk (ARCHITECTURE.md): on a call, an agent's key press is a claim, a hang-up is
+a hand-back, and the brief is read from the context package, so the gateway joins the two through this.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+
+class Accepted(StrEnum):
+    WON = "won"  # this agent holds the conversation now
+    TAKEN = "taken"  # another agent was faster
+    GONE = "gone"  # the caller is no longer waiting (hung up, expired)
+
+
+@dataclass(frozen=True, slots=True)
+class AgentLine:
+    agent_id: str
+    name: str
+    phone: str | None
+
+
+class VoiceDesk(Protocol):
+    async def agent(self, agent_id: str) -> AgentLine | None: ...
+
+    async def brief(self, conversation_id: str) -> list[str]:
+        """The context package as sentences for an agent's ear: reason, intent, tier and verified
+        attributes, what was collected, the one-line summary, and a transfer's note."""
+        ...
+
+    async def accept(self, agent_id: str, conversation_id: str) -> Accepted:
+        """The agent pressed 1 on an offered call: the desk's atomic claim."""
+        ...
+
+    async def pass_offer(self, agent_id: str, conversation_id: str) -> None:
+        """The offered agent did not take it (no answer, voicemail, busy, a key other than 1): the offer
+        lapses and goes to the next agent."""
+        ...
+
+    async def caller_left(self, conversation_id: str) -> None:
+        """The caller hung up: abandoned while waiting (with the wait), or the agent is freed."""
+        ...
+
+    async def agent_left(self, agent_id: str, conversation_id: str) -> str | None:
+        """The agent's leg ended while they held the conversation: back to the head of its queue.
+        Returns what the caller is told, or None when the conversation no longer waits for anyone."""
+        ...
+
+    async def handover(self, conversation_id: str, from_agent: str, to_agent: str) -> bool:
+        """A warm transfer completes: the second agent holds the conversation from now on."""
+        ...
+
+    async def transfer_failed(
+        self, conversation_id: str, from_agent: str, to_agent: str, reason: str
+    ) -> None:
+        """The transfer's target did not take it: the first agent keeps the caller and is told."""
+        ...
+
+    async def follow_up(self, conversation_id: str) -> None:
+        """Nobody can take the call now: it leaves the live queue for the queue's follow-ups (a call
+        back), so nobody is left holding."""
+        ...

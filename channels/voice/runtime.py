@@ -1,0 +1,62 @@
+"""What every part of a running voice channel shares, built once at start."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from channels.base import InboundSink
+from channels.twilio.callbacks import StatusCallbacks
+from channels.twilio.replies import ReplyCollector
+from channels.twilio.rest import TwilioRest
+from channels.voice.calls import CallStore
+from channels.voice.config import VoiceConfig
+from channels.voice.desk import VoiceDesk
+from channels.voice.twiml import Speech
+from channels.voice.urls import VoiceUrls
+from sessions.customers import CustomerStore
+from sessions.models import Conversation
+from sessions.store import ConversationStore
+
+log = structlog.get_logger(__name__)
+
+CHANNEL = "voice"
+
+
+@dataclass(slots=True)
+class VoiceRuntime:
+    config: VoiceConfig
+    urls: VoiceUrls
+    store: ConversationStore
+    customers: CustomerStore
+    calls: CallStore
+    callbacks: StatusCallbacks
+    sink: InboundSink
+    desk: VoiceDesk
+    rest: TwilioRest | None  # None: no account configured, nobody can be dialled
+    collector: ReplyCollector = field(default_factory=ReplyCollector)
+    # REST calls made for a status change, and slow bots' turns, outliving the request that started them
+    # (asyncio keeps only weak references to tasks).
+    background: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    def speech(self, conversation: Conversation | None) -> Speech:
+        language = None
+        if conversation is not None:
+            handoff = conversation.handoff
+            language = (handoff.language if handoff else None) or conversation.signals.language \
+                or conversation.customer.language
+        return Speech(self.config.locale(language), self.config.voice)
+
+    def spawn(self, work: Coroutine[Any, Any, Any], name: str) -> None:
+        task = asyncio.create_task(work, name=name)
+        self.background.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[Any]) -> None:
+        self.background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("voice.background_failed", task=task.get_name(), error=repr(task.exception()))

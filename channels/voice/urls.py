@@ -1,0 +1,58 @@
+"""Every URL of ours that the voice channel hands Twilio inside TwiML or a REST call.
+
+Each carries the conversation id (``c``), never relying on a CallSid: an agent's leg and a transfer's leg
+have CallSids of their own. Absolute, on PUBLIC_URL, since Twilio signs the URL it calls.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from channels.twilio.webhooks import TwilioWebhooks
+
+BASE = "/twilio/voice"
+
+
+class VoiceUrls:
+    def __init__(self, webhooks: TwilioWebhooks) -> None:
+        self.webhooks = webhooks
+
+    def _url(self, path: str, **query: str | int) -> str:
+        suffix = f"?{urlencode(query)}" if query else ""
+        return self.webhooks.absolute(f"{BASE}{path}{suffix}")
+
+    def turn(self, cid: str, n: int) -> str:
+        return self._url("/turn", c=cid, n=n)
+
+    def poll(self, cid: str, n: int, message_id: str, k: int) -> str:
+        return self._url("/poll", c=cid, n=n, m=message_id, k=k)
+
+    def wait(self, cid: str) -> str:
+        return self._url("/wait", c=cid)
+
+    def resume(self, cid: str, why: str) -> str:
+        return self._url("/resume", c=cid, why=why)
+
+    def after_room(self, cid: str) -> str:
+        return self._url("/resume", c=cid, why="left_room")
+
+    def room_events(self, cid: str) -> str:
+        return self._url("/conference", c=cid)
+
+    def recorded(self, cid: str) -> str:
+        return self._url("/recorded", c=cid)
+
+    def hold(self) -> str:
+        return self._url("/hold")
+
+    def notice(self, key: str) -> str:
+        return self._url("/notice", t=key)
+
+    def agent(self, cid: str, agent_id: str, kind: str) -> str:
+        return self._url("/agent", c=cid, a=agent_id, k=kind)
+
+    def agent_key(self, cid: str, agent_id: str, kind: str) -> str:
+        return self._url("/agent/key", c=cid, a=agent_id, k=kind)
+
+    def agent_status(self, cid: str, agent_id: str, kind: str) -> str:
+        return self._url("/agent/status", c=cid, a=agent_id, k=kind)

@@ -1,0 +1,145 @@
+"""The desk as the voice channel needs it (channels/voice/desk.py), built from the app's own desk parts.
+
+The gateway is where channels and the desk meet: a key press becomes the desk's atomic claim, a hang-up an
+abandon or a hand-back, and the context package becomes a brief an agent can take in by ear.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import structlog
+from aiohttp import web
+
+from channels.voice.desk import Accepted, AgentLine
+from gateway import appkeys
+from handoff.calls import CallDesk
+from handoff.context import build_package
+from handoff.desk import DeskError
+from sessions.models import ConversationEvent, ConversationState, utcnow
+from sessions.store import ConversationNotFound, TransitionRefused
+
+log = structlog.get_logger(__name__)
+
+# Desk refusals that mean another agent has it, and those that mean nobody is waiting any more.
+_TAKEN = frozenset({"claimed_by_another", "offered_to_another", "not_online", "at_capacity"})
+
+
+class GatewayVoiceDesk:
+    def __init__(self, app: web.Application) -> None:
+        self.app = app
+        self._calls: CallDesk | None = None
+
+    @property
+    def calls(self) -> CallDesk:
+        if self._calls is None:
+            self._calls = CallDesk(self.app[appkeys.DESK], self.app[appkeys.DISPATCHER])
+        return self._calls
+
+    async def agent(self, agent_id: str) -> AgentLine | None:
+        agent = await self.app[appkeys.AGENTS].get(agent_id)
+        return AgentLine(agent.id, agent.name, agent.phone) if agent is not None else None
+
+    async def brief(self, conversation_id: str) -> list[str]:
+        """Reason, topic, who is calling (tier, what is verified), what was collected, one line of summary,
+        and a transfer's note: the context package, short enough to take in by ear."""
+        app = self.app
+        store = app[appkeys.STORE]
+        try:
+            conversation = await store.get(conversation_id)
+        except ConversationNotFound:
+            return []
+        transcript, events = await store.transcript_and_events(conversation_id)
+        package = build_package(conversation, transcript, app[appkeys.SUMMARIZER], events)
+        customer = conversation.customer
+        who = customer.name or "a caller"
+        if customer.tier:
+            who += f", {customer.tier} tier"
+        verified = ", ".join(package.verification.fields)
+        said = [f"Call from {who}. " + (f"Verified: {verified}." if verified else "Nothing verified.")]
+        handoff = conversation.handoff
+        if handoff is not None:
+            said.append(f"Reason: {_words(handoff.reason)}, for {handoff.queue_name or handoff.queue}.")
+        if package.intent:
+            said.append(f"Topic: {_words(package.intent)}.")
+        if package.fields:
+            collected = ", ".join(f"{_words(k)} {v}" for k, v in package.fields.items())
+            said.append(f"Collected: {collected}.")
+        said.append(f"They want: {package.summary.goal}.")
+        transfers = [n for n in conversation.notes if n.get("kind") == "transfer" and n.get("note")]
+        note = transfers[-1] if transfers else None
+        if note is not None:
+            said.insert(0, f"Transfer from {note.get('from_agent')}: {note.get('note')}.")
+        return said
+
+    async def accept(self, agent_id: str, conversation_id: str) -> Accepted:
+        app = self.app
+        agent = await app[appkeys.AGENTS].get(agent_id)
+        if agent is None:
+            return Accepted.GONE
+        try:
+            await app[appkeys.DESK].claim(agent, conversation_id, app[appkeys.RULES].rules)
+        except DeskError as exc:
+            log.info("voice.claim_refused", code=exc.code)
+            return Accepted.TAKEN if exc.code in _TAKEN else Accepted.GONE
+        app[appkeys.DISPATCHER].kick()
+        return Accepted.WON
+
+    async def pass_offer(self, agent_id: str, conversation_id: str) -> None:
+        dispatcher = self.app[appkeys.DISPATCHER]
+        await dispatcher.lapse(conversation_id, rules_agent=agent_id)
+        dispatcher.kick()
+
+    async def caller_left(self, conversation_id: str) -> None:
+        """Abandoned while waiting; freed from the agent who had the caller; or just over."""
+        app = self.app
+        if await self.calls.abandon(conversation_id, utcnow()):
+            app[appkeys.DISPATCHER].kick()
+            return
+        store = app[appkeys.STORE]
+        try:
+            conversation = await store.get(conversation_id)
+        except ConversationNotFound:
+            return
+        if conversation.state is ConversationState.ASSIGNED and conversation.agent:
+            agent = await app[appkeys.AGENTS].get(conversation.agent)
+            if agent is not None:
+                with contextlib.suppress(DeskError):  # resolved in the console meanwhile
+                    await app[appkeys.DESK].resolve(agent, conversation_id, "caller_hung_up", False,
+                                                    app[appkeys.RULES].rules)
+                app[appkeys.DISPATCHER].kick()
+        elif conversation.state is ConversationState.BOT:
+            event = ConversationEvent(type="call.ended", conversation_id=conversation_id)
+            with contextlib.suppress(TransitionRefused, ConversationNotFound):
+                await store.transition(conversation_id, ConversationState.RESOLVED, event,
+                                       allowed_from=[ConversationState.BOT])
+
+    async def agent_left(self, agent_id: str, conversation_id: str) -> str | None:
+        app = self.app
+        try:
+            conversation = await app[appkeys.STORE].get(conversation_id)
+        except ConversationNotFound:
+            return None
+        if conversation.state is not ConversationState.ASSIGNED or conversation.agent != agent_id:
+            return None
+        notice = await app[appkeys.DESK].hand_back_one(agent_id, conversation_id, "the agent hung up",
+                                                       app[appkeys.RULES].rules)
+        app[appkeys.DISPATCHER].kick()
+        return notice
+
+    async def handover(self, conversation_id: str, from_agent: str, to_agent: str) -> bool:
+        return await self.calls.handover(conversation_id, from_agent, to_agent)
+
+    async def transfer_failed(
+        self, conversation_id: str, from_agent: str, to_agent: str, reason: str
+    ) -> None:
+        await self.calls.transfer_failed(conversation_id, from_agent, to_agent, reason)
+
+    async def follow_up(self, conversation_id: str) -> None:
+        if await self.calls.follow_up(conversation_id, self.app[appkeys.RULES].rules):
+            self.app[appkeys.DISPATCHER].kick()
+
+
+def _words(code: str) -> str:
+    """A code as words for the ear: billing_dispute -> billing dispute."""
+    return code.replace("_", " ")
