@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from twilio.rest import Client
 
 from gateway.embedded_redis import free_port
 from gateway.twilio_voice_emulator import APPLICATION_ERROR, CallLeg, VoiceEmulator
+from gateway.voice_simulator_cli import run_interactive
 
 PUBLIC = "https://gw.example.test"
 TOKEN = "test-token-0123456789"
@@ -430,3 +432,33 @@ async def test_hangup_by_the_caller_leaves_the_conference(rig: Rig) -> None:
 
 def test_call_leg_is_hashable() -> None:
     assert CallLeg.__hash__ is not None
+
+
+async def test_interactive_simulator_plays_caller_and_agent(rig: Rig) -> None:
+    rig.app.routes["/twilio/voice"] = ('<Gather input="speech" action="/need"><Say>What do you need?</Say></Gather>'
+                                       "<Redirect>/twilio/voice</Redirect>")
+    rig.app.routes["/need"] = ('<Say>Please hold.</Say><Dial action="/after"><Conference '
+                               'startConferenceOnEnter="false" waitUrl="">c1</Conference></Dial>')
+    rig.app.routes["/agent-brief"] = '<Gather numDigits="1" action="/agent-accept"><Say>Press 1 to accept.</Say></Gather>'
+    rig.app.routes["/agent-accept"] = '<Dial><Conference endConferenceOnExit="true">c1</Conference></Dial>'
+    rig.app.routes["/after"] = "<Say>Goodbye.</Say>"
+    out = io.StringIO()
+
+    async def script() -> AsyncIterator[str]:
+        await eventually(lambda: "caller hears: What do you need?" in out.getvalue())
+        yield "a refund\n"
+        await eventually(lambda: "caller is in conference c1" in out.getvalue())
+        await rig.api("POST", "Calls.json", {"To": AGENT, "From": NUMBER, "Url": f"{PUBLIC}/agent-brief"},
+                      status=201)
+        await eventually(lambda: "agent hears: Press 1 to accept." in out.getvalue())
+        yield "agent: #1\n"
+        await eventually(lambda: "agent is in conference c1" in out.getvalue())
+        yield "agent: hangup\n"
+        await asyncio.sleep(30)
+
+    code = await run_interactive(rig.emulator, CALLER, to_number=NUMBER, lines=script(), out=out)
+    text = out.getvalue()
+    assert code == 0, text
+    assert f"  agent phone {AGENT} rings" in text
+    assert "  caller hears: Please hold." in text and "  caller hears: Goodbye." in text
+    assert rig.app.to("/need")[0]["SpeechResult"] == "a refund"
