@@ -462,3 +462,31 @@ async def test_interactive_simulator_plays_caller_and_agent(rig: Rig) -> None:
     assert f"  agent phone {AGENT} rings" in text
     assert "  caller hears: Please hold." in text and "  caller hears: Goodbye." in text
     assert rig.app.to("/need")[0]["SpeechResult"] == "a refund"
+
+
+async def test_dial_queue_bridges_the_front_caller_and_announce_url(rig: Rig) -> None:
+    rig.app.routes["/twilio/voice"] = '<Enqueue waitUrl="" action="/left-queue">sales</Enqueue>'
+    rig.app.routes["/left-queue"] = lambda form: f"<Say>Queue result {form['QueueResult']}.</Say>"
+    rig.app.routes["/agent"] = '<Dial action="/agent-done"><Queue url="/about-to-connect">sales</Queue></Dial>'
+    rig.app.routes["/about-to-connect"] = "<Say>Connecting you to an agent.</Say>"
+    rig.app.routes["/agent-done"] = lambda form: f"<Say>Agent dial {form['DialCallStatus']}.</Say>"
+    caller = await rig.emulator.place_call(CALLER, NUMBER)
+    await caller.wait_until(lambda: caller.in_queue)
+    await rig.api("POST", "Calls.json", {"To": AGENT, "From": NUMBER, "Url": f"{PUBLIC}/agent"}, status=201)
+    agent = await rig.emulator.next_incoming(AGENT)
+    await agent.wait_until(lambda: rig.emulator.hearing(agent) == {caller})
+    assert "Connecting you to an agent." in caller.heard
+    await caller.hang_up()
+    await agent.wait_until(lambda: "Agent dial completed." in agent.heard)
+    await rig.emulator.callbacks_sent()
+    assert rig.app.to("/left-queue")[0]["QueueResult"] == "bridged"
+
+    rig.app.routes["/twilio/voice"] = '<Dial><Conference waitUrl="">talk</Conference></Dial>'
+    rig.app.routes["/announce"] = "<Say>This call may be recorded.</Say>"
+    leg = await rig.emulator.place_call(CALLER, NUMBER)
+    await leg.wait_until(lambda: leg.in_conference)
+    room = leg.conference
+    assert room is not None
+    await rig.api("POST", f"Conferences/{room.sid}/Participants/{leg.sid}.json",
+                  {"AnnounceUrl": f"{PUBLIC}/announce"})
+    assert await leg.next_said() == "This call may be recorded."
