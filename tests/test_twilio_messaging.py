@@ -15,6 +15,7 @@ from aiohttp import web
 from redis.asyncio import Redis
 from twilio.request_validator import RequestValidator
 
+from channels.twilio_messaging.outbound import OutboundConfig, TwilioSender
 from channels.twilio_messaging.rules import keyword, split_message
 from gateway.embedded_redis import free_port
 from handoff.agents import AgentStore
@@ -146,12 +147,27 @@ class TwilioStandIn:
         self.url = ""
         self.sids: list[str] = []
         self.fail_once_after: int | None = None  # answer 500 once, after this many messages went through
+        self.drop_next = False  # close the connection, unanswered, on the next request
+        self.hang_next = False  # answer the next request only after a second
+        self.problem_details = False  # refuse in RFC 9457 form (type, title, status, code), as newer APIs do
 
     async def messages(self, request: web.Request) -> web.Response:
         form = {k: str(v) for k, v in (await request.post()).items()}
         self.sent.append({"path": request.path, **form})
+        if self.drop_next:
+            self.drop_next = False
+            assert request.transport is not None
+            request.transport.close()
+            return web.Response()
+        if self.hang_next:
+            self.hang_next = False
+            await asyncio.sleep(1)
         if self.refuse is not None:
             status, code, message = self.refuse
+            if self.problem_details:
+                problem = {"type": f"https://www.twilio.com/docs/errors/{code}", "title": message,
+                           "status": status, "code": code}
+                return web.json_response(problem, status=status, content_type="application/problem+json")
             return web.json_response({"code": code, "message": message, "status": status}, status=status)
         if self.fail_once_after is not None and len(self.sids) >= self.fail_once_after:
             self.fail_once_after = None
@@ -253,6 +269,77 @@ async def test_an_agent_reply_by_sms_goes_through_twilios_rest_api(
     await agent.call("POST", f"/api/conversations/{cid}/messages", {"text": "Are you still there?"})
     failed = [e for e in await store.events(cid) if e.type == "delivery.failed"]
     assert failed and "unsubscribed recipient" in failed[-1].data["detail"] and failed[-1].data["status"] == 400
+
+
+@pytest.mark.parametrize(("variable", "value"), [("TWILIO_REGION", "au1"), ("TWILIO_EDGE", "sydney")])
+async def test_twilio_region_or_edge_in_the_environment_does_not_move_an_agents_reply(
+    start_gateway: Any, http: aiohttp.ClientSession, redis: Redis, namespace: str, twilio_api: TwilioStandIn,
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str,
+) -> None:
+    # The twilio package reads these whenever its Client is given no environment of its own, and would then
+    # rewrite TWILIO_API_BASE_URL's host (127.0.0.1 becomes 127.au1.0.1): the reply would never arrive.
+    monkeypatch.setenv(variable, value)
+    _, cid, agent = await with_agent(start_gateway, http, redis, namespace, twilio_api,
+                                     "I want to dispute a charge on my card")
+    _, sent = await agent.call("POST", f"/api/conversations/{cid}/messages", {"text": "Hi, Alex here."})
+    assert [m["To"] for m in twilio_api.sent if m.get("Body") == "Hi, Alex here."] == ["+14155550123"]
+    store = ConversationStore(redis, Keys(namespace), 60)
+    outcome = [e.type for e in await store.events(cid) if e.data.get("message_id") == sent["id"]]
+    assert outcome == ["delivery.sent"]
+
+
+async def test_a_dropped_connection_is_retried_not_failed(
+    start_gateway: Any, http: aiohttp.ClientSession, redis: Redis, namespace: str, twilio_api: TwilioStandIn
+) -> None:
+    # aiohttp's ServerDisconnectedError is no OSError: it must still count as Twilio being unreachable.
+    _, cid, agent = await with_agent(start_gateway, http, redis, namespace, twilio_api,
+                                     "I want to dispute a charge on my card")
+    store = ConversationStore(redis, Keys(namespace), 60)
+    twilio_api.drop_next = True
+    _, sent = await agent.call("POST", f"/api/conversations/{cid}/messages", {"text": "Checking your charge now."})
+
+    async def outcomes() -> list[str]:
+        return [e.type for e in await store.events(cid) if e.data.get("message_id") == sent["id"]]
+
+    assert await outcomes() == ["delivery.retrying"]
+    for _ in range(200):  # the gateway's own sweeper runs the durable retry when it is due (2 s)
+        if "delivery.sent" in await outcomes():
+            break
+        await asyncio.sleep(0.05)
+    assert await outcomes() == ["delivery.retrying", "delivery.sent"]
+    assert [m["Body"] for m in twilio_api.sent].count("Checking your charge now.") == 2
+
+
+async def test_a_refusal_in_problem_details_form_is_classified_like_any_other(
+    start_gateway: Any, http: aiohttp.ClientSession, redis: Redis, namespace: str, twilio_api: TwilioStandIn
+) -> None:
+    # The twilio package raises TwilioServiceException, no TwilioRestException, for an RFC 9457 answer.
+    _, cid, agent = await with_agent(start_gateway, http, redis, namespace, twilio_api,
+                                     "I want to dispute a charge on my card")
+    store = ConversationStore(redis, Keys(namespace), 60)
+    twilio_api.problem_details = True
+
+    async def outcome(refusal: tuple[int, int, str]) -> tuple[str, dict[str, Any]]:
+        twilio_api.refuse = refusal
+        _, sent = await agent.call("POST", f"/api/conversations/{cid}/messages", {"text": "Checking now."})
+        [event] = [e for e in await store.events(cid) if e.data.get("message_id") == sent["id"]]
+        return event.type, event.data
+
+    kind, data = await outcome((503, 20503, "Service Unavailable"))
+    assert kind == "delivery.retrying" and data["status"] == 503
+    kind, data = await outcome((400, 21610, "Attempt to send to unsubscribed recipient"))
+    assert kind == "delivery.failed" and data["status"] == 400 and "unsubscribed recipient" in data["detail"]
+
+
+async def test_a_send_twilio_never_answers_gives_up_in_time_and_is_retryable(twilio_api: TwilioStandIn) -> None:
+    sender = TwilioSender(OutboundConfig(ACCOUNT, AUTH_TOKEN, twilio_api.url, "+14155550100", None,
+                                         request_timeout=0.3))
+    twilio_api.hang_next = True
+    try:
+        result = await asyncio.wait_for(sender.send("sms", "+14155550123", "Hello?"), 0.9)
+    finally:
+        await sender.aclose()
+    assert (result.ok, result.retryable) == (False, True)
 
 
 async def test_stop_opts_a_number_out_until_start_and_help_answers(

@@ -167,6 +167,19 @@ async def test_the_caller_at_the_front_is_dequeued_and_a_message_sent(rest: Twil
     assert twilio.fields() == {"To": [CUSTOMER], "From": [OUR_NUMBER], "Body": ["Hello"], "StatusCallback": [CALLBACK]}
 
 
+async def test_a_template_goes_with_its_variables_as_json_and_no_body(rest: TwilioRest, twilio: Recorder) -> None:
+    template = "HX" + "e" * 32
+    sent = await rest.send_template(f"whatsapp:{CUSTOMER}", f"whatsapp:{OUR_NUMBER}", template,
+                                    {"1": "Your refund is approved."})
+    assert sent.ok and sent.sid is not None and sent.sid.startswith("SM")
+    assert twilio.seen[0][:2] == ("POST", path("Messages.json"))
+    assert twilio.fields() == {"To": [f"whatsapp:{CUSTOMER}"], "From": [f"whatsapp:{OUR_NUMBER}"],
+                               "ContentSid": [template], "ContentVariables": ['{"1": "Your refund is approved."}']}
+    assert (await rest.send_template(CUSTOMER, OUR_NUMBER, template, {}, status_callback=CALLBACK)).ok
+    assert twilio.fields() == {"To": [CUSTOMER], "From": [OUR_NUMBER], "ContentSid": [template],
+                               "ContentVariables": ["{}"], "StatusCallback": [CALLBACK]}
+
+
 @pytest.mark.parametrize("answer", [503, "drop", "hang"])
 async def test_a_call_create_that_may_have_dialled_is_ambiguous_and_never_retried(
     rest: TwilioRest, twilio: Recorder, answer: str | int
@@ -216,8 +229,9 @@ async def test_other_requests_that_failed_are_worth_retrying(
     twilio.answer = answer
     results = [await rest.update_call(CALL, status="completed"),
                await rest.update_participant(CONFERENCE, "agent", hold=False),
-               await rest.send_message(CUSTOMER, OUR_NUMBER, "Hello")]
-    assert [(r.ok, r.retryable, r.ambiguous) for r in results] == [(False, True, False)] * 3
+               await rest.send_message(CUSTOMER, OUR_NUMBER, "Hello"),
+               await rest.send_template(CUSTOMER, OUR_NUMBER, "HX" + "e" * 32, {"1": "Hello"})]
+    assert [(r.ok, r.retryable, r.ambiguous) for r in results] == [(False, True, False)] * 4
 
 
 async def test_no_conference_in_progress_is_not_ok_with_twilios_200(rest: TwilioRest, twilio: Recorder) -> None:

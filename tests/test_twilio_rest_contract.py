@@ -120,3 +120,10 @@ async def test_sms_and_whatsapp_messages(rest: TwilioRest) -> None:
         assert result.ok, result
         assert has_prefix(result.sid, "SM")
 
+
+async def test_whatsapp_and_sms_templates(rest: TwilioRest) -> None:
+    for to, from_ in ((f"whatsapp:{CUSTOMER}", f"whatsapp:{OUR_NUMBER}"), (CUSTOMER, OUR_NUMBER)):
+        result = await rest.send_template(to, from_, "HX" + "e" * 32, {"1": "Your refund is approved."},
+                                          status_callback="https://gateway.example/s")
+        assert result.ok, result
+        assert has_prefix(result.sid, "SM")

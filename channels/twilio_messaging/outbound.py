@@ -1,22 +1,18 @@
-"""Sending SMS and WhatsApp messages through Twilio's REST API with the twilio package's async client.
+"""Sending SMS and WhatsApp messages through Twilio's REST API, with the shared TwilioRest client.
 
 Used for every message no webhook is waiting to carry in TwiML: an agent's reply, a queue update, a reply
-too slow for the webhook. The API's base URL is a setting, so tests and regional edges can point elsewhere.
+too slow for the webhook. The API's base URL is a setting, so tests and regional edges can point elsewhere;
+TWILIO_REGION / TWILIO_EDGE in the environment never move it (TwilioRest clears both). Each request is
+bounded by `request_timeout`, and what failed is classified there: unreachable, dropped, timed out, 429 or
+5xx is retryable (the adapter retries it as a durable job, at the risk of a duplicate text); a 4xx is not.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
-import structlog
-from twilio.base.exceptions import TwilioException, TwilioRestException
-from twilio.http.async_http_client import AsyncTwilioHttpClient
-from twilio.rest import Client
-
+from channels.twilio.rest import RestResult, TwilioRest
 from channels.twilio_messaging.form import WHATSAPP_PREFIX
-
-log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +24,8 @@ class OutboundConfig:
     whatsapp_from: str | None
     # Where Twilio reports each message's delivery (queued, sent, delivered, undelivered, failed).
     status_callback: str | None = None
+    # Seconds one REST request may take before it counts as Twilio being unreachable (retryable).
+    request_timeout: float = 15.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,14 +41,16 @@ class SendResult:
     def ok(self) -> bool:
         return self.sid is not None
 
+    @classmethod
+    def of(cls, result: RestResult) -> SendResult:
+        return cls(result.sid, result.error, result.status, retryable=result.retryable)
+
 
 class TwilioSender:
     def __init__(self, config: OutboundConfig) -> None:
         self.config = config
-        self._http = AsyncTwilioHttpClient()
-        # environment={}: TWILIO_REGION / TWILIO_EDGE in the environment must not rewrite the base URL.
-        self._client = Client(config.account_sid, config.auth_token, http_client=self._http, environment={})
-        self._client.api.base_url = config.api_base_url.rstrip("/")
+        self.rest = TwilioRest(config.account_sid, config.auth_token, config.api_base_url,
+                               request_timeout=config.request_timeout)
 
     def sender_for(self, channel: str) -> str | None:
         if channel == "whatsapp":
@@ -62,34 +62,15 @@ class TwilioSender:
         if sender is None:
             return SendResult(None, f"no sending number configured for {channel}")
         address = f"{WHATSAPP_PREFIX}{to}" if channel == "whatsapp" else to
-        extra = {"status_callback": self.config.status_callback} if self.config.status_callback else {}
-        try:
-            created = await self._client.messages.create_async(to=address, from_=sender, body=body, **extra)
-        except TwilioRestException as exc:
-            retry = exc.status == 429 or exc.status >= 500
-            return SendResult(None, f"Twilio refused the message: {exc.msg}", exc.status, retryable=retry)
-        except (TwilioException, OSError, TimeoutError) as exc:
-            return SendResult(None, f"Twilio could not be reached: {type(exc).__name__}", retryable=True)
-        except Exception as exc:  # the client library failing must not fail the agent's request
-            log.exception("twilio.send_crashed")
-            return SendResult(None, f"sending failed: {type(exc).__name__}")
-        return SendResult(str(created.sid))
+        return SendResult.of(await self.rest.send_message(address, sender, body, self.config.status_callback))
 
     async def send_template(self, to: str, content_sid: str, variables: dict[str, str]) -> SendResult:
         """An approved WhatsApp template: ContentSid with ContentVariables as a JSON string, and no Body."""
         sender = self.sender_for("whatsapp")
         if sender is None:
             return SendResult(None, "no sending number configured for whatsapp")
-        try:
-            created = await self._client.messages.create_async(
-                to=f"{WHATSAPP_PREFIX}{to}", from_=sender, content_sid=content_sid,
-                content_variables=json.dumps(variables),
-            )
-        except TwilioRestException as exc:
-            return SendResult(None, f"Twilio refused the template: {exc.msg}", exc.status)
-        except Exception as exc:  # as in send(): never fail the caller
-            return SendResult(None, f"sending failed: {type(exc).__name__}")
-        return SendResult(str(created.sid))
+        address = f"{WHATSAPP_PREFIX}{to}"
+        return SendResult.of(await self.rest.send_template(address, sender, content_sid, variables))
 
     async def aclose(self) -> None:
-        await self._http.close()
+        await self.rest.aclose()
