@@ -84,6 +84,7 @@ class VoiceAdapter:
         )
         if result.ok:
             log.info("voice.agent_dialled", conversation_id=cid, agent_id=agent_id, kind=kind, sid=result.sid)
+            await rt.calls.set(cid, **{f"{kind}_ringing": result.sid})
             return True
         log.warning("voice.agent_not_dialled", conversation_id=cid, agent_id=agent_id, kind=kind,
                     status=result.status, ambiguous=result.ambiguous)
@@ -108,10 +109,11 @@ class VoiceAdapter:
         call = await rt.calls.get(cid)
         if agent_id is None or call.ended or not call.exists or call.agent_id == agent_id:
             return  # pressed 1 on the phone, or a transfer's handover: already with the caller
-        ringing = call.get("offer_sid")
+        ringing = call.get("offer_ringing") if not call.get("offer_sid") else None
         if ringing and rt.rest is not None:  # it may still ring for the offer they took in the console
             await rt.rest.update_call(ringing, status="canceled")
-        await rt.calls.set(cid, agent_id=agent_id, agent_sid=None, offer_agent=None, offer_sid=None)
+        await rt.calls.set(cid, agent_id=agent_id, agent_sid=None, offer_agent=None, offer_sid=None,
+                           offer_ringing=None)
         line = await rt.desk.agent(agent_id)
         if line is None or line.phone is None or rt.rest is None or rt.config.from_number is None:
             log.warning("voice.claimed_without_phone", conversation_id=cid, agent_id=agent_id)
@@ -128,8 +130,9 @@ class VoiceAdapter:
             return
         call = await rt.calls.get(cid)
         if call.get("offer_agent") == lapsed:
-            ringing = call.get("offer_sid")
-            await rt.calls.set(cid, offer_agent=None, offer_sid=None)
+            # Still ringing: stop it. Answered (hearing the brief): a key press now hears it was passed on.
+            ringing = call.get("offer_ringing") if not call.get("offer_sid") else None
+            await rt.calls.set(cid, offer_agent=None, offer_sid=None, offer_ringing=None)
             if ringing and rt.rest is not None:
                 await rt.rest.update_call(ringing, status="canceled")
 

@@ -234,7 +234,8 @@ class CallerFlow:
         """Into the room to wait for a person (hold audio and announcements from ``/wait``)."""
         rt, cid = self.rt, conversation.id
         speech = rt.speech(conversation)
-        await rt.calls.set(cid, announced_at=int(time.time()), locale=speech.language)
+        await rt.calls.set(cid, announced_at=int(time.time()), announced_text=texts[-1] if texts else None,
+                           locale=speech.language)
         return twiml.wait_for_agent(speech, texts, room_of(cid), wait_url=rt.urls.wait(cid),
                                     events_url=rt.urls.room_events(cid), after=rt.urls.after_room(cid))
 
@@ -251,19 +252,24 @@ class CallerFlow:
 
     # -- POST /twilio/voice/wait?c= (the room's waitUrl, asked again and again while the caller waits) ----
     async def wait_audio(self, request: web.Request, form: dict[str, str]) -> web.StreamResponse:
-        """Where the caller stands, at most every ``announce_seconds``, then hold audio, then again. Only
-        Say, Play, Pause and Redirect are allowed here."""
+        """Where the caller stands, as soon as it changes and at least every ``announce_seconds``, between
+        stretches of hold audio. Only Say, Play, Pause and Redirect are allowed here."""
         cid = conversation_param(request)
         rt = self.rt
         call = await rt.calls.get(cid)
         now = int(time.time())
+        latest = call.get("wait_text")
         due = now - call.int("announced_at") >= rt.config.announce_seconds
-        text = (call.get("wait_text") or rt.config.texts.still_waiting) if due else ""
-        if due:
-            await rt.calls.set(cid, announced_at=now)
+        text = ""
+        if latest and latest != call.get("announced_text"):
+            text = latest
+        elif due:
+            text = latest or rt.config.texts.still_waiting
+        if text:
+            await rt.calls.set(cid, announced_at=now, announced_text=text)
         speech = twiml.Speech(call.get("locale") or "en-US", rt.config.voice)
         return answer(twiml.announcements(speech, text, rt.config.hold_audio_url, rt.urls.wait(cid),
-                                          rt.config.announce_seconds))
+                                          rt.config.wait_check_seconds))
 
     # -- POST /twilio/voice/resume?c=&why= (the caller's call redirected: an agent left, a transfer ...) ----
     async def resume(self, request: web.Request, form: dict[str, str]) -> web.StreamResponse:
@@ -326,9 +332,11 @@ class CallerFlow:
     async def _ended(self, cid: str, status: str) -> None:
         rt = self.rt
         call = await rt.calls.get(cid)
-        ringing = [s for s in (call.get("offer_sid"), call.get("transfer_sid")) if s]
+        # Phones still ringing for a caller who is gone stop; one answered already hears it at the key press.
+        ringing = [call.get(f"{kind}_ringing") for kind in ("offer", "transfer")
+                   if not call.get(f"{kind}_sid")]
         if rt.rest is not None:
-            for leg in ringing:  # an agent's phone still ringing for a caller who is gone
+            for leg in filter(None, ringing):
                 await rt.rest.update_call(leg, status="canceled")
         await rt.desk.caller_left(cid)
         log.info("voice.call_ended", status=status)

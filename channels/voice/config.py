@@ -42,7 +42,8 @@ class VoiceTexts:
 class VoiceConfig:
     from_number: str | None  # the business number agents' phones show; None: agents are never called
     hold_audio_url: str | None = None  # music between announcements; None: silence of announce_seconds
-    announce_seconds: int = 45  # how often a waiting caller hears their place and wait
+    announce_seconds: int = 45  # how often a waiting caller hears their place and wait, if not changed
+    wait_check_seconds: int = 5  # without hold audio: silence between two looks at the caller's place
     reply_budget_seconds: float = 3.0  # how long a turn's webhook waits for the bot before holding
     poll_seconds: int = 2  # the pause between two looks at a slow bot's answer
     max_polls: int = 8  # then the caller is asked to say it again
