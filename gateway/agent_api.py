@@ -10,10 +10,11 @@ from typing import Any, TypeVar
 
 import structlog
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from gateway import appkeys
-from handoff.agents import Agent, Presence
+from handoff.agents import PHONE_PATTERN, Agent, Presence
+from handoff.calls import CallDesk
 from handoff.context import ContextPackage, build_package
 from handoff.desk import DeskError
 from handoff.queues import waiting_since
@@ -23,6 +24,8 @@ from sessions.store import decode_text
 log = structlog.get_logger(__name__)
 
 MAX_AGENT_MESSAGE_CHARS = 4000
+PHONE_REQUIRED = ("This is a phone call: send {\"phone\": \"+1...\"} with the claim, or set your number "
+                  "(POST /api/agents/me/phone), so the desk can call you.")
 
 
 class PresenceBody(BaseModel):
@@ -37,9 +40,30 @@ class MessageBody(BaseModel):
 
 
 class TransferBody(BaseModel):
+    """To a queue, or (on a call) to a colleague by id or name: exactly one of the two."""
+
     model_config = ConfigDict(extra="forbid")
-    queue: str = Field(min_length=1)
+    queue: str | None = Field(None, min_length=1)
+    agent: str | None = Field(None, min_length=1, max_length=100)
     note: str = Field("", max_length=2000)
+
+    @model_validator(mode="after")
+    def _one_target(self) -> TransferBody:
+        if (self.queue is None) == (self.agent is None):
+            raise ValueError("give either queue or agent")
+        return self
+
+
+class PhoneBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    # E.164, or null: the desk calls the agent there for phone conversations.
+    phone: str | None = Field(None, pattern=PHONE_PATTERN)
+
+
+class ClaimBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    # For a phone conversation: the number to call the agent on now (kept as theirs).
+    phone: str | None = Field(None, pattern=PHONE_PATTERN)
 
 
 class ResolveBody(BaseModel):
@@ -181,9 +205,24 @@ async def conversation(request: web.Request) -> web.Response:
     )
 
 
+async def set_phone(request: web.Request) -> web.Response:
+    agent = await _agent(request)
+    body = await _body(request, PhoneBody)
+    updated = await request.app[appkeys.AGENTS].set_phone(agent, body.phone)
+    log.info("agent.phone_set", has_phone=updated.phone is not None)
+    return web.json_response(updated.model_dump(mode="json"))
+
+
 async def claim(request: web.Request) -> web.Response:
     agent = await _agent(request)
     app = request.app
+    body = await _body(request, ClaimBody)
+    waiting = await app[appkeys.DESK].conversation(request.match_info["id"])
+    if app[appkeys.CHANNELS].get(waiting.channel).capabilities.agents_by_phone:
+        if body.phone is not None:
+            agent = await app[appkeys.AGENTS].set_phone(agent, body.phone)
+        if agent.phone is None:
+            raise DeskError(409, "phone_required", PHONE_REQUIRED)
     outcome = await app[appkeys.DESK].claim(agent, request.match_info["id"], app[appkeys.RULES].rules)
     await _deliver(app, outcome.conversation, outcome.notice)
     package = await _package(app, outcome.conversation)
@@ -214,8 +253,20 @@ async def transfer(request: web.Request) -> web.Response:
     agent = await _agent(request)
     body = await _body(request, TransferBody)
     app = request.app
+    conversation = await app[appkeys.DESK].conversation(request.match_info["id"])
+    if app[appkeys.CHANNELS].get(conversation.channel).capabilities.warm_transfer:
+        target = await _colleague(app, agent, body)
+        if target is not None:  # on a call: the caller stays with this agent until the colleague takes over
+            await CallDesk(app[appkeys.DESK], app[appkeys.DISPATCHER]).begin_transfer(
+                agent, conversation.id, target, body.note)
+            log.info("agent.transfer_started", conversation_id=conversation.id, to_agent=target.id)
+            calling = {"id": target.id, "name": target.name}
+            return web.json_response({"transfer": "calling", "to_agent": calling}, status=202)
+    if body.queue is None:
+        raise DeskError(422, "transfer_to_agent_unsupported",
+                        "Transfers to a colleague are for phone calls; send this conversation to a queue.")
     outcome = await app[appkeys.DESK].transfer(
-        agent, request.match_info["id"], body.queue, body.note, app[appkeys.RULES].rules
+        agent, conversation.id, body.queue, body.note, app[appkeys.RULES].rules
     )
     await _deliver(app, outcome.conversation, outcome.notice)
     app[appkeys.DISPATCHER].kick()
@@ -235,6 +286,27 @@ async def resolve(request: web.Request) -> web.Response:
     app[appkeys.DISPATCHER].kick()
     log.info("agent.resolved", conversation_id=outcome.conversation.id, back_to_bot=body.back_to_bot)
     return web.json_response({"conversation": _conversation_json(outcome.conversation)})
+
+
+async def _colleague(app: web.Application, agent: Agent, body: TransferBody) -> Agent | None:
+    """The colleague a call goes to: the one named, or the best free one with a phone who serves the
+    queue (None: nobody can take it live, so it goes to the queue)."""
+    agents = app[appkeys.AGENTS]
+    if body.agent is not None:
+        target = await agents.find(body.agent)
+        if target is None:
+            raise DeskError(404, "agent_not_found", f"No agent {body.agent!r}.")
+        if target.phone is None:
+            raise DeskError(409, "colleague_without_phone", f"{target.name} has no phone number to call.")
+        return target
+    rules = app[appkeys.RULES].rules
+    queue = rules.queues.queues.get(body.queue or "")
+    if queue is None or queue.retired:
+        raise DeskError(422, "unknown_queue", f"There is no open queue named {body.queue!r}.")
+    online = await agents.online()
+    able = [a for a in await agents.all() if a.id != agent.id and a.phone and a.id in online
+            and online[a.id].free > 0 and a.serves(body.queue or "", list(queue.skills))]
+    return max(able, key=lambda a: (online[a.id].free, -online[a.id].idle_since), default=None)
 
 
 async def _package(app: web.Application, conversation: Conversation) -> ContextPackage:
@@ -262,6 +334,7 @@ def setup(app: web.Application) -> None:
     router = app.router
     router.add_get("/api/agents/me", me)
     router.add_post("/api/agents/me/presence", presence)
+    router.add_post("/api/agents/me/phone", set_phone)
     router.add_get("/api/queues", queues)
     router.add_get("/api/conversations", conversations)
     router.add_get("/api/conversations/{id}", conversation)

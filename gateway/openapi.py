@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.agent_api import MessageBody, PresenceBody, ResolveBody, TransferBody
+from gateway.agent_api import ClaimBody, MessageBody, PhoneBody, PresenceBody, ResolveBody, TransferBody
 
 ERROR = {"$ref": "#/components/schemas/Error"}
 
@@ -65,6 +65,11 @@ def build() -> dict[str, Any]:
                 "requestBody": _body(PresenceBody),
                 "responses": {"200": _json("the agent's state"), **_errors(UNAUTHORIZED, BAD_BODY)},
             }},
+            "/api/agents/me/phone": {"post": {
+                "summary": "Set (or clear, with null) the E.164 number the desk calls you on for phone calls",
+                "requestBody": _body(PhoneBody),
+                "responses": {"200": _json("the agent"), **_errors(UNAUTHORIZED, BAD_BODY)},
+            }},
             "/api/queues": {"get": {
                 "summary": "Each queue: depth, backlog, oldest wait, agents online, open now",
                 "responses": {"200": _json("queues"), **_errors(UNAUTHORIZED)},
@@ -85,10 +90,12 @@ def build() -> dict[str, Any]:
             }},
             "/api/conversations/{id}/claim": {"post": {
                 "summary": "Take a waiting conversation; exactly one agent wins",
-                "parameters": ID,
+                "description": "A phone call is taken on the phone: the desk calls you at your number (or "
+                               "the one in the body, kept as yours) and joins you to the caller.",
+                "parameters": ID, "requestBody": {**_body(ClaimBody), "required": False},
                 "responses": {"200": _json("conversation and context"), **_errors(
-                    UNAUTHORIZED, FORBIDDEN, NOT_FOUND,
-                    (409, "claimed_by_another, not_waiting, not_online or at_capacity"))},
+                    UNAUTHORIZED, FORBIDDEN, NOT_FOUND, BAD_BODY,
+                    (409, "claimed_by_another, not_waiting, not_online, at_capacity or phone_required"))},
             }},
             "/api/conversations/{id}/decline": {"post": {
                 "summary": "Decline an offer; the conversation is offered to the next agent",
@@ -103,11 +110,18 @@ def build() -> dict[str, Any]:
                     UNAUTHORIZED, BAD_BODY, FORBIDDEN, NOT_FOUND, (409, "not_assigned"))},
             }},
             "/api/conversations/{id}/transfer": {"post": {
-                "summary": "Warm transfer to another queue; the note travels with the conversation",
+                "summary": "Warm transfer to a queue or, on a call, a colleague; the note travels with it",
+                "description": "On a phone call the caller holds while the colleague (named, or the best "
+                               "free one with a phone in the queue) is called and hears the note and the "
+                               "brief; pressing 1 joins them to you, and the caller is theirs when you hang "
+                               "up (202). A colleague who does not take it brings the caller back to you. "
+                               "Otherwise the conversation goes to the queue (200).",
                 "parameters": ID, "requestBody": _body(TransferBody),
-                "responses": {"200": _json("the conversation"), **_errors(
-                    UNAUTHORIZED, BAD_BODY, FORBIDDEN, NOT_FOUND, (409, "not_assigned"),
-                    (422, "no such open queue (unknown_queue)"))},
+                "responses": {"200": _json("the conversation"), "202": _json("calling the colleague"),
+                              **_errors(UNAUTHORIZED, BAD_BODY, FORBIDDEN, NOT_FOUND,
+                                        (404, "no such colleague (agent_not_found)"),
+                                        (409, "not_assigned, colleague_without_phone"),
+                                        (422, "unknown_queue, transfer_to_agent_unsupported (not a call)"))},
             }},
             "/api/conversations/{id}/resolve": {"post": {
                 "summary": "Close the conversation, or hand it back to the bot",

@@ -62,6 +62,8 @@ def make_settings(redis_url: str, namespace: str, tmp_path: Path, **overrides: A
 
 
 GatewayFactory = Callable[..., Awaitable[str]]
+# The voice channel's rig: a gateway with Twilio's voice side played by the emulator.
+pytest_plugins = ["tests.voice_rig"]
 
 
 @pytest.fixture

@@ -14,9 +14,11 @@ from typing import Any
 import aiohttp
 import pytest
 from redis.asyncio import Redis
+from twilio.request_validator import RequestValidator
 
+from channels.voice.calls import conversation_of_call
 from gateway.embedded_redis import free_port
-from gateway.twilio_voice_emulator import CallLeg, VoiceEmulator
+from gateway.twilio_voice_emulator import CallLeg, VoiceEmulator, Webhook
 from handoff.agents import AgentStore
 from sessions.keys import Keys
 from sessions.models import Conversation
@@ -60,19 +62,17 @@ class VoiceRig:
     namespace: str
 
     async def agent(self, name: str, phone: str | None, skills: list[str] | None = None,
-                    online: bool = True) -> Agent:
+                    online: bool = True, capacity: int = 2) -> Agent:
         added, token = await self.agents.add(name, skills or ["billing"], ["en"], [], phone)
         agent = Agent(added.id, token, phone, self.http, self.base)
         if online:
-            await agent.online()
+            await agent.online(capacity)
         return agent
 
     async def call(self, caller: str = CALLER) -> CallLeg:
         return await self.emulator.place_call(caller, BUSINESS)
 
     async def conversation(self, leg: CallLeg) -> Conversation:
-        from channels.voice.calls import conversation_of_call
-
         return await self.store.get(conversation_of_call(leg.sid))
 
     async def state(self, leg: CallLeg) -> str:
@@ -87,10 +87,16 @@ class VoiceRig:
             assert time.monotonic() < deadline, f"still {conversation.state.value}, not {state}"
             await asyncio.sleep(0.05)
 
-    async def handed_off(self, leg: CallLeg) -> list[str]:
-        """Ask for a person twice, as the rules want; returns everything said after."""
-        await leg.speak("I want to dispute a charge on my card")
-        return [await leg.next_said()]
+    async def signed_post(self, path_and_query: str, form: dict[str, str]) -> tuple[int, str]:
+        """A webhook as Twilio would send it: signed over the public URL."""
+        signature = RequestValidator(AUTH_TOKEN).compute_signature(PUBLIC + path_and_query, form)
+        async with self.http.post(self.base + path_and_query, data=form,
+                                  headers={"X-Twilio-Signature": signature}) as response:
+            return response.status, await response.text()
+
+    async def replay(self, webhook: Webhook) -> tuple[int, str]:
+        """Twilio delivering a webhook it sent before once more."""
+        return await self.signed_post(webhook.url.removeprefix(PUBLIC), dict(webhook.form))
 
 
 async def eventually(predicate: Callable[[], bool], timeout: float = 10.0) -> None:

@@ -107,7 +107,8 @@ class VoiceAdapter:
         """Claimed in the console (not by a key press on the phone): call the agent to join the caller."""
         rt, cid, agent_id = self.rt, update.conversation_id, update.agent_id
         call = await rt.calls.get(cid)
-        if agent_id is None or call.ended or not call.exists or call.agent_id == agent_id:
+        pressed = (call.get("accepting") or "").partition("|")[0]
+        if agent_id is None or call.ended or not call.exists or agent_id in (call.agent_id, pressed):
             return  # pressed 1 on the phone, or a transfer's handover: already with the caller
         ringing = call.get("offer_ringing") if not call.get("offer_sid") else None
         if ringing and rt.rest is not None:  # it may still ring for the offer they took in the console

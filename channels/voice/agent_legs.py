@@ -97,13 +97,16 @@ class AgentLegs:
                 return answer(twiml.goodbye(speech, [texts.gone]))
             log.info("voice.transfer_joined")
             return self._join(cid, texts.connecting)
+        # Said before the claim: the claim's own status reaches the adapter at once, and must find that
+        # this agent is on the phone already (not someone to call).
+        await rt.calls.set(cid, accepting=f"{agent_id}|{sid}")
         outcome = await rt.desk.accept(agent_id, cid)
         log.info("voice.agent_pressed", outcome=outcome.value)
-        if outcome is Accepted.TAKEN:
-            return answer(twiml.goodbye(speech, [texts.taken]))
-        if outcome is Accepted.GONE:
-            return answer(twiml.goodbye(speech, [texts.gone]))
-        await rt.calls.set(cid, agent_id=agent_id, agent_sid=sid, offer_agent=None, offer_sid=None)
+        if outcome is not Accepted.WON:
+            await rt.calls.set(cid, accepting=None)
+            return answer(twiml.goodbye(speech, [texts.taken if outcome is Accepted.TAKEN else texts.gone]))
+        await rt.calls.set(cid, agent_id=agent_id, agent_sid=sid, offer_agent=None, offer_sid=None,
+                           offer_ringing=None, accepting=None)
         return self._join(cid, texts.connecting)
 
     def _join(self, cid: str, text: str) -> web.Response:
@@ -177,8 +180,10 @@ class AgentLegs:
                 await rt.rest.update_participant(call.conference_sid, call.caller_sid, hold=False)
             log.info("voice.transfer_completed", to_agent=target)
             return
+        # Cleared first: the hand-back's own status must not find this agent still with the caller.
+        await rt.calls.set(cid, agent_id=None, agent_sid=None)
         notice = await rt.desk.agent_left(agent_id, cid)
-        await rt.calls.set(cid, agent_id=None, agent_sid=None, resume_text=notice or "")
+        await rt.calls.set(cid, resume_text=notice or "")
         if rt.rest is not None and call.caller_sid:
             await rt.rest.update_call(call.caller_sid, url=rt.urls.resume(cid, "agent_left"))
 
