@@ -10,7 +10,7 @@ from xml.etree import ElementTree
 from aiohttp import web
 
 from sessions.models import SenderKind
-from tests.voice_rig import CALLER, eventually, said_until
+from tests.voice_rig import CALLER, SUNDAY, eventually, said_until
 
 GREETING = "Hello, you're through to customer support"
 
@@ -261,3 +261,139 @@ async def test_repeated_and_out_of_order_status_callbacks_never_bring_a_call_bac
     conversation = await rig.until_state(leg, "resolved")
     ended = [e for e in await rig.store.events(conversation.id) if e.type == "call.ended"]
     assert len(ended) == 1
+
+
+async def bridged_with_agent(rig: Any, agent: Any) -> tuple[Any, Any, str]:
+    leg = await rig.call()
+    cid = await handed_off(rig, leg)
+    phone = await rig.emulator.next_incoming(agent.phone, timeout=10)
+    await said_until(phone, "press 1")
+    await phone.press("1")
+    await leg.wait_until(lambda: phone in rig.emulator.hearing(leg), timeout=10)
+    return leg, phone, cid
+
+
+async def test_a_warm_transfer_holds_the_caller_briefs_the_colleague_and_bridges_them_when_the_first_leaves(
+    voice: Any,
+) -> None:
+    rig = await voice()
+    alex = await rig.agent("Alex", "+15550001111")
+    leg, alexs, cid = await bridged_with_agent(rig, alex)
+    sam = await rig.agent("Sam", "+15550002222", capacity=1)
+    await alex.call("POST", "/api/agents/me/presence", {"status": "online", "capacity": 1})
+    status, body = await alex.call("POST", f"/api/conversations/{cid}/transfer",
+                                   {"agent": "Sam", "note": "Refund of the double charge approved, needs booking"})
+    assert status == 202 and body["to_agent"]["name"] == "Sam"
+    await leg.wait_until(lambda: leg.on_hold, timeout=10)
+    assert "Please hold" in await leg.next_said()
+    sams = await rig.emulator.next_incoming(sam.phone, timeout=10)
+    brief = await said_until(sams, "press 1")
+    assert "double charge" in brief[0] and brief[0].startswith("Transfer from Alex")
+    # Settled before anyone was held: the caller ends the room, the first agent does not.
+    updates = [r for r in rig.emulator.requests if "/Participants/" in r.path]
+    assert [r.get("EndConferenceOnExit") for r in updates[:2]] == ["true", "false"]
+    assert updates[2].get("Hold") == "true"
+    await sams.press("1")
+    await sams.wait_until(lambda: alexs in rig.emulator.hearing(sams), timeout=10)
+    assert leg.on_hold and (await rig.conversation(leg)).agent == alex.id  # one owner: still Alex
+    await alexs.hang_up()
+    await leg.wait_until(lambda: sams in rig.emulator.hearing(leg), timeout=10)
+    conversation = await rig.until_state(leg, "assigned")
+    assert conversation.agent == sam.id
+    assert (await alex.call("GET", "/api/agents/me"))[1]["presence"]["active"] == 0
+    assert (await sam.call("GET", "/api/agents/me"))[1]["presence"]["active"] == 1
+
+
+async def test_a_declined_transfer_brings_the_caller_back_to_the_first_agent_who_is_told(voice: Any) -> None:
+    rig = await voice()
+    alex = await rig.agent("Alex", "+15550001111")
+    leg, alexs, cid = await bridged_with_agent(rig, alex)
+    sam = await rig.agent("Sam", "+15550002222", capacity=1)
+    status, _ = await alex.call("POST", f"/api/conversations/{cid}/transfer", {"agent": sam.id, "note": "VIP"})
+    assert status == 202
+    sams = await rig.emulator.next_incoming(sam.phone, timeout=10)
+    await said_until(sams, "press 1")
+    await sams.press("2")
+    await said_until(alexs, "didn't take the transfer")
+    await leg.wait_until(lambda: not leg.on_hold and alexs in rig.emulator.hearing(leg), timeout=10)
+    conversation = await rig.conversation(leg)
+    assert conversation.agent == alex.id and conversation.state.value == "assigned"
+    failed = [e for e in await rig.store.events(cid) if e.type == "handoff.transfer_failed"]
+    assert len(failed) == 1 and failed[0].data["reason"] == "declined"
+
+
+async def test_a_transfer_nobody_answers_also_comes_back(voice: Any) -> None:
+    rig = await voice()
+    alex = await rig.agent("Alex", "+15550001111")
+    leg, alexs, cid = await bridged_with_agent(rig, alex)
+    sam = await rig.agent("Sam", "+15550002222", capacity=1)
+    rig.emulator.phone(sam.phone, "no-answer")
+    await alex.call("POST", f"/api/conversations/{cid}/transfer", {"agent": "Sam"})
+    await said_until(alexs, "didn't take the transfer")
+    await leg.wait_until(lambda: not leg.on_hold and alexs in rig.emulator.hearing(leg), timeout=10)
+
+
+async def test_a_call_claimed_in_the_console_calls_the_agent_who_joins_the_caller(voice: Any) -> None:
+    rig = await voice()
+    nophone = await rig.agent("Nia", None)  # offered the call in the console: no phone to ring
+    leg = await rig.call()
+    cid = await handed_off(rig, leg)
+    status, body = await nophone.call("POST", f"/api/conversations/{cid}/claim")
+    assert status == 409 and body["code"] == "phone_required"
+    assert (await rig.conversation(leg)).state.value in ("queued", "offered")
+    status, _ = await nophone.call("POST", f"/api/conversations/{cid}/claim", {"phone": "+15550003333"})
+    assert status == 200
+    phone = await rig.emulator.next_incoming("+15550003333", timeout=10)
+    await leg.wait_until(lambda: phone in rig.emulator.hearing(leg), timeout=10)
+    assert (await rig.conversation(leg)).agent == nophone.id
+    status, body = await nophone.call("POST", "/api/agents/me/phone", {"phone": "12345"})
+    assert status == 400 and body["code"] == "invalid_body"
+
+
+async def test_after_hours_the_caller_is_told_when_the_team_is_back_and_never_put_on_hold(voice: Any) -> None:
+    rig = await voice(clock=SUNDAY)
+    await rig.agent("Alex", "+15550001111", skills=[])
+    leg = await rig.call()
+    await leg.next_said()
+    await leg.speak("I want to talk to a human")
+    await leg.next_said()  # the rules' one offer of help first
+    await leg.speak("agent please")
+    heard = await said_until(leg, "Goodbye")
+    assert "they're back Monday" in heard[0] and "call you back on this number" in heard[0]
+    await leg.wait_ended()
+    assert not any(w for w in rig.emulator.webhooks if "/twilio/voice/wait" in w.url)
+    conversation = await rig.conversation(leg)
+    assert conversation.state.value == "async" and conversation.handoff is not None
+    assert conversation.handoff.mode == "callback"
+
+
+async def test_a_team_that_takes_voicemail_after_hours_records_one_for_the_agents(voice: Any) -> None:
+    rig = await voice(clock=SUNDAY)
+    leg = await rig.call()
+    await leg.next_said()
+    await leg.speak("I want to dispute a charge on my card")
+    heard = await said_until(leg, "after the tone")
+    assert "Billing" in heard[-1]
+    turn = [w for w in rig.emulator.webhooks if "/twilio/voice/turn" in w.url][-1]
+    # The TwiML asks Twilio to record after the tone; the emulator says it records no sound.
+    await eventually(lambda: any("Record" in e for e in rig.emulator.errors))
+    cid = (await rig.conversation(leg)).id
+    form = {**turn.form, "RecordingUrl": "https://api.twilio.com/2010-04-01/Accounts/AC1/Recordings/RE1",
+            "RecordingSid": "RE" + "1" * 32, "RecordingDuration": "14"}
+    for _ in range(2):  # Twilio retries: stored once
+        status, body = await rig.signed_post(f"/twilio/voice/recorded?c={cid}", form)
+        assert status == 200 and "saved" in body
+    voicemail = [m for m in await rig.store.transcript(cid) if m.channel_metadata.get("voicemail")]
+    assert len(voicemail) == 1 and voicemail[0].attachments[0].url == form["RecordingUrl"]
+
+
+async def test_with_nobody_online_the_caller_is_told_and_called_back_not_held(voice: Any) -> None:
+    rig = await voice()
+    leg = await rig.call()
+    cid = await handed_off(rig, leg)
+    heard = await said_until(leg, "Nobody from the team is free")
+    assert "call you back" in heard[-1]
+    await leg.wait_ended(timeout=10)
+    conversation = await rig.until_state(leg, "async")
+    assert conversation.queue == "billing"
+    assert cid in [c for c, _ in await rig.queue_backlog("billing")]

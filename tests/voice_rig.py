@@ -20,6 +20,7 @@ from channels.voice.calls import conversation_of_call
 from gateway.embedded_redis import free_port
 from gateway.twilio_voice_emulator import CallLeg, VoiceEmulator, Webhook
 from handoff.agents import AgentStore
+from handoff.queues import QueueStore
 from sessions.keys import Keys
 from sessions.models import Conversation
 from sessions.store import ConversationStore
@@ -86,6 +87,9 @@ class VoiceRig:
                 return conversation
             assert time.monotonic() < deadline, f"still {conversation.state.value}, not {state}"
             await asyncio.sleep(0.05)
+
+    async def queue_backlog(self, queue: str) -> list[tuple[str, datetime]]:
+        return await QueueStore(self.redis, Keys(self.namespace)).waiting(queue, live=False)
 
     async def signed_post(self, path_and_query: str, form: dict[str, str]) -> tuple[int, str]:
         """A webhook as Twilio would send it: signed over the public URL."""

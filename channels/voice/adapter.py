@@ -16,7 +16,15 @@ import structlog
 from channels.base import Capabilities
 from channels.voice.calls import CallState
 from channels.voice.runtime import CHANNEL, VoiceRuntime
-from sessions.models import Conversation, ConversationEvent, Message, SenderKind, StatusKind, StatusUpdate
+from sessions.models import (
+    Conversation,
+    ConversationEvent,
+    ConversationState,
+    Message,
+    SenderKind,
+    StatusKind,
+    StatusUpdate,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -58,7 +66,8 @@ class VoiceAdapter:
             StatusKind.BACK_TO_BOT: self._back_to_wait,
         }.get(update.kind)
         if handler is not None:
-            self.rt.spawn(handler(update), name=f"voice-{update.kind.value}-{update.conversation_id}")
+            self.rt.spawn(handler(update), name=f"voice-{update.kind.value}-{update.conversation_id}",
+                          after=update.conversation_id)
 
     async def _offered(self, update: StatusUpdate) -> None:
         """Call the offered agent, if they take calls by phone; otherwise the console shows the offer."""
@@ -69,6 +78,8 @@ class VoiceAdapter:
         line = await rt.desk.agent(agent_id)
         if line is None or line.phone is None or rt.rest is None or rt.config.from_number is None:
             return
+        if (await rt.store.get(cid)).state is not ConversationState.OFFERED:
+            return  # taken in the console, or lapsed, meanwhile
         await rt.calls.set(cid, offer_agent=agent_id, offer_sid=None)
         await self._dial(cid, agent_id, line.phone, "offer")
 

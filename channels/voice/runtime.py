@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,6 +43,8 @@ class VoiceRuntime:
     # REST calls made for a status change, and slow bots' turns, outliving the request that started them
     # (asyncio keeps only weak references to tasks).
     background: set[asyncio.Task[Any]] = field(default_factory=set)
+    _locks: weakref.WeakValueDictionary[str, asyncio.Lock] = field(
+        default_factory=weakref.WeakValueDictionary)
 
     def speech(self, conversation: Conversation | None) -> Speech:
         language = None
@@ -51,7 +54,12 @@ class VoiceRuntime:
                 or conversation.customer.language
         return Speech(self.config.locale(language), self.config.voice)
 
-    def spawn(self, work: Coroutine[Any, Any, Any], name: str) -> None:
+    def spawn(self, work: Coroutine[Any, Any, Any], name: str, *, after: str | None = None) -> None:
+        """Run ``work`` in the background; with ``after`` (a conversation id), only once the work started
+        before it for that conversation has finished, so one call's steps never interleave."""
+        if after is not None:
+            lock = self._locks.setdefault(after, asyncio.Lock())
+            work = _holding(lock, work)
         task = asyncio.create_task(work, name=name)
         self.background.add(task)
         task.add_done_callback(self._finished)
@@ -60,3 +68,8 @@ class VoiceRuntime:
         self.background.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("voice.background_failed", task=task.get_name(), error=repr(task.exception()))
+
+
+async def _holding(lock: asyncio.Lock, work: Coroutine[Any, Any, Any]) -> Any:
+    async with lock:
+        return await work
