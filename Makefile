@@ -27,12 +27,13 @@ lint: $(STAMP)
 
 check: lint test
 
-## bench: web chat, handoff policy, desk claim and SMS webhook benchmarks (tests/bench/README.md)
+## bench: web chat, handoff policy, desk claim, SMS webhook and voice turn benchmarks (tests/bench/README.md)
 bench: $(STAMP)
 	$(BIN)/python tests/bench/bench_webchat.py --sessions 200
 	$(BIN)/python tests/bench/bench_policy.py
 	$(BIN)/python tests/bench/bench_desk.py
 	$(BIN)/python tests/bench/bench_sms.py
+	$(BIN)/python tests/bench/bench_voice.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
