@@ -182,10 +182,17 @@ class AgentLegs:
             return
         # Cleared first: the hand-back's own status must not find this agent still with the caller.
         await rt.calls.set(cid, agent_id=None, agent_sid=None)
-        notice = await rt.desk.agent_left(agent_id, cid)
-        await rt.calls.set(cid, resume_text=notice or "")
         if rt.rest is not None and call.caller_sid:
-            await rt.rest.update_call(call.caller_sid, url=rt.urls.resume(cid, "agent_left"))
+            # The caller's leg hands the conversation back when it gets there (``/resume``): when the agent's
+            # leg ended because the caller hung up, Twilio refuses the redirect: the caller is who left.
+            back = rt.urls.resume(cid, "agent_left", agent_id)
+            moved = await rt.rest.update_call(call.caller_sid, url=back)
+            if moved.ok:
+                return
+            if not moved.ambiguous and moved.status is not None and 400 <= moved.status < 500:
+                await rt.desk.caller_left(cid)
+                return
+        await rt.desk.agent_left(agent_id, cid)
 
     # -- POST /twilio/voice/conference?c= (the room's events) -----------------------------------------------
     async def room_event(self, request: web.Request, form: dict[str, str]) -> web.StreamResponse:

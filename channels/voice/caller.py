@@ -284,6 +284,10 @@ class CallerFlow:
         if call.ended:
             return answer(twiml.goodbye(rt.speech(conversation), []))
         notice = call.get("resume_text") or ""
+        if why == "agent_left":  # the agent's phone hung up: back to the head of the queue, told why
+            agent_id = request.query.get("a", "")
+            notice = (await rt.desk.agent_left(agent_id, cid) or "") if agent_id else ""
+            conversation = await rt.store.get(cid)
         texts = [notice] if notice else []
         if why == "unstaffed":
             return answer(twiml.goodbye(rt.speech(conversation), [rt.config.texts.unstaffed]))

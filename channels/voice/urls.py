@@ -30,8 +30,8 @@ class VoiceUrls:
     def wait(self, cid: str) -> str:
         return self._url("/wait", c=cid)
 
-    def resume(self, cid: str, why: str) -> str:
-        return self._url("/resume", c=cid, why=why)
+    def resume(self, cid: str, why: str, agent_id: str | None = None) -> str:
+        return self._url("/resume", c=cid, why=why, **({"a": agent_id} if agent_id else {}))
 
     def after_room(self, cid: str) -> str:
         return self._url("/resume", c=cid, why="left_room")
