@@ -18,8 +18,10 @@ from gateway.gc_tuning import tune_garbage_collection
 from gateway.logs import configure_logging
 from gateway.redis_target import redis_target
 from gateway.settings import ConfigError, Settings, load_settings
-from gateway.simulator import DEMO_API_PORT, DEMO_AUTH_TOKEN, Simulator
+from gateway.simulator import DEMO_ACCOUNT_SID, DEMO_API_PORT, DEMO_AUTH_TOKEN, DEMO_VOICE_FROM, Simulator
 from gateway.simulator import run as simulator_run
+from gateway.twilio_voice_emulator import VoiceEmulator
+from gateway.voice_simulator_cli import run_interactive
 from handoff.agents import AgentStore
 from handoff.desk import Desk
 from handoff.loader import load_rules
@@ -47,7 +49,10 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
               f"rules: {rules.version})", file=sys.stderr, flush=True)
         if settings.demo_twilio and settings.twilio_auth_token is not None:
             print("Text it as a phone user, in another terminal: .venv/bin/handoff-gateway simulate sms "
-                  "--from +15551234567   (or: simulate whatsapp ...)", file=sys.stderr, flush=True)
+                  "--from +15551234567   (or: simulate whatsapp ...)\n"
+                  "Call it, and answer the agents' phones too: .venv/bin/handoff-gateway simulate voice "
+                  "--from +15551234567   (agents get a number with: agents add NAME --phone +15550001111)",
+                  file=sys.stderr, flush=True)
         web.run_app(app, host=host, port=port, print=None, access_log=None)
     return 0
 
@@ -100,6 +105,12 @@ def _simulate(settings: Settings, args: argparse.Namespace) -> int:
     except FormError as exc:
         print(f"handoff-gateway: --from: {exc.detail}", file=sys.stderr)
         return 2
+    if args.channel == "voice":
+        account = settings.twilio_account_sid or DEMO_ACCOUNT_SID
+        # A tenth of real time: prompts and hold audio pass quickly; a typed line waits for the prompt to end.
+        emulator = VoiceEmulator(url, public, token, account, args.api_port, time_scale=0.1)
+        business = settings.twilio_voice_from or DEMO_VOICE_FROM
+        return asyncio.run(run_interactive(emulator, number, to_number=business))
     simulator = Simulator(url, public, token, channel=args.channel, number=number, api_port=args.api_port)
     return asyncio.run(simulator_run(simulator))
 
@@ -167,8 +178,9 @@ def _parser() -> argparse.ArgumentParser:
     conv.add_argument("--jsonl", action="store_true",
                       help="export the newest conversations as JSONL, for `rules replay --from`")
     rules_cli.add_parser(sub)
-    simulate = sub.add_parser("simulate", help="text a running gateway as a phone user (no Twilio account)")
-    simulate.add_argument("channel", choices=["sms", "whatsapp"])
+    simulate = sub.add_parser("simulate", help="text or call a running gateway as a phone user (no Twilio "
+                                               "account); on a call you also answer the agents' phones")
+    simulate.add_argument("channel", choices=["sms", "whatsapp", "voice"])
     simulate.add_argument("--from", dest="number", required=True, help="your phone number, e.g. +15551234567")
     simulate.add_argument("--url", help="the gateway (default: http://localhost:PORT)")
     simulate.add_argument("--api-port", type=int, default=DEMO_API_PORT,

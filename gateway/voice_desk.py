@@ -16,7 +16,7 @@ from gateway import appkeys
 from handoff.calls import CallDesk
 from handoff.context import build_package
 from handoff.desk import DeskError
-from sessions.models import ConversationEvent, ConversationState, utcnow
+from sessions.models import ConversationEvent, ConversationState, SenderKind, utcnow
 from sessions.store import ConversationNotFound, TransitionRefused
 
 log = structlog.get_logger(__name__)
@@ -65,7 +65,10 @@ class GatewayVoiceDesk:
         if package.fields:
             collected = ", ".join(f"{_words(k)} {v}" for k, v in package.fields.items())
             said.append(f"Collected: {collected}.")
-        said.append(f"They want: {package.summary.goal}.")
+        words = [m.text for m in transcript if m.sender is SenderKind.CUSTOMER and m.text.strip()]
+        if words:
+            said.append(f"They said: {_clip(words[0])}." if len(words) == 1 else
+                        f"They said first: {_clip(words[0])}. And last: {_clip(words[-1])}.")
         transfers = [n for n in conversation.notes if n.get("kind") == "transfer" and n.get("note")]
         note = transfers[-1] if transfers else None
         if note is not None:
@@ -143,3 +146,9 @@ class GatewayVoiceDesk:
 def _words(code: str) -> str:
     """A code as words for the ear: billing_dispute -> billing dispute."""
     return code.replace("_", " ")
+
+
+def _clip(text: str, words: int = 25) -> str:
+    """A customer's words, short enough to hear in one breath."""
+    kept = text.split()
+    return " ".join(kept[:words]) + (" ..." if len(kept) > words else "")

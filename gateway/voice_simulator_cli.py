@@ -22,10 +22,10 @@ import threading
 from collections.abc import AsyncIterator
 from typing import TextIO
 
+from gateway.simulator import DEMO_VOICE_FROM as DEMO_VOICE_NUMBER
 from gateway.twilio_voice_emulator import CallLeg, VoiceEmulator, VoiceEvent
 
-DEMO_VOICE_NUMBER = "+15550100002"
-INPUT_WAIT = 1.0  # seconds a typed line waits for a Gather to listen before it is dropped
+INPUT_WAIT = 10.0  # seconds a typed line waits for a Gather to listen (the prompt may still be playing)
 
 
 def _stdin_lines(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[str | None]) -> None:

@@ -106,7 +106,7 @@ class VoiceAdapter:
             await rt.desk.pass_offer(agent_id, cid)
         elif kind == "transfer":
             call = await rt.calls.get(cid)
-            await self._unhold(call)
+            await self._unhold(cid, call)
             await rt.calls.set(cid, transfer_agent=None, transfer_from=None)
             first = call.get("transfer_from")
             if first:
@@ -123,7 +123,8 @@ class VoiceAdapter:
             return  # pressed 1 on the phone, or a transfer's handover: already with the caller
         ringing = call.get("offer_ringing") if not call.get("offer_sid") else None
         if ringing and rt.rest is not None:  # it may still ring for the offer they took in the console
-            await rt.rest.update_call(ringing, status="canceled")
+            stopped = await rt.rest.update_call(ringing, status="canceled")
+            await rt.checked(cid, "stop the offer's ringing", stopped)
         await rt.calls.set(cid, agent_id=agent_id, agent_sid=None, offer_agent=None, offer_sid=None,
                            offer_ringing=None)
         line = await rt.desk.agent(agent_id)
@@ -146,7 +147,8 @@ class VoiceAdapter:
             ringing = call.get("offer_ringing") if not call.get("offer_sid") else None
             await rt.calls.set(cid, offer_agent=None, offer_sid=None, offer_ringing=None)
             if ringing and rt.rest is not None:
-                await rt.rest.update_call(ringing, status="canceled")
+                stopped = await rt.rest.update_call(ringing, status="canceled")
+                await rt.checked(cid, "stop a lapsed offer's ringing", stopped)
 
     async def _wait_update(self, update: StatusUpdate) -> None:
         """What the waiting caller hears next time: the same words and estimate web chat shows. With nobody
@@ -158,7 +160,8 @@ class VoiceAdapter:
         await rt.calls.set(cid, wait_text=update.text or "")
         if update.status.get("eta_seconds") is None and call.caller_sid and rt.rest is not None:
             await rt.desk.follow_up(cid)
-            await rt.rest.update_call(call.caller_sid, url=rt.urls.resume(cid, "unstaffed"))
+            moved = await rt.rest.update_call(call.caller_sid, url=rt.urls.resume(cid, "unstaffed"))
+            await rt.checked(cid, "tell the caller nobody is online", moved)
             log.info("voice.unstaffed_goodbye", conversation_id=cid)
 
     async def _transferring(self, update: StatusUpdate) -> None:
@@ -177,14 +180,20 @@ class VoiceAdapter:
             return
         await rt.calls.set(cid, transfer_agent=target, transfer_from=first, transfer_sid=None,
                            transfer_joined=None)
-        await rt.rest.update_participant(conference, caller, end_conference_on_exit=True)
-        await rt.rest.update_participant(conference, agent_leg, end_conference_on_exit=False)
-        await rt.rest.update_participant(conference, caller, hold=True, hold_url=rt.urls.hold())
+        participants = rt.rest.update_participant
+        await rt.checked(cid, "let the caller end the room",
+                         await participants(conference, caller, end_conference_on_exit=True))
+        await rt.checked(cid, "keep the room when the agent leaves",
+                         await participants(conference, agent_leg, end_conference_on_exit=False))
+        await rt.checked(cid, "hold the caller",
+                         await participants(conference, caller, hold=True, hold_url=rt.urls.hold()))
         await self._dial(cid, target, line.phone, "transfer")
 
-    async def _unhold(self, call: CallState) -> None:
-        if self.rt.rest is not None and call.conference_sid and call.caller_sid:
-            await self.rt.rest.update_participant(call.conference_sid, call.caller_sid, hold=False)
+    async def _unhold(self, cid: str, call: CallState) -> None:
+        rt = self.rt
+        if rt.rest is not None and call.conference_sid and call.caller_sid:
+            unheld = await rt.rest.update_participant(call.conference_sid, call.caller_sid, hold=False)
+            await rt.checked(cid, "take the caller off hold", unheld)
 
     async def _back_to_wait(self, update: StatusUpdate) -> None:
         """The agent with the caller let go in the console (a transfer to a queue, a hand-back, back to the
@@ -198,6 +207,7 @@ class VoiceAdapter:
         if rt.rest is None:
             return
         if call.caller_sid:
-            await rt.rest.update_call(call.caller_sid, url=rt.urls.resume(cid, update.kind.value))
+            moved = await rt.rest.update_call(call.caller_sid, url=rt.urls.resume(cid, update.kind.value))
+            await rt.checked(cid, "move the caller on", moved)
         if leg:
-            await rt.rest.update_call(leg, status="completed")
+            await rt.checked(cid, "end the agent's leg", await rt.rest.update_call(leg, status="completed"))

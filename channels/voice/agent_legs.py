@@ -159,10 +159,12 @@ class AgentLegs:
         await rt.calls.set(cid, **TRANSFER_CLEARED)
         conference, caller = call.conference_sid, call.caller_sid
         if rt.rest is not None and conference and caller:
-            await rt.rest.update_participant(conference, caller, hold=False)
+            await rt.checked(cid, "take the caller off hold",
+                             await rt.rest.update_participant(conference, caller, hold=False))
             if call.agent_sid:
-                await rt.rest.update_participant(conference, call.agent_sid,
-                                                 announce_url=rt.urls.notice("transfer_declined"))
+                told = await rt.rest.update_participant(conference, call.agent_sid,
+                                                        announce_url=rt.urls.notice("transfer_declined"))
+                await rt.checked(cid, "tell the agent the transfer failed", told)
         if first and target:
             await rt.desk.transfer_failed(cid, first, target, why)
         log.info("voice.transfer_failed", why=why)
@@ -177,7 +179,8 @@ class AgentLegs:
         if joined and target and await rt.desk.handover(cid, agent_id, target):
             await rt.calls.set(cid, agent_id=target, agent_sid=joined, **TRANSFER_CLEARED)
             if rt.rest is not None and call.conference_sid and call.caller_sid:
-                await rt.rest.update_participant(call.conference_sid, call.caller_sid, hold=False)
+                unheld = await rt.rest.update_participant(call.conference_sid, call.caller_sid, hold=False)
+                await rt.checked(cid, "bridge the caller to the colleague", unheld)
             log.info("voice.transfer_completed", to_agent=target)
             return
         # Cleared first: the hand-back's own status must not find this agent still with the caller.

@@ -39,7 +39,7 @@ log = structlog.get_logger(__name__)
 _CALL_SID = re.compile(r"^CA[0-9a-fA-F]{32}$")
 _CONVERSATION = re.compile(r"^[0-9a-f]{32}$")
 _MESSAGE_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
-MAX_TURNS = 500
+MAX_TURNS = 10**9
 MAX_TEXT_CHARS = 4000
 # Keys on the phone menu with a meaning of their own: 0 asks for a person, in words the rules know.
 KEY_WORDS = {"0": "I'd like to speak to an agent (pressed 0)"}
@@ -119,8 +119,8 @@ class CallerFlow:
         # Texts from this number later find the same customer.
         return await customers.link(voice, Identity(channel=LINKED_CHANNEL, address=number)) or customer
 
-    def _prompt(self, speech: twiml.Speech, cid: str, n: int, texts: list[str]) -> str:
-        url = self.rt.urls.turn(cid, n)
+    def _prompt(self, speech: twiml.Speech, cid: str, n: int, texts: list[str], silences: int = 0) -> str:
+        url = self.rt.urls.turn(cid, n, silences)
         timeout = self.rt.config.gather_timeout_seconds
         return twiml.prompt(speech, texts, url, timeout_seconds=timeout, after=url)
 
@@ -133,7 +133,7 @@ class CallerFlow:
         speech_text = " ".join(form.get("SpeechResult", "").split())
         digits = "".join(c for c in form.get("Digits", "") if c.isdigit() or c in "*#")
         if not speech_text and not digits:
-            return answer(await self._silence(cid, n))
+            return answer(self._silence(cid, n, int_param(request, "s", 1000) if "s" in request.query else 0))
         metadata: dict[str, object] = {"call_sid": sid}
         if speech_text:
             metadata["asr_confidence"] = _confidence(form.get("Confidence"))
@@ -143,7 +143,7 @@ class CallerFlow:
         inbound = InboundMessage(conversation_id=cid, channel=CHANNEL, text=text[:MAX_TEXT_CHARS],
                                  external_id=f"twilio:{sid}:turn:{n}", channel_metadata=metadata)
         try:
-            accepted, _ = await asyncio.gather(rt.sink.accept(inbound), rt.calls.set(cid, silences=0))
+            accepted = await rt.sink.accept(inbound)
         except ConversationNotFound:
             return answer(twiml.goodbye(rt.speech(None), [rt.config.texts.goodbye]))
         if accepted.duplicate:  # Twilio retried this turn: answer from what the first delivery stored
@@ -171,15 +171,16 @@ class CallerFlow:
         log.info("voice.answered", replies=len(said))
         return answer(await self._render(accepted.conversation, n, said))
 
-    async def _silence(self, cid: str, n: int) -> str:
-        """No input: a reprompt, then after the limit a goodbye (never a loop)."""
+    def _silence(self, cid: str, n: int, before: int) -> str:
+        """No input: a reprompt, then after the limit a goodbye (never a loop). The count of silences in a
+        row travels in the prompt's URL, so counting costs nothing and a retried webhook counts once."""
         rt = self.rt
-        silences = await rt.calls.bump(cid, "silences")
+        silences = before + 1
         speech = rt.speech(None)
         if silences > rt.config.max_silences:
             log.info("voice.silent_goodbye", silences=silences)
             return twiml.goodbye(speech, [rt.config.texts.goodbye_silent])
-        return self._prompt(speech, cid, n, [rt.config.texts.reprompt])
+        return self._prompt(speech, cid, n, [rt.config.texts.reprompt], silences=silences)
 
     # -- POST /twilio/voice/poll?c=&n=&m=&k= -----------------------------------------------------------------
     async def poll(self, request: web.Request, form: dict[str, str]) -> web.StreamResponse:
@@ -246,8 +247,8 @@ class CallerFlow:
         state = conversation.state
         if state in (ConversationState.QUEUED, ConversationState.OFFERED, ConversationState.ASSIGNED):
             return await self.wait(conversation, texts)
-        if state is ConversationState.BOT:
-            return self._prompt(speech, conversation.id, MAX_TURNS - 100, texts)
+        if state is ConversationState.BOT:  # back with the bot: a turn number no earlier prompt used
+            return self._prompt(speech, conversation.id, time.time_ns() // 1_000_000 % MAX_TURNS, texts)
         return twiml.goodbye(speech, [*texts, rt.config.texts.goodbye])
 
     # -- POST /twilio/voice/wait?c= (the room's waitUrl, asked again and again while the caller waits) ----
@@ -341,7 +342,8 @@ class CallerFlow:
                    if not call.get(f"{kind}_sid")]
         if rt.rest is not None:
             for leg in filter(None, ringing):
-                await rt.rest.update_call(leg, status="canceled")
+                stopped = await rt.rest.update_call(leg, status="canceled")
+                await rt.checked(cid, "stop an agent's phone ringing", stopped)
         await rt.desk.caller_left(cid)
         log.info("voice.call_ended", status=status)
 

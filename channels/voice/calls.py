@@ -95,6 +95,3 @@ class CallStore:
     async def claim(self, conversation_id: str, field: str, value: str) -> bool:
         """Set ``field`` only if nobody has: True for the one caller that did."""
         return bool(await self.batcher.command("HSETNX", self.keys.call(conversation_id), field, value))
-
-    async def bump(self, conversation_id: str, field: str, by: int = 1) -> int:
-        return int(await self.batcher.command("HINCRBY", self.keys.call(conversation_id), field, by))

@@ -13,14 +13,14 @@ import structlog
 from channels.base import InboundSink
 from channels.twilio.callbacks import StatusCallbacks
 from channels.twilio.replies import ReplyCollector
-from channels.twilio.rest import TwilioRest
+from channels.twilio.rest import RestResult, TwilioRest
 from channels.voice.calls import CallStore
 from channels.voice.config import VoiceConfig
 from channels.voice.desk import VoiceDesk
 from channels.voice.twiml import Speech
 from channels.voice.urls import VoiceUrls
 from sessions.customers import CustomerStore
-from sessions.models import Conversation
+from sessions.models import Conversation, ConversationEvent
 from sessions.store import ConversationStore
 
 log = structlog.get_logger(__name__)
@@ -53,6 +53,18 @@ class VoiceRuntime:
             language = (handoff.language if handoff else None) or conversation.signals.language \
                 or conversation.customer.language
         return Speech(self.config.locale(language), self.config.voice)
+
+    async def checked(self, conversation_id: str, what: str, result: RestResult) -> RestResult:
+        """A REST call's outcome: a failure is recorded on the conversation (agents and reviews see that
+        the phone side did not do what it should), never raised."""
+        if not result.ok:
+            log.warning("voice.rest_failed", conversation_id=conversation_id, what=what, status=result.status,
+                        ambiguous=result.ambiguous)
+            await self.store.record(conversation_id, ConversationEvent(
+                type="voice.rest_failed", conversation_id=conversation_id,
+                data={"what": what, "status": result.status, "ambiguous": result.ambiguous,
+                      "detail": result.error}))
+        return result
 
     def spawn(self, work: Coroutine[Any, Any, Any], name: str, *, after: str | None = None) -> None:
         """Run ``work`` in the background; with ``after`` (a conversation id), only once the work started

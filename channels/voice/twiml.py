@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
+from xml.sax.saxutils import escape
 
 from twilio.twiml.voice_response import Dial, Gather, VoiceResponse
 
@@ -31,15 +33,28 @@ class Speech:
 
 def prompt(speech: Speech, texts: Sequence[str], action: str, *, timeout_seconds: int, after: str) -> str:
     """Say ``texts`` inside a Gather for speech or keys; without any input, Twilio still posts to ``action``
-    (actionOnEmptyResult), and ``after`` is a Redirect in case it does not."""
+    (actionOnEmptyResult), and ``after`` is a Redirect in case it does not.
+
+    Every turn of every call answers with one of these, mostly with the same few texts (an FAQ's answers, a
+    reprompt): the document is built once per texts by the builder, with a marker where the URLs go."""
+    document = _prompt_document(speech, tuple(texts), timeout_seconds)
+    return document.replace(_ACTION, escape(action, _QUOTES)).replace(_AFTER, escape(after))
+
+
+_ACTION, _AFTER = "hg-action-url-marker", "hg-after-url-marker"
+_QUOTES = {'"': "&quot;"}
+
+
+@lru_cache(maxsize=1024)
+def _prompt_document(speech: Speech, texts: tuple[str, ...], timeout_seconds: int) -> str:
     response = VoiceResponse()
     gather = response.gather(
-        input="speech dtmf", action=action, method="POST", speech_timeout="auto", timeout=timeout_seconds,
+        input="speech dtmf", action=_ACTION, method="POST", speech_timeout="auto", timeout=timeout_seconds,
         action_on_empty_result=True, language=speech.language,
     )
     for text in texts:
         speech.say(gather, text)
-    response.redirect(after, method="POST")
+    response.redirect(_AFTER, method="POST")
     return str(response)
 
 

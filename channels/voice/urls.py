@@ -21,8 +21,8 @@ class VoiceUrls:
         suffix = f"?{urlencode(query)}" if query else ""
         return self.webhooks.absolute(f"{BASE}{path}{suffix}")
 
-    def turn(self, cid: str, n: int) -> str:
-        return self._url("/turn", c=cid, n=n)
+    def turn(self, cid: str, n: int, silences: int = 0) -> str:
+        return self._url("/turn", c=cid, n=n, **({"s": silences} if silences else {}))
 
     def poll(self, cid: str, n: int, message_id: str, k: int) -> str:
         return self._url("/poll", c=cid, n=n, m=message_id, k=k)
