@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from aiohttp import web
 from redis.asyncio import Redis
@@ -53,6 +53,10 @@ class ChannelAdapter(Protocol):
     async def on_status(self, update: StatusUpdate) -> None:
         """Act on a handoff step of one of this channel's conversations, once, on the instance that made it
         (text the first wait update, dial the offered agent, bridge a call ...). Nothing to do is fine."""
+
+    async def agent_view(self, conversation_id: str) -> dict[str, Any]:
+        """What the channel can tell an agent about the conversation right now, beside its context package
+        (a call: who is on the line, on hold, ringing; the spoken brief). Empty when nothing."""
 
 
 class InboundSink(Protocol):

@@ -200,8 +200,9 @@ async def conversation(request: web.Request) -> web.Response:
     found = await desk.conversation(request.match_info["id"])
     desk.check_access(agent, found)
     package = await _package(app, found)
+    view = await app[appkeys.CHANNELS].get(found.channel).agent_view(found.id)
     return web.json_response(
-        {"conversation": _conversation_json(found), "context": package.model_dump(mode="json")}
+        {"conversation": _conversation_json(found), "context": package.model_dump(mode="json"), **view}
     )
 
 
@@ -226,9 +227,11 @@ async def claim(request: web.Request) -> web.Response:
     outcome = await app[appkeys.DESK].claim(agent, request.match_info["id"], app[appkeys.RULES].rules)
     await _deliver(app, outcome.conversation, outcome.notice)
     package = await _package(app, outcome.conversation)
+    view = await app[appkeys.CHANNELS].get(outcome.conversation.channel).agent_view(outcome.conversation.id)
     log.info("agent.claimed", conversation_id=outcome.conversation.id, queue=outcome.conversation.queue)
     return web.json_response({
         "conversation": _conversation_json(outcome.conversation), "context": package.model_dump(mode="json"),
+        **view,
     })
 
 

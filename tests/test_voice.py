@@ -397,3 +397,18 @@ async def test_with_nobody_online_the_caller_is_told_and_called_back_not_held(vo
     conversation = await rig.until_state(leg, "async")
     assert conversation.queue == "billing"
     assert cid in [c for c, _ in await rig.queue_backlog("billing")]
+
+
+async def test_the_console_api_shows_the_call_its_brief_and_every_turn_as_it_happens(voice: Any) -> None:
+    rig = await voice()
+    alex = await rig.agent("Alex", None)  # takes calls in the console: offered there
+    leg = await rig.call()
+    cid = await handed_off(rig, leg)
+    status, body = await alex.call("GET", f"/api/conversations/{cid}")
+    assert status == 200
+    assert body["call"]["state"].startswith("waiting")
+    assert any("dispute" in line for line in body["call"]["brief"])
+    said = [m["text"] for m in body["context"]["transcript"] if m["sender"] == "customer"]
+    assert said == ["I want to dispute a charge on my card"]
+    await leg.hang_up()
+    await rig.until_state(leg, "abandoned")

@@ -129,6 +129,9 @@ class MessagingAdapter:
             return
         await self.deliver(stored.conversation, stored.message)
 
+    async def agent_view(self, conversation_id: str) -> dict[str, Any]:
+        return {}  # everything an agent needs is in the transcript and its delivery marks
+
     async def retry(self, job: Job, now: datetime) -> None:
         """A durable retry of what was not sent yet, after a restart too, with the same checks as the first
         attempt. The job ends only after the attempt (a crash in between repeats it rather than losing it)."""

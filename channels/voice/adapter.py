@@ -9,7 +9,7 @@ caller back to the queue when their agent is gone.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import structlog
 
@@ -51,6 +51,27 @@ class VoiceAdapter:
                 type="delivery.failed", conversation_id=conversation.id,
                 data={"message_id": message.id, "reason": "voice_call", "status": None,
                       "detail": TYPED_ON_A_CALL}))
+
+    async def agent_view(self, conversation_id: str) -> dict[str, Any]:
+        """The call as the console shows it: where the caller is now, and the brief an agent hears."""
+        rt = self.rt
+        call = await rt.calls.get(conversation_id)
+        if not call.exists:
+            return {}
+        state = "with the bot"
+        if call.ended:
+            state = f"ended ({call.get('ended')})"
+        elif call.get("transfer_agent"):
+            state = "on hold: a colleague is being brought in"
+        elif call.agent_id:
+            state = "talking with an agent"
+        elif call.get("offer_agent"):
+            state = "waiting: an agent's phone is ringing"
+        elif call.get("announced_at"):
+            state = "waiting for an agent"
+        agent = await rt.desk.agent(call.agent_id) if call.agent_id else None
+        return {"call": {"state": state, "agent": agent.name if agent else None,
+                         "brief": await rt.desk.brief(conversation_id)}}
 
     async def on_status(self, update: StatusUpdate) -> None:
         """REST calls to Twilio run in the background: the desk step that told us is done already, and a

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from channels.base import Capabilities
 from sessions.models import Conversation, Message, StatusUpdate
@@ -22,3 +22,6 @@ class WebChatAdapter:
     async def on_status(self, update: StatusUpdate) -> None:
         """Nothing to do here either: every socket of the conversation follows its events, on whichever
         instance it is connected to, and shows each status as a ``handoff`` frame (socket.py)."""
+
+    async def agent_view(self, conversation_id: str) -> dict[str, Any]:
+        return {}

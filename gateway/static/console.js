@@ -68,6 +68,8 @@
       if (f.conversation_id === current) open(current);  // redraw the transcript with the failure marked
     }
     else if (f.type === "message" && f.conversation_id === current) { addMessage(f); $("typing").textContent = ""; }
+    // A step of the open conversation (a call put on hold, an agent joining, a transfer that failed): redraw.
+    else if ((f.type === "status" || f.type === "resync") && f.conversation_id === current) open(current);
     else if (f.type === "typing" && f.conversation_id === current) {
       $("typing").textContent = "The customer is typing…";
       clearTimeout(onFrame.typing); onFrame.typing = setTimeout(function () { $("typing").textContent = ""; }, 4000);
@@ -131,10 +133,17 @@
     if (chosen) select.value = chosen;
   }
 
-  function claim(id) {
-    api("POST", "/api/conversations/" + id + "/claim").then(function (d) {
+  function claim(id, phone) {
+    api("POST", "/api/conversations/" + id + "/claim", phone ? { phone: phone } : undefined).then(function (d) {
       delete offers[id]; renderOffers(); show(d); refresh();
-    }).catch(function (e) { toast(e.message); refresh(); });
+      if (d.call) toast("Your phone will ring: you join the caller when you answer");
+    }).catch(function (e) {
+      if (e.code === "phone_required") {  // a phone call: the desk calls the agent to join the caller
+        var number = window.prompt("This is a phone call. Your phone number (e.g. +15551230000):");
+        if (number) { claim(id, number.trim()); return; }
+      }
+      toast(e.message); refresh();
+    });
   }
 
   function open(id) { api("GET", "/api/conversations/" + id).then(show).catch(function (e) { toast(e.message); }); }
@@ -145,6 +154,10 @@
     var s = $("summary"); s.textContent = ""; s.appendChild(el("h2", "", "Summary"));
     var dl = el("dl");
     function row(label, value) { if (value === undefined || value === null || value === "") return; dl.appendChild(el("dt", "", label)); dl.appendChild(el("dd", "", value)); }
+    if (d.call) {  // a phone call: where the caller is now, and the brief an agent hears before taking it
+      row("Call", d.call.state + (d.call.agent ? " (" + d.call.agent + ")" : ""));
+      row("Brief", d.call.brief.join(" "));
+    }
     row("Goal", ctx.summary.goal);
     row("Already tried", ctx.summary.attempted.join("; "));
     row("Collected", Object.keys(ctx.summary.collected).map(function (k) { return k + ": " + ctx.summary.collected[k]; }).join(", "));
