@@ -10,7 +10,7 @@ from xml.etree import ElementTree
 from aiohttp import web
 
 from sessions.models import SenderKind
-from tests.voice_rig import CALLER, SUNDAY, eventually, said_until
+from tests.voice_rig import CALLER, PUBLIC, SUNDAY, eventually, said_until
 
 GREETING = "Hello, you're through to customer support"
 
@@ -412,3 +412,61 @@ async def test_the_console_api_shows_the_call_its_brief_and_every_turn_as_it_hap
     assert said == ["I want to dispute a charge on my card"]
     await leg.hang_up()
     await rig.until_state(leg, "abandoned")
+
+
+async def test_every_webhook_of_a_whole_call_delivered_twice_changes_nothing_the_second_time(voice: Any) -> None:
+    """Twilio retries a webhook it got no answer to in time: every one of a call's, sent again after the
+    call, stores nothing, records nothing and moves nothing."""
+    rig = await voice()
+    alex = await rig.agent("Alex", "+15550001111")
+    leg, phone, cid = await bridged_with_agent(rig, alex)
+    await leg.hang_up()
+    await rig.until_state(leg, "resolved")
+    await phone.wait_ended(timeout=10)
+    await rig.emulator.callbacks_sent()
+    await asyncio.sleep(0.3)
+    transcript, events = await rig.store.transcript_and_events(cid)
+    sent = list(rig.emulator.webhooks)
+    assert {w.url.split("?")[0].removeprefix(PUBLIC) for w in sent} >= {
+        "/twilio/voice", "/twilio/voice/turn", "/twilio/voice/wait", "/twilio/voice/agent",
+        "/twilio/voice/agent/key", "/twilio/voice/agent/status", "/twilio/voice/conference",
+        "/twilio/voice/status"}
+    for webhook in sent:
+        status, _ = await rig.replay(webhook)
+        assert status in (200, 204), webhook.url
+    await asyncio.sleep(0.5)
+    again, events_again = await rig.store.transcript_and_events(cid)
+    assert [m.id for m in again] == [m.id for m in transcript]
+    assert [e.type for e in events_again] == [e.type for e in events]
+    assert (await rig.conversation(leg)).state.value == "resolved"
+    assert (await alex.call("GET", "/api/agents/me"))[1]["presence"]["active"] == 0
+
+
+async def test_a_caller_hanging_up_on_hold_during_a_transfer_frees_both_agents(voice: Any) -> None:
+    rig = await voice()
+    alex = await rig.agent("Alex", "+15550001111")
+    leg, alexs, cid = await bridged_with_agent(rig, alex)
+    sam = await rig.agent("Sam", "+15550002222", capacity=1)
+    await alex.call("POST", f"/api/conversations/{cid}/transfer", {"agent": "Sam"})
+    sams = await rig.emulator.next_incoming(sam.phone, timeout=10)
+    await said_until(sams, "press 1")
+    await sams.press("1")
+    await sams.wait_until(lambda: alexs in rig.emulator.hearing(sams), timeout=10)
+    await leg.hang_up()
+    await rig.until_state(leg, "resolved")
+    await alexs.wait_ended(timeout=10)
+    await sams.wait_ended(timeout=10)
+    await rig.emulator.callbacks_sent()
+    for agent in (alex, sam):
+        await eventually_async(lambda a=agent: _active(a), 0)
+
+
+async def _active(agent: Any) -> int:
+    return int((await agent.call("GET", "/api/agents/me"))[1]["presence"]["active"])
+
+
+async def eventually_async(read: Any, expected: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while (value := await read()) != expected:
+        assert time.monotonic() < deadline, f"{value} is not {expected}"
+        await asyncio.sleep(0.05)
