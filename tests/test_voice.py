@@ -470,3 +470,19 @@ async def eventually_async(read: Any, expected: Any, timeout: float = 10.0) -> N
     while (value := await read()) != expected:
         assert time.monotonic() < deadline, f"{value} is not {expected}"
         await asyncio.sleep(0.05)
+
+
+async def test_words_the_recogniser_was_unsure_of_feed_the_low_confidence_rule(voice: Any) -> None:
+    rig = await voice()
+    leg = await rig.call()
+    await leg.next_said()
+    await leg.speak("how much is shipping", confidence=0.95)
+    sure = await leg.next_said()
+    await leg.speak("I forgot my password", confidence=0.3)  # words the bot knows, barely recognised
+    unsure = await leg.next_said()
+    assert "shipping" in sure.lower() and "password" not in unsure.lower()
+    replies = [m for m in await rig.store.transcript((await rig.conversation(leg)).id)
+               if m.sender is SenderKind.BOT and m.channel_metadata.get("policy")]
+    assert replies and replies[-1].text == unsure  # the rules' clarifying question, not the FAQ answer
+    assert replies[-1].channel_metadata["policy"] == "clarify"
+    assert replies[-1].turn is not None and replies[-1].turn.confidence == 0.3
