@@ -211,12 +211,7 @@ async def test_a_caller_hanging_up_while_waiting_is_abandoned_with_the_wait_and_
 async def test_an_agent_hanging_up_puts_the_caller_back_at_the_head_of_the_queue_with_a_word(voice: Any) -> None:
     rig = await voice()
     alex = await rig.agent("Alex", "+15550001111")
-    leg = await rig.call()
-    cid = await handed_off(rig, leg)
-    phone = await rig.emulator.next_incoming(alex.phone, timeout=10)
-    await said_until(phone, "press 1")
-    await phone.press("1")
-    await leg.wait_until(lambda: phone in rig.emulator.hearing(leg), timeout=10)
+    leg, phone, cid = await bridged_with_agent(rig, alex)
     await phone.hang_up()
     heard = await said_until(leg, "back at the front of the queue")
     assert "had to leave" in heard[-1]
@@ -233,12 +228,7 @@ async def test_an_agent_hanging_up_puts_the_caller_back_at_the_head_of_the_queue
 async def test_a_caller_hanging_up_during_the_agent_call_frees_the_agent(voice: Any) -> None:
     rig = await voice()
     alex = await rig.agent("Alex", "+15550001111")
-    leg = await rig.call()
-    cid = await handed_off(rig, leg)
-    phone = await rig.emulator.next_incoming(alex.phone, timeout=10)
-    await said_until(phone, "press 1")
-    await phone.press("1")
-    await leg.wait_until(lambda: phone in rig.emulator.hearing(leg), timeout=10)
+    leg, phone, cid = await bridged_with_agent(rig, alex)
     await leg.hang_up()
     await rig.until_state(leg, "resolved")
     await phone.wait_ended(timeout=10)
@@ -264,6 +254,7 @@ async def test_repeated_and_out_of_order_status_callbacks_never_bring_a_call_bac
 
 
 async def bridged_with_agent(rig: Any, agent: Any) -> tuple[Any, Any, str]:
+    """A caller handed off and the agent who pressed 1, talking."""
     leg = await rig.call()
     cid = await handed_off(rig, leg)
     phone = await rig.emulator.next_incoming(agent.phone, timeout=10)

@@ -34,6 +34,13 @@ async def prism_url() -> AsyncIterator[str]:
         yield url
 
 
+async def gateway_on_prism(start_gateway: Any, prism_url: str) -> str:
+    """A gateway whose Twilio REST calls go to Prism, during business hours."""
+    return str(await start_gateway(clock=lambda: FRIDAY_MORNING, public_url=PUBLIC, twilio_auth_token=AUTH_TOKEN,
+                                   twilio_account_sid=ACCOUNT, twilio_api_base_url=prism_url,
+                                   twilio_voice_from=BUSINESS, twilio_sms_from="+15550100000"))
+
+
 def call_form(sid: str, **extra: str) -> dict[str, str]:
     return {"CallSid": sid, "AccountSid": ACCOUNT, "From": CALLER, "To": BUSINESS, "CallStatus": "in-progress",
             "Direction": "inbound", "ApiVersion": "2010-04-01", "Caller": CALLER, "Called": BUSINESS, **extra}
@@ -67,9 +74,7 @@ async def until(check: Callable[[], Any], timeout: float = 10.0) -> Any:
 async def test_dialling_agents_holding_transferring_and_redirecting_are_requests_twilio_accepts(
     start_gateway: Any, redis: Redis, namespace: str, prism_url: str,
 ) -> None:
-    base = await start_gateway(clock=lambda: FRIDAY_MORNING, public_url=PUBLIC, twilio_auth_token=AUTH_TOKEN,
-                               twilio_account_sid=ACCOUNT, twilio_api_base_url=prism_url,
-                               twilio_voice_from=BUSINESS, twilio_sms_from="+15550100000")
+    base = await gateway_on_prism(start_gateway, prism_url)
     keys = Keys(namespace)
     store = ConversationStore(redis, keys, 60)
     calls = CallStore(RedisBatcher(redis), keys, 60)
@@ -125,9 +130,7 @@ async def test_dialling_agents_holding_transferring_and_redirecting_are_requests
 async def test_a_caller_hanging_up_stops_the_agents_phone_with_a_request_twilio_accepts(
     start_gateway: Any, redis: Redis, namespace: str, prism_url: str,
 ) -> None:
-    base = await start_gateway(clock=lambda: FRIDAY_MORNING, public_url=PUBLIC, twilio_auth_token=AUTH_TOKEN,
-                               twilio_account_sid=ACCOUNT, twilio_api_base_url=prism_url,
-                               twilio_voice_from=BUSINESS, twilio_sms_from="+15550100000")
+    base = await gateway_on_prism(start_gateway, prism_url)
     keys = Keys(namespace)
     store = ConversationStore(redis, keys, 60)
     calls = CallStore(RedisBatcher(redis), keys, 60)
