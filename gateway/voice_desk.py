@@ -7,12 +7,14 @@ abandon or a hand-back, and the context package becomes a brief an agent can tak
 from __future__ import annotations
 
 import contextlib
+from datetime import timedelta
 
 import structlog
 from aiohttp import web
 
 from channels.voice.desk import Accepted, AgentLine
 from gateway import appkeys
+from handoff.agents import HEARTBEAT_SECONDS
 from handoff.calls import CallDesk
 from handoff.context import build_package
 from handoff.desk import DeskError
@@ -22,6 +24,8 @@ from sessions.store import ConversationNotFound, TransitionRefused
 log = structlog.get_logger(__name__)
 
 # Desk refusals that mean another agent has it, and those that mean nobody is waiting any more.
+# How long a call keeps its agent present without a console; a call's end (or this) gives it back.
+ON_THE_PHONE_SECONDS = 4 * 3600
 _TAKEN = frozenset({"claimed_by_another", "offered_to_another", "not_online", "at_capacity"})
 
 
@@ -39,6 +43,10 @@ class GatewayVoiceDesk:
     async def agent(self, agent_id: str) -> AgentLine | None:
         agent = await self.app[appkeys.AGENTS].get(agent_id)
         return AgentLine(agent.id, agent.name, agent.phone) if agent is not None else None
+
+    async def on_the_phone(self, agent_id: str, talking: bool) -> None:
+        seconds = ON_THE_PHONE_SECONDS if talking else HEARTBEAT_SECONDS
+        await self.app[appkeys.AGENTS].present_until(agent_id, utcnow() + timedelta(seconds=seconds))
 
     async def brief(self, conversation_id: str) -> list[str]:
         """Reason, topic, who is calling (tier, what is verified), what was collected, one line of summary,

@@ -159,6 +159,15 @@ class AgentStore:
             *_, raw = await pipe.execute()
         return _state(raw)
 
+    async def present_until(self, agent_id: str, until: datetime) -> None:
+        """Keep an agent's presence alive until ``until`` without a console: an agent talking on the phone
+        has not vanished, however long the call. Their status and capacity are left as they are."""
+        key = self.keys.agent_state(self.desk, agent_id)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hset(key, "heartbeat_until", _ms(until))
+            pipe.zadd(self.keys.presence(self.desk), {agent_id: _ms(until)}, xx=True)
+            await pipe.execute()
+
     async def online(self) -> dict[str, AgentState]:
         """Agents whose presence has not expired, with their states."""
         ids = [decode_text(i) for i in await self.redis.zrange(self.keys.presence(self.desk), 0, -1)]

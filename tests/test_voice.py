@@ -229,9 +229,14 @@ async def test_a_caller_hanging_up_during_the_agent_call_frees_the_agent(voice: 
     rig = await voice()
     alex = await rig.agent("Alex", "+15550001111")
     leg, phone, cid = await bridged_with_agent(rig, alex)
+    # Talking on the phone keeps a console-less agent present (their heartbeat would end the call after 60 s).
+    presence = (await alex.call("GET", "/api/agents/me"))[1]["presence"]
+    assert presence["heartbeat_until"] / 1000 > time.time() + 3600
     await leg.hang_up()
     await rig.until_state(leg, "resolved")
     await phone.wait_ended(timeout=10)
+    await rig.emulator.callbacks_sent()
+    await eventually_async(lambda: _heartbeat_within(alex, 61), True)
     resolved = [e for e in await rig.store.events(cid) if e.type == "handoff.resolved"]
     assert resolved[0].data["outcome"] == "caller_hung_up"
     assert (await alex.call("GET", "/api/agents/me"))[1]["presence"]["active"] == 0
@@ -477,3 +482,8 @@ async def test_words_the_recogniser_was_unsure_of_feed_the_low_confidence_rule(v
     assert replies and replies[-1].text == unsure  # the rules' clarifying question, not the FAQ answer
     assert replies[-1].channel_metadata["policy"] == "clarify"
     assert replies[-1].turn is not None and replies[-1].turn.confidence == 0.3
+
+
+async def _heartbeat_within(agent: Any, seconds: float) -> bool:
+    presence = (await agent.call("GET", "/api/agents/me"))[1]["presence"]
+    return bool(presence["heartbeat_until"] / 1000 <= time.time() + seconds)

@@ -60,6 +60,7 @@ class AgentLegs:
             return answer(twiml.goodbye(speech, [texts.gone]))
         if kind == "join":
             await rt.calls.set(cid, agent_sid=sid)
+            await rt.desk.on_the_phone(agent_id, True)
             brief = await rt.desk.brief(cid)
             return self._join(cid, " ".join(brief[:2]))
         if kind == "transfer":
@@ -107,6 +108,7 @@ class AgentLegs:
             return answer(twiml.goodbye(speech, [texts.taken if outcome is Accepted.TAKEN else texts.gone]))
         await rt.calls.set(cid, agent_id=agent_id, agent_sid=sid, offer_agent=None, offer_sid=None,
                            offer_ringing=None, accepting=None)
+        await rt.desk.on_the_phone(agent_id, True)
         return self._join(cid, texts.connecting)
 
     def _join(self, cid: str, text: str) -> web.Response:
@@ -133,6 +135,8 @@ class AgentLegs:
         rt = self.rt
         call = await rt.calls.get(cid)
         log.info("voice.agent_leg_ended", status=status, kind=kind)
+        if call.agent_sid == sid or call.get("transfer_joined") == sid:
+            await rt.desk.on_the_phone(agent_id, False)
         if call.agent_sid == sid:  # the agent who was with the caller left
             await self._agent_hung_up(cid, call, agent_id)
         elif kind == "transfer" and call.get("transfer_joined") == sid:
@@ -178,6 +182,7 @@ class AgentLegs:
             return
         if joined and target and await rt.desk.handover(cid, agent_id, target):
             await rt.calls.set(cid, agent_id=target, agent_sid=joined, **TRANSFER_CLEARED)
+            await rt.desk.on_the_phone(target, True)
             if rt.rest is not None and call.conference_sid and call.caller_sid:
                 unheld = await rt.rest.update_participant(call.conference_sid, call.caller_sid, hold=False)
                 await rt.checked(cid, "bridge the caller to the colleague", unheld)

@@ -6,6 +6,7 @@ claim a field with HSETNX, so two webhooks racing for the same step agree on who
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -94,4 +95,8 @@ class CallStore:
 
     async def claim(self, conversation_id: str, field: str, value: str) -> bool:
         """Set ``field`` only if nobody has: True for the one caller that did."""
-        return bool(await self.batcher.command("HSETNX", self.keys.call(conversation_id), field, value))
+        key = self.keys.call(conversation_id)
+        claimed = self.batcher.command("HSETNX", key, field, value)
+        expiry = self.batcher.command("EXPIRE", key, self.ttl_seconds)  # same round trip: never without TTL
+        won, _ = await asyncio.gather(claimed, expiry)
+        return bool(won)

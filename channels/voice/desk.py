@@ -27,6 +27,11 @@ class AgentLine:
 class VoiceDesk(Protocol):
     async def agent(self, agent_id: str) -> AgentLine | None: ...
 
+    async def on_the_phone(self, agent_id: str, talking: bool) -> None:
+        """An agent's leg joined a caller (``True``) or ended: while they talk they stay present without
+        a console (their heartbeat would otherwise run out and hand the caller back mid-call)."""
+        ...
+
     async def brief(self, conversation_id: str) -> list[str]:
         """The context package as sentences for an agent's ear: reason, intent, tier and verified
         attributes, what was collected, the one-line summary, and a transfer's note."""
