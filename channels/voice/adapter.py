@@ -225,6 +225,7 @@ class VoiceAdapter:
             return
         leg = call.agent_sid
         await rt.calls.set(cid, agent_id=None, agent_sid=None, resume_text=update.text or "")
+        await rt.desk.on_the_phone(call.agent_id, False)
         if rt.rest is None:
             return
         if call.caller_sid:
