@@ -20,7 +20,7 @@ from gateway.bots import build_bot
 from gateway.channel_setup import build_channels
 from gateway.helpdesk import KIND as HELPDESK_KIND
 from gateway.helpdesk import HelpdeskWebhook
-from gateway.middleware import error_middleware, request_context_middleware
+from gateway.middleware import request_middleware
 from gateway.pipeline import Pipeline
 from gateway.routes import setup_routes
 from gateway.settings import Settings
@@ -228,7 +228,7 @@ async def _shutdown(app: web.Application) -> None:
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(middlewares=[request_context_middleware, error_middleware, desk_errors])
+    app = web.Application(middlewares=[request_middleware, desk_errors])
     app[appkeys.SETTINGS] = settings
     app[appkeys.AGENT_SOCKETS] = set()
     app[appkeys.TRANSPORTS] = build_channels(settings, app)

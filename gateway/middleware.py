@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
+import os
 
 import structlog
 from aiohttp import web
@@ -12,28 +12,25 @@ log = structlog.get_logger(__name__)
 
 
 @web.middleware
-async def request_context_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    request_id = request.headers.get("X-Request-Id", "")[:64] or uuid.uuid4().hex
+async def request_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The request's id (the caller's X-Request-Id, else a new one) and path bound to every log line, and
+    echoed in X-Request-Id. HTTP errors become ``{"code", "detail"}``; anything unexpected is logged and is
+    a plain 500. One middleware rather than two: every request pays for each layer."""
+    request_id = request.headers.get("X-Request-Id", "")[:64] or os.urandom(16).hex()
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(request_id=request_id, path=request.path)
-    response = await handler(request)
-    if not response.prepared:
-        response.headers["X-Request-Id"] = request_id
-    return response
-
-
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """HTTP errors become ``{"code", "detail"}``; anything unexpected is logged and is a plain 500."""
     try:
-        return await handler(request)
+        response = await handler(request)
     except web.HTTPException as exc:
         if exc.status < 400 or exc.content_type == "application/json":
             raise
         code = exc.reason.lower().replace(" ", "_")
-        return web.json_response({"code": code, "detail": exc.text or exc.reason}, status=exc.status,
-                                 headers={k: v for k, v in exc.headers.items() if k == "Allow"})
+        response = web.json_response({"code": code, "detail": exc.text or exc.reason}, status=exc.status,
+                                     headers={k: v for k, v in exc.headers.items() if k == "Allow"})
     except Exception:
         log.exception("request.failed")
-        return web.json_response({"code": "internal_error", "detail": "Something went wrong on our side."},
-                                 status=500)
+        detail = "Something went wrong on our side."
+        response = web.json_response({"code": "internal_error", "detail": detail}, status=500)
+    if not response.prepared:
+        response.headers["X-Request-Id"] = request_id
+    return response

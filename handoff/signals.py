@@ -6,6 +6,7 @@ function. Each sits behind a one-method interface so a team can plug in its own 
 
 from __future__ import annotations
 
+import string
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
@@ -34,11 +35,25 @@ class VaderSentiment:
 
     def __init__(self) -> None:
         self._analyzer = SentimentIntensityAnalyzer()
+        self._lexicon: dict[str, float] = self._analyzer.lexicon
 
     def score(self, text: str) -> float:
         if not text.strip():
             return 0.0
-        return float(self._analyzer.polarity_scores(text[:_MAX_CHARS])["compound"])
+        text = text[:_MAX_CHARS]
+        if text.isascii() and not any(_vader_word(token) in self._lexicon for token in text.split()):
+            # Sure already: only words of Vader's lexicon carry a valence (boosters, negations, "but",
+            # capitals and "!" only scale one), so without any the compound is 0. Most questions are like
+            # this; the full scorer costs ten times as much. Not ASCII: emoji become words first: it decides.
+            return 0.0
+        return float(self._analyzer.polarity_scores(text)["compound"])
+
+
+def _vader_word(token: str) -> str:
+    """A whitespace-separated token as Vader looks it up: outer punctuation stripped unless that leaves two
+    characters or fewer (an emoticon such as ":)"), lower case."""
+    stripped = token.strip(string.punctuation)
+    return (token if len(stripped) <= 2 else stripped).lower()
 
 
 class LinguaDetector:

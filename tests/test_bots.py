@@ -11,8 +11,9 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from rapidfuzz import process
 
-from gateway.bots.faq import FaqBot, KnowledgeBaseError, load_knowledge_base
+from gateway.bots.faq import FaqBot, KnowledgeBaseError, _score, load_knowledge_base, normalize
 from gateway.bots.http import HttpBot
 from gateway.settings import DEMO_KNOWLEDGE_BASE
 from sessions.models import Conversation, Customer, Direction, Message, SenderKind
@@ -60,6 +61,22 @@ async def test_faq_bot_falls_back_when_unsure(faq: FaqBot, text: str) -> None:
 async def test_faq_bot_collects_fields_and_names_articles(faq: FaqBot) -> None:
     turn = await faq.respond(CONVERSATION, says("where is my order #4815162"))
     assert turn.fields == {"order_number": "4815162"} and turn.articles == ["KB-101"]
+
+
+def test_faq_bot_classifies_as_extract_one_with_its_scorer(faq: FaqBot) -> None:
+    """classify() scores in C; it must pick what rapidfuzz's extractOne picks with ``_score`` (ties and all)."""
+    words = [*sorted({w for choice in faq._choices for w in choice.split()}), "parcel", "xq", "refnud"]
+    texts = [" ".join(words[(i * 7 + k * 13) % len(words)] for k in range(1 + i % 6)) for i in range(600)]
+    texts += [*faq._choices, "a", "qqqqqqqqqqqqqqqqq", "my parcel never came and I am upset", "Thank you."]
+    for text in texts:
+        query = normalize(text)
+        intent, confidence = faq.classify(text)
+        if not query:
+            assert (intent, confidence) == (None, 0.0)
+            continue
+        best = process.extractOne(query, faq._choices, scorer=_score, processor=None)
+        assert best is not None
+        assert (intent, confidence) == (faq._intent_of[best[2]], round(best[1] / 100, 3)), text
 
 
 def test_broken_knowledge_base_names_the_field(tmp_path: Path) -> None:

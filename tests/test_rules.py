@@ -18,7 +18,7 @@ from handoff.problems import RulesError
 from handoff.routing import country_of_number
 from handoff.ruleset import RuleSet
 from handoff.scenarios import Scenario, run_scenario
-from handoff.signals import MessageSignals, default_signal_reader
+from handoff.signals import MessageSignals, VaderSentiment, default_signal_reader
 from sessions.models import BotTurn, Conversation, Customer, Identity
 
 FRIDAY_MORNING = datetime(2026, 11, 27, 15, 0, tzinfo=UTC)
@@ -256,3 +256,19 @@ def test_a_conversations_language_stays_once_detected(rules: RuleSet) -> None:
     # A later message in another language does not flip the conversation's locale.
     assert reader.read("where is my order please", known_language="de").language == "de"
     assert reader.read("where is my order please").language == "en"
+
+
+def test_sentiment_without_a_lexicon_word_is_what_vader_says() -> None:
+    """The shortcut for texts with no word of Vader's lexicon gives what the full scorer gives, and texts
+    with one (or with emoji, boosters, negations, emoticons, capitals, "!") still go to the full scorer."""
+    vader = VaderSentiment()
+    analyzer = vader._analyzer
+    lexicon = sorted(analyzer.lexicon)
+    words = [*lexicon[::97], "where", "is", "my", "order", "the", "no", "not", "very", "kind", "of", "but",
+             "least", ":)", ":(", "<3", "ship!!!", "okay?", "(great)", "'bad'", "-", "...", "\U0001f620", "\u2764"]
+    texts = [" ".join(words[(i * 31 + k * 17) % len(words)] for k in range(1 + i % 7)) for i in range(3000)]
+    texts += [t.upper() for t in texts[:300]] + [t + "!!!" for t in texts[:300]]
+    texts += ["Where is my order?", "Thank you.", "I HATE waiting", "not bad at all", "no problem", "   "]
+    for text in texts:
+        expected = float(analyzer.polarity_scores(text)["compound"]) if text.strip() else 0.0
+        assert vader.score(text) == expected, text

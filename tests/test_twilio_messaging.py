@@ -12,9 +12,11 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from multidict import MultiDict, MultiDictProxy
 from redis.asyncio import Redis
 from twilio.request_validator import RequestValidator
 
+from channels.twilio.webhooks import TwilioWebhooks
 from channels.twilio_messaging.outbound import OutboundConfig, TwilioSender
 from channels.twilio_messaging.rules import keyword, split_message
 from gateway.embedded_redis import free_port
@@ -76,6 +78,22 @@ async def test_a_signed_sms_is_answered_in_twiml_and_a_retry_is_stored_once(
     assert [m.sender.value for m in transcript] == ["customer", "bot"]
     conversation = await store.get(cid)
     assert conversation.channel == "sms" and conversation.customer.identities[0].address == "+14155550123"
+
+
+@pytest.mark.parametrize("public", [PUBLIC, PUBLIC + "/", "http://gateway.example.test:8080"])
+def test_the_signature_check_computes_what_twilios_validator_computes(public: str) -> None:
+    """The check's own HMAC (PUBLIC_URL hashed in once) signs exactly what RequestValidator signs: repeated
+    fields, values out of order, repeated pairs, names differing in case, text beyond ASCII."""
+    webhooks = TwilioWebhooks(public, AUTH_TOKEN)
+    validator = RequestValidator(AUTH_TOKEN)
+    raw_path = "/twilio/voice/turn?c=" + "a" * 32 + "&n=7&s=%20x"
+    forms = [
+        sms_form("hello"), {}, {"Body": "Grüße, 東京 👋", "From": "+4930123"},
+        MultiDictProxy(MultiDict([("MediaUrl", "b"), ("a", "2"), ("MediaUrl", "a"), ("a", "2"), ("A", "z")])),
+    ]
+    for form in forms:
+        expected = validator.compute_signature(public.rstrip("/") + raw_path, form)
+        assert webhooks._signature(raw_path, form) == expected
 
 
 async def test_bad_or_missing_signatures_are_refused_and_store_nothing(

@@ -8,6 +8,8 @@ handler sees anything, and a channel that is not configured answers 403 ``twilio
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import hmac
 from collections.abc import Awaitable, Callable, Mapping
 from typing import cast
@@ -34,6 +36,9 @@ class TwilioWebhooks:
     def __init__(self, public_url: str, auth_token: str) -> None:
         self.public_url = public_url.rstrip("/")  # scheme and host Twilio calls, e.g. https://example.com
         self.validator = RequestValidator(auth_token)
+        # HMAC-SHA1 (Twilio's default signature) keyed with the auth token, PUBLIC_URL already in it: every
+        # webhook's signed text starts with it, so each check copies this state and adds only its own part.
+        self._signed_prefix = hmac.new(auth_token.encode(), self.public_url.encode(), hashlib.sha1)
 
     def url_of(self, request: web.Request) -> str:
         """The URL Twilio called, as it signed it."""
@@ -49,13 +54,20 @@ class TwilioWebhooks:
         signature = request.headers.get("X-Twilio-Signature", "")
         if not signature:
             return False
-        url = self.url_of(request)
-        validator = self.validator
         # The exact URL first (one HMAC); the validator's full check also tries the URL with and without
         # the default port, as Twilio may sign either.
-        if hmac.compare_digest(validator.compute_signature(url, posted), signature):
+        if hmac.compare_digest(self._signature(request.raw_path, posted), signature):
             return True
-        return bool(validator.validate(url, posted, signature))
+        return bool(self.validator.validate(self.url_of(request), posted, signature))
+
+    def _signature(self, raw_path: str, posted: Mapping[str, str]) -> str:
+        """What ``RequestValidator.compute_signature(url_of(request), posted)`` computes: the URL, then each
+        distinct name and value pair in order (of the name, then of the value) as name + value, HMAC-SHA1
+        with the auth token, base64. ``posted.items()`` yields every value of a repeated field."""
+        mac = self._signed_prefix.copy()
+        pairs = sorted(set(posted.items()))
+        mac.update((raw_path + "".join([name + value for name, value in pairs])).encode())
+        return base64.b64encode(mac.digest()).decode()
 
     async def checked_form(self, request: web.Request) -> dict[str, str] | web.Response:
         """The form Twilio posted, or the 400/403 answer when it is unreadable or not signed by Twilio."""
@@ -63,8 +75,9 @@ class TwilioWebhooks:
             posted = await request.post()
         except (ValueError, LookupError, UnicodeDecodeError):  # a bad charset, a broken multipart body
             return error(400, "invalid_form", "The body is not a readable form.")
-        form = {k: str(v) for k, v in posted.items()}
         texts_only = all(isinstance(v, str) for v in posted.values())  # Twilio never uploads files
+        form = dict(cast("Mapping[str, str]", posted).items()) if texts_only else {
+            k: str(v) for k, v in posted.items()}
         if not self.verified(request, cast("Mapping[str, str]", posted) if texts_only else form):
             log.warning("twilio.signature_refused", path=request.path)
             return error(403, "invalid_signature", "X-Twilio-Signature is missing or does not match.")
