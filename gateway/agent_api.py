@@ -301,6 +301,9 @@ async def _colleague(app: web.Application, agent: Agent, body: TransferBody) -> 
             raise DeskError(404, "agent_not_found", f"No agent {body.agent!r}.")
         if target.phone is None:
             raise DeskError(409, "colleague_without_phone", f"{target.name} has no phone number to call.")
+        state = await agents.state(target.id)
+        if state.status is not Presence.ONLINE:
+            raise DeskError(409, "colleague_not_online", f"{target.name} is not online to take a call.")
         return target
     rules = app[appkeys.RULES].rules
     queue = rules.queues.queues.get(body.queue or "")

@@ -64,6 +64,7 @@ def _twilio_voice(settings: Settings, app: web.Application) -> Channel:
         announce_seconds=settings.voice_announce_seconds,
         reply_budget_seconds=settings.voice_reply_budget_seconds,
         agent_ring_seconds=settings.voice_agent_ring_seconds,
+        brief_seconds=settings.voice_agent_answer_seconds,
         voice=settings.voice_say_voice,
     )
     desk = GatewayVoiceDesk(app)

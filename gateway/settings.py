@@ -73,6 +73,8 @@ class Settings(BaseSettings):
     voice_announce_seconds: int = Field(45, ge=10, le=600)
     voice_reply_budget_seconds: float = Field(3.0, gt=0, le=10)
     voice_agent_ring_seconds: int = Field(25, ge=5, le=120)
+    # An agent who answered an offered call keeps the offer this long, to hear the brief and press 1.
+    voice_agent_answer_seconds: int = Field(60, ge=5, le=300)
     voice_say_voice: str | None = Field(None, pattern=r"^[A-Za-z0-9._-]{1,64}$")
     sms_help_text: str = Field("Reply here to chat with our support team. Reply STOP to opt out.",
                                min_length=1, max_length=1600)

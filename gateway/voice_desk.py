@@ -26,7 +26,8 @@ log = structlog.get_logger(__name__)
 # Desk refusals that mean another agent has it, and those that mean nobody is waiting any more.
 # How long a call keeps its agent present without a console; a call's end (or this) gives it back.
 ON_THE_PHONE_SECONDS = 4 * 3600
-_TAKEN = frozenset({"claimed_by_another", "offered_to_another", "not_online", "at_capacity"})
+_TAKEN = frozenset({"claimed_by_another", "offered_to_another"})
+_UNABLE = frozenset({"not_online", "at_capacity"})
 
 
 class GatewayVoiceDesk:
@@ -60,7 +61,10 @@ class GatewayVoiceDesk:
         transcript, events = await store.transcript_and_events(conversation_id)
         package = build_package(conversation, transcript, app[appkeys.SUMMARIZER], events)
         customer = conversation.customer
-        who = customer.name or "a caller"
+        # A caller's number says who they may be, not who they are: named as such until verified.
+        who = "a caller"
+        if customer.name:
+            who = customer.name if "name" in customer.verified_fields else f"the number of {customer.name}"
         if customer.tier:
             who += f", {customer.tier} tier"
         verified = ", ".join(package.verification.fields)
@@ -89,12 +93,18 @@ class GatewayVoiceDesk:
         if agent is None:
             return Accepted.GONE
         try:
-            await app[appkeys.DESK].claim(agent, conversation_id, app[appkeys.RULES].rules)
+            await app[appkeys.DESK].claim(agent, conversation_id, app[appkeys.RULES].rules, via="phone")
         except DeskError as exc:
             log.info("voice.claim_refused", code=exc.code)
+            if exc.code in _UNABLE:
+                return Accepted.UNABLE
             return Accepted.TAKEN if exc.code in _TAKEN else Accepted.GONE
         app[appkeys.DISPATCHER].kick()
         return Accepted.WON
+
+    async def hold_offer(self, agent_id: str, conversation_id: str, seconds: int) -> None:
+        until = utcnow() + timedelta(seconds=seconds)
+        await self.app[appkeys.DISPATCHER].extend(conversation_id, agent_id, until)
 
     async def pass_offer(self, agent_id: str, conversation_id: str) -> None:
         dispatcher = self.app[appkeys.DISPATCHER]

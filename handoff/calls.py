@@ -63,7 +63,7 @@ class CallDesk:
         status = {**desk.status_of(conversation, ConversationState.ASSIGNED),
                   "agent_name": target.name if target else to_agent}
         event = ConversationEvent(type="handoff.assigned", conversation_id=conversation_id, data={
-            "status": status, "agent_id": to_agent, "from_agent": from_agent, "warm_transfer": True})
+            "status": status, "agent_id": to_agent, "from_agent": from_agent, "via": "transfer"})
         with contextlib.suppress(TransitionRefused, ConversationNotFound):
             await desk.store.transition(conversation_id, ConversationState.ASSIGNED, event,
                                         updates={"agent": to_agent, "assigned_at": utcnow()},

@@ -115,7 +115,11 @@ class Desk:
         return agent.serves(conversation.queue or "", skills)
 
     # -- claim -------------------------------------------------------------------------------------------
-    async def claim(self, agent: Agent, conversation_id: str, rules: RuleSet) -> Outcome:
+    async def claim(
+        self, agent: Agent, conversation_id: str, rules: RuleSet, *, via: str = "console"
+    ) -> Outcome:
+        """``via`` says how the agent took it (``console``, or ``phone`` for a key press on a call), so the
+        customer's channel knows whether the agent still has to be brought to the customer."""
         conversation = await self.conversation(conversation_id)
         if conversation.state is ConversationState.ASSIGNED:
             if conversation.agent == agent.id:
@@ -160,7 +164,7 @@ class Desk:
             stored = await self.store.append_and_move(
                 notice,
                 ConversationState.ASSIGNED,
-                [self._event(conversation, "handoff.assigned", status, notice, agent_id=agent.id)],
+                [self._event(conversation, "handoff.assigned", status, notice, agent_id=agent.id, via=via)],
                 updates={"agent": agent.id, "assigned_at": utcnow()},
                 allowed_from=WAITING,
             )

@@ -218,6 +218,17 @@ class Dispatcher:
         log.info("desk.offer_lapsed", conversation_id=conversation_id, agent_id=agent_id)
         return True
 
+    async def extend(self, conversation_id: str, agent_id: str, until: datetime) -> bool:
+        """Push an offer's deadline to ``until`` while it is still this agent's (XX: a lapsed or accepted
+        offer, whose deadline is gone, is not brought back)."""
+        desk = self.desk
+        raw = await desk.redis.hget(desk.keys.offers(desk.desk), conversation_id)
+        if raw is None or not decode_text(raw).startswith(f"{agent_id}|"):
+            return False
+        changed = await desk.redis.zadd(desk.keys.offer_deadlines(desk.desk), {conversation_id: _ms(until)},
+                                        xx=True, ch=True)
+        return bool(changed)
+
     async def decline(self, agent: Agent, conversation_id: str) -> None:
         if not await self.lapse(conversation_id, rules_agent=agent.id):
             raise DeskError(409, "no_offer", "There is no offer of this conversation to you.")

@@ -171,7 +171,7 @@ async def test_voicemail_answering_an_agents_phone_passes_the_offer(voice: Any) 
 
 
 async def test_two_agents_pressing_1_at_once_one_gets_the_caller_the_other_hears_it_is_taken(voice: Any) -> None:
-    rig = await voice(offer_timeout_seconds=5)
+    rig = await voice(offer_timeout_seconds=5, voice_agent_answer_seconds=5)
     sam = await rig.agent("Sam", "+15550002222")
     leg = await rig.call()
     cid = await handed_off(rig, leg)

@@ -109,6 +109,7 @@ async def test_dialling_agents_holding_transferring_and_redirecting_are_requests
                           {"ConferenceSid": new_sid("CF"), "FriendlyName": f"hg-{cid}", "AccountSid": ACCOUNT,
                            "StatusCallbackEvent": "participant-join", "CallSid": caller})
         added, token = await agents.add("Sam", ["billing"], ["en"], [], "+15550002222")
+        await Agent(added.id, token, "+15550002222", http, base).online()
         status, _ = await alex.call("POST", f"/api/conversations/{cid}/transfer", {"agent": "Sam", "note": "VIP"})
         assert status == 202
         await until(lambda: dialled("transfer"))

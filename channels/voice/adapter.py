@@ -14,8 +14,8 @@ from typing import Any, ClassVar
 import structlog
 
 from channels.base import Capabilities
-from channels.voice.calls import CallState
 from channels.voice.runtime import CHANNEL, VoiceRuntime
+from channels.voice.steps import CallSteps
 from sessions.models import (
     Conversation,
     ConversationEvent,
@@ -42,6 +42,7 @@ class VoiceAdapter:
 
     def __init__(self, rt: VoiceRuntime) -> None:
         self.rt = rt
+        self.steps = CallSteps(rt)
 
     async def deliver(self, conversation: Conversation, message: Message) -> None:
         if self.rt.collector.take(conversation.id, message):
@@ -85,6 +86,7 @@ class VoiceAdapter:
             StatusKind.TRANSFERRED: self._back_to_wait,
             StatusKind.REQUEUED: self._back_to_wait,
             StatusKind.BACK_TO_BOT: self._back_to_wait,
+            StatusKind.RESOLVED: self._back_to_wait,
         }.get(update.kind)
         if handler is not None:
             self.rt.spawn(handler(update), name=f"voice-{update.kind.value}-{update.conversation_id}",
@@ -126,22 +128,20 @@ class VoiceAdapter:
             await rt.calls.set(cid, offer_agent=None)
             await rt.desk.pass_offer(agent_id, cid)
         elif kind == "transfer":
-            call = await rt.calls.get(cid)
-            await self._unhold(cid, call)
-            await rt.calls.set(cid, transfer_agent=None, transfer_from=None)
-            first = call.get("transfer_from")
-            if first:
-                why = "the colleague's phone could not be called"
-                await rt.desk.transfer_failed(cid, first, agent_id, why)
+            why = "the colleague's phone could not be called"
+            await self.steps.fail_transfer(cid, await rt.calls.get(cid), why)
+        elif kind == "join":  # the agent who claimed in the console cannot be reached
+            await self.steps.agent_gone(cid, await rt.calls.get(cid), agent_id)
         return False
 
     async def _assigned(self, update: StatusUpdate) -> None:
         """Claimed in the console (not by a key press on the phone): call the agent to join the caller."""
         rt, cid, agent_id = self.rt, update.conversation_id, update.agent_id
         call = await rt.calls.get(cid)
-        pressed = (call.get("accepting") or "").partition("|")[0]
-        if agent_id is None or call.ended or not call.exists or agent_id in (call.agent_id, pressed):
+        if update.data.get("via", "console") != "console":
             return  # pressed 1 on the phone, or a transfer's handover: already with the caller
+        if agent_id is None or call.ended or not call.exists:
+            return
         ringing = call.get("offer_ringing") if not call.get("offer_sid") else None
         if ringing and rt.rest is not None:  # it may still ring for the offer they took in the console
             stopped = await rt.rest.update_call(ringing, status="canceled")
@@ -151,6 +151,7 @@ class VoiceAdapter:
         line = await rt.desk.agent(agent_id)
         if line is None or line.phone is None or rt.rest is None or rt.config.from_number is None:
             log.warning("voice.claimed_without_phone", conversation_id=cid, agent_id=agent_id)
+            await self.steps.agent_gone(cid, await rt.calls.get(cid), agent_id)
             return
         await self._dial(cid, agent_id, line.phone, "join")
 
@@ -180,7 +181,8 @@ class VoiceAdapter:
             return
         await rt.calls.set(cid, wait_text=update.text or "")
         if update.status.get("eta_seconds") is None and call.caller_sid and rt.rest is not None:
-            await rt.desk.follow_up(cid)
+            # The caller's leg moves the conversation to the follow-ups when it gets there (/resume): never
+            # a follow-up while the caller still holds.
             moved = await rt.rest.update_call(call.caller_sid, url=rt.urls.resume(cid, "unstaffed"))
             await rt.checked(cid, "tell the caller nobody is online", moved)
             log.info("voice.unstaffed_goodbye", conversation_id=cid)
@@ -192,6 +194,9 @@ class VoiceAdapter:
         first, target = update.data.get("from_agent"), update.data.get("to_agent")
         call = await rt.calls.get(cid)
         if not isinstance(first, str) or not isinstance(target, str):
+            return
+        if call.get("transfer_agent"):
+            await rt.desk.transfer_failed(cid, first, target, "another transfer of this call is under way")
             return
         line = await rt.desk.agent(target)
         conference, caller, agent_leg = call.conference_sid, call.caller_sid, call.agent_sid
@@ -210,20 +215,15 @@ class VoiceAdapter:
                          await participants(conference, caller, hold=True, hold_url=rt.urls.hold()))
         await self._dial(cid, target, line.phone, "transfer")
 
-    async def _unhold(self, cid: str, call: CallState) -> None:
-        rt = self.rt
-        if rt.rest is not None and call.conference_sid and call.caller_sid:
-            unheld = await rt.rest.update_participant(call.conference_sid, call.caller_sid, hold=False)
-            await rt.checked(cid, "take the caller off hold", unheld)
-
     async def _back_to_wait(self, update: StatusUpdate) -> None:
-        """The agent with the caller let go in the console (a transfer to a queue, a hand-back, back to the
-        bot): their phone leg ends, and the caller hears why and where they are now."""
+        """The agent with the caller let go in the console (a transfer to a queue, a hand-back, resolved,
+        back to the bot): their phone leg ends, and the caller hears why and where they are now."""
         rt, cid = self.rt, update.conversation_id
         call = await rt.calls.get(cid)
         if call.ended or not call.exists or call.agent_id is None:
             return
         leg = call.agent_sid
+        await self.steps.drop_transfer(cid, call, "the first agent let the call go")
         await rt.calls.set(cid, agent_id=None, agent_sid=None, resume_text=update.text or "")
         await rt.desk.on_the_phone(call.agent_id, False)
         if rt.rest is None:

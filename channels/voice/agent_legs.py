@@ -20,15 +20,15 @@ from channels.voice.caller import FINAL_STATUSES, BadRequest, answer, call_sid, 
 from channels.voice.calls import CallState, room_of
 from channels.voice.desk import Accepted
 from channels.voice.runtime import VoiceRuntime
+from channels.voice.steps import TRANSFER_CLEARED, CallSteps
 
 log = structlog.get_logger(__name__)
 
 KINDS = frozenset({"offer", "join", "transfer"})
 _AGENT = re.compile(r"^[0-9A-Za-z_-]{1,64}$")
 NOTICES = {"transfer_declined"}
-TRANSFER_CLEARED: dict[str, str | int | None] = {
-    "transfer_agent": None, "transfer_sid": None, "transfer_from": None, "transfer_joined": None,
-}
+ROOM_STARTS = frozenset({"conference-start", "participant-join"})
+
 
 
 def _agent_param(request: web.Request) -> tuple[str, str]:
@@ -42,6 +42,7 @@ def _agent_param(request: web.Request) -> tuple[str, str]:
 class AgentLegs:
     def __init__(self, rt: VoiceRuntime) -> None:
         self.rt = rt
+        self.steps = CallSteps(rt)
 
     def _speech(self) -> twiml.Speech:
         return twiml.Speech(self.rt.config.locale(None), self.rt.config.voice)
@@ -67,6 +68,7 @@ class AgentLegs:
             await rt.calls.set(cid, transfer_sid=sid)
         else:
             await rt.calls.set(cid, offer_sid=sid)
+            await rt.desk.hold_offer(agent_id, cid, rt.config.brief_seconds)
         brief = await rt.desk.brief(cid)
         key_url = rt.urls.agent_key(cid, agent_id, kind)
         seconds = rt.config.agent_key_seconds
@@ -93,21 +95,20 @@ class AgentLegs:
         if call.ended:
             return answer(twiml.goodbye(speech, [texts.gone]))
         if kind == "transfer":
-            still_theirs = call.get("transfer_agent") == agent_id
+            # Only while the first agent still has the caller: otherwise there is nobody to join.
+            first = call.get("transfer_from")
+            still_theirs = call.get("transfer_agent") == agent_id and call.agent_id == first
             if not still_theirs or not await rt.calls.claim(cid, "transfer_joined", sid):
                 return answer(twiml.goodbye(speech, [texts.gone]))
             log.info("voice.transfer_joined")
             return self._join(cid, texts.connecting)
-        # Said before the claim: the claim's own status reaches the adapter at once, and must find that
-        # this agent is on the phone already (not someone to call).
-        await rt.calls.set(cid, accepting=f"{agent_id}|{sid}")
         outcome = await rt.desk.accept(agent_id, cid)
         log.info("voice.agent_pressed", outcome=outcome.value)
         if outcome is not Accepted.WON:
-            await rt.calls.set(cid, accepting=None)
-            return answer(twiml.goodbye(speech, [texts.taken if outcome is Accepted.TAKEN else texts.gone]))
+            said = {Accepted.TAKEN: texts.taken, Accepted.UNABLE: texts.unable}.get(outcome, texts.gone)
+            return answer(twiml.goodbye(speech, [said]))
         await rt.calls.set(cid, agent_id=agent_id, agent_sid=sid, offer_agent=None, offer_sid=None,
-                           offer_ringing=None, accepting=None)
+                           offer_ringing=None)
         await rt.desk.on_the_phone(agent_id, True)
         return self._join(cid, texts.connecting)
 
@@ -126,7 +127,8 @@ class AgentLegs:
             return web.Response(status=204)
         try:
             await self._leg_ended(cid, agent_id, kind, sid, status)
-        except Exception:
+        except Exception:  # Twilio retries it: both claims go back, so the retry does the work
+            await rt.calls.release(cid, f"leg_ended:{sid}")
             await rt.callbacks.forget(sid, status)
             raise
         return web.Response(status=204)
@@ -141,37 +143,26 @@ class AgentLegs:
             await self._agent_hung_up(cid, call, agent_id)
         elif kind == "transfer" and call.get("transfer_joined") == sid:
             # The colleague left before the first agent: the transfer did not happen.
-            await self._transfer_fails(cid, call, "the colleague left before taking over")
+            await self.steps.fail_transfer(cid, call, "the colleague left before taking over")
         elif not call.ended:
-            await self._not_taken(cid, call, agent_id, kind, status)
+            await self._not_taken(cid, call, agent_id, kind, status, sid=sid)
 
-    async def _not_taken(self, cid: str, call: CallState, agent_id: str, kind: str, why: str) -> None:
+    async def _not_taken(
+        self, cid: str, call: CallState, agent_id: str, kind: str, why: str, *, sid: str | None = None
+    ) -> None:
         """An offer not taken lapses to the next agent; a transfer not taken returns the caller to the
         first agent."""
         rt = self.rt
         if kind == "offer" and call.get("offer_agent") == agent_id:
-            await rt.calls.set(cid, offer_agent=None, offer_sid=None)
+            await rt.calls.set(cid, offer_agent=None, offer_sid=None, offer_ringing=None)
             await rt.desk.pass_offer(agent_id, cid)
             log.info("voice.offer_not_taken", why=why)
         elif (kind == "transfer" and call.get("transfer_agent") == agent_id
               and not call.get("transfer_joined")):
-            await self._transfer_fails(cid, call, why)
-
-    async def _transfer_fails(self, cid: str, call: CallState, why: str) -> None:
-        rt = self.rt
-        first, target = call.get("transfer_from"), call.get("transfer_agent")
-        await rt.calls.set(cid, **TRANSFER_CLEARED)
-        conference, caller = call.conference_sid, call.caller_sid
-        if rt.rest is not None and conference and caller:
-            await rt.checked(cid, "take the caller off hold",
-                             await rt.rest.update_participant(conference, caller, hold=False))
-            if call.agent_sid:
-                told = await rt.rest.update_participant(conference, call.agent_sid,
-                                                        announce_url=rt.urls.notice("transfer_declined"))
-                await rt.checked(cid, "tell the agent the transfer failed", told)
-        if first and target:
-            await rt.desk.transfer_failed(cid, first, target, why)
-        log.info("voice.transfer_failed", why=why)
+            await self.steps.fail_transfer(cid, call, why)
+        elif kind == "join" and call.agent_id == agent_id and call.agent_sid in (None, sid):
+            # Claimed in the console, then never reached on the phone: the caller must not wait for them.
+            await self.steps.agent_gone(cid, call, agent_id)
 
     async def _agent_hung_up(self, cid: str, call: CallState, agent_id: str) -> None:
         """The agent with the caller left: a colleague waiting in the room takes over (warm transfer), else
@@ -179,35 +170,25 @@ class AgentLegs:
         rt = self.rt
         joined, target = call.get("transfer_joined"), call.get("transfer_agent")
         if call.ended:
+            await rt.desk.on_the_phone(agent_id, False)
             return
         if joined and target and await rt.desk.handover(cid, agent_id, target):
             await rt.calls.set(cid, agent_id=target, agent_sid=joined, **TRANSFER_CLEARED)
             await rt.desk.on_the_phone(target, True)
-            if rt.rest is not None and call.conference_sid and call.caller_sid:
-                unheld = await rt.rest.update_participant(call.conference_sid, call.caller_sid, hold=False)
-                await rt.checked(cid, "bridge the caller to the colleague", unheld)
+            await self.steps.unhold(cid, call)
             log.info("voice.transfer_completed", to_agent=target)
             return
-        # Cleared first: the hand-back's own status must not find this agent still with the caller.
-        await rt.calls.set(cid, agent_id=None, agent_sid=None)
-        if rt.rest is not None and call.caller_sid:
-            # The caller's leg hands the conversation back when it gets there (``/resume``): when the agent's
-            # leg ended because the caller hung up, Twilio refuses the redirect: the caller is who left.
-            back = rt.urls.resume(cid, "agent_left", agent_id)
-            moved = await rt.rest.update_call(call.caller_sid, url=back)
-            if moved.ok:
-                return
-            if not moved.ambiguous and moved.status is not None and 400 <= moved.status < 500:
-                await rt.desk.caller_left(cid)
-                return
-        await rt.desk.agent_left(agent_id, cid)
+        await self.steps.agent_gone(cid, call, agent_id)
 
     # -- POST /twilio/voice/conference?c= (the room's events) -----------------------------------------------
     async def room_event(self, request: web.Request, form: dict[str, str]) -> web.StreamResponse:
-        """The room's SID, learnt from its first event: participants are updated by it (hold, announce)."""
+        """The room's SID, learnt when someone joins it: participants are updated by it (hold, announce). A
+        late event of an earlier room of the same name (the caller waits again after an agent left) must
+        not replace it, so only a start or a join counts."""
         cid = conversation_param(request)
         conference = form.get("ConferenceSid", "")
-        if conference.startswith("CF") and conference.isalnum():
+        event = form.get("StatusCallbackEvent", "")
+        if event in ROOM_STARTS and conference.startswith("CF") and conference.isalnum():
             call = await self.rt.calls.get(cid)
             if call.conference_sid != conference:
                 await self.rt.calls.set(cid, conference_sid=conference)

@@ -38,6 +38,7 @@ log = structlog.get_logger(__name__)
 
 _CALL_SID = re.compile(r"^CA[0-9a-fA-F]{32}$")
 _CONVERSATION = re.compile(r"^[0-9a-f]{32}$")
+_DIGITS = re.compile(r"^[0-9]{1,12}$")
 _MESSAGE_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 MAX_TURNS = 10**9
 MAX_TEXT_CHARS = 4000
@@ -70,7 +71,7 @@ def conversation_param(request: web.Request) -> str:
 
 def int_param(request: web.Request, name: str, high: int) -> int:
     raw = request.query.get(name, "")
-    if not raw.isdigit() or not 0 <= int(raw) <= high:
+    if not _DIGITS.match(raw) or not 0 <= int(raw) <= high:
         raise BadRequest(f"invalid_{name}", f"The URL's {name}= must be a number up to {high}.")
     return int(raw)
 
@@ -291,6 +292,7 @@ class CallerFlow:
             conversation = await rt.store.get(cid)
         texts = [notice] if notice else []
         if why == "unstaffed":
+            await rt.desk.follow_up(cid)
             return answer(twiml.goodbye(rt.speech(conversation), [rt.config.texts.unstaffed]))
         if why == "left_room" and conversation.state is ConversationState.ASSIGNED and call.agent_id:
             texts = []  # the room ended under them (Twilio's side): back in it
@@ -329,7 +331,8 @@ class CallerFlow:
         if status in FINAL_STATUSES and await rt.calls.claim(cid, "ended", status):
             try:
                 await self._ended(cid, status)
-            except Exception:
+            except Exception:  # Twilio retries it: both claims go back, so the retry does the work
+                await rt.calls.release(cid, "ended")
                 await rt.callbacks.forget(sid, status)
                 raise
         return web.Response(status=204)

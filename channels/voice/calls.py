@@ -93,6 +93,10 @@ class CallStore:
         for step in steps:  # queued in this loop turn: one round trip
             await step
 
+    async def release(self, conversation_id: str, field: str) -> None:
+        """A claimed step failed before it was done: the next delivery may claim it again."""
+        await self.batcher.command("HDEL", self.keys.call(conversation_id), field)
+
     async def claim(self, conversation_id: str, field: str, value: str) -> bool:
         """Set ``field`` only if nobody has: True for the one caller that did."""
         key = self.keys.call(conversation_id)

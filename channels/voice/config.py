@@ -31,6 +31,8 @@ class VoiceTexts:
     accept_prompt: str = "Press 1 to take this call, or 2 to pass it on."
     taken: str = "Sorry, this call has already been taken by someone else. Goodbye."
     gone: str = "This caller is no longer waiting. Goodbye."
+    unable: str = ("You can't take calls right now: set yourself online with a free slot in the console. "
+                   "The call goes to a colleague. Goodbye.")
     passed: str = "OK, I've passed the call on. Goodbye."
     no_key: str = "No key was pressed, so I've passed the call on. Goodbye."
     connecting: str = "Connecting you now."
@@ -51,6 +53,7 @@ class VoiceConfig:
     gather_timeout_seconds: int = 6
     agent_ring_seconds: int = 25  # an offered agent's phone rings this long; the offer lapses after
     agent_key_seconds: int = 10  # time to press 1 once the brief is read
+    brief_seconds: int = 60  # an answered offer stays the agent's this long: to hear the brief and press 1
     voicemail_seconds: int = 120
     languages: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_LANGUAGES))
     voice: str | None = None  # a Twilio <Say> voice, e.g. "Polly.Joanna"; None: Twilio's default

@@ -15,6 +15,7 @@ class Accepted(StrEnum):
     WON = "won"  # this agent holds the conversation now
     TAKEN = "taken"  # another agent was faster
     GONE = "gone"  # the caller is no longer waiting (hung up, expired)
+    UNABLE = "unable"  # this agent cannot take calls now (not online, or at capacity)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +40,11 @@ class VoiceDesk(Protocol):
 
     async def accept(self, agent_id: str, conversation_id: str) -> Accepted:
         """The agent pressed 1 on an offered call: the desk's atomic claim."""
+        ...
+
+    async def hold_offer(self, agent_id: str, conversation_id: str, seconds: int) -> None:
+        """The offered agent answered their phone: the offer stays theirs while they hear the brief (it
+        would otherwise lapse mid-sentence). Nothing when it is no longer theirs."""
         ...
 
     async def pass_offer(self, agent_id: str, conversation_id: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import weakref
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
@@ -72,7 +73,10 @@ class VoiceRuntime:
         if after is not None:
             lock = self._locks.setdefault(after, asyncio.Lock())
             work = _holding(lock, work)
-        task = asyncio.create_task(work, name=name)
+        # A fresh log context: the request that set this off has its own ids, which are not this work's.
+        context = contextvars.Context()
+        context.run(structlog.contextvars.bind_contextvars, **({"conversation_id": after} if after else {}))
+        task = asyncio.create_task(work, name=name, context=context)
         self.background.add(task)
         task.add_done_callback(self._finished)
 
