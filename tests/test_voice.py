@@ -298,6 +298,10 @@ async def test_a_warm_transfer_holds_the_caller_briefs_the_colleague_and_bridges
     assert conversation.agent == sam.id
     assert (await alex.call("GET", "/api/agents/me"))[1]["presence"]["active"] == 0
     assert (await sam.call("GET", "/api/agents/me"))[1]["presence"]["active"] == 1
+    await asyncio.sleep(0.5)  # nothing more is dialled after the handover (no second call to Sam)
+    creates = [r.get("To") for r in rig.emulator.requests if r.path.endswith("/Calls.json")]
+    assert creates == [alex.phone, sam.phone]
+    assert rig.emulator.errors == []
 
 
 async def test_a_declined_transfer_brings_the_caller_back_to_the_first_agent_who_is_told(voice: Any) -> None:
@@ -487,3 +491,48 @@ async def test_words_the_recogniser_was_unsure_of_feed_the_low_confidence_rule(v
 async def _heartbeat_within(agent: Any, seconds: float) -> bool:
     presence = (await agent.call("GET", "/api/agents/me"))[1]["presence"]
     return bool(presence["heartbeat_until"] / 1000 <= time.time() + seconds)
+
+
+async def test_a_first_agent_leaving_before_the_colleague_takes_over_drops_the_transfer(voice: Any) -> None:
+    rig = await voice()
+    alex = await rig.agent("Alex", "+15550001111")
+    leg, alexs, cid = await bridged_with_agent(rig, alex)
+    sam = await rig.agent("Sam", "+15550002222", capacity=1)
+    await alex.call("POST", f"/api/conversations/{cid}/transfer", {"agent": "Sam"})
+    sams = await rig.emulator.next_incoming(sam.phone, timeout=10)
+    await said_until(sams, "press 1")
+    await alexs.hang_up()  # before Sam pressed 1
+    await sams.wait_ended(timeout=10)  # Sam's call ends: there is nobody to join any more
+    await said_until(leg, "back at the front of the queue")
+    failed = [e for e in await rig.store.events(cid) if e.type == "handoff.transfer_failed"]
+    assert len(failed) == 1
+    call = await rig.call_state(cid)
+    assert call.get("transfer_agent") is None
+
+
+async def test_resolving_a_call_in_the_console_ends_the_agents_leg_and_says_goodbye(voice: Any) -> None:
+    rig = await voice()
+    alex = await rig.agent("Alex", "+15550001111")
+    leg, alexs, cid = await bridged_with_agent(rig, alex)
+    status, _ = await alex.call("POST", f"/api/conversations/{cid}/resolve", {"outcome": "refund booked"})
+    assert status == 200
+    heard = await said_until(leg, "Goodbye")
+    assert "resolved" in " ".join(heard)
+    await alexs.wait_ended(timeout=10)
+    await leg.wait_ended(timeout=10)
+    assert (await alex.call("GET", "/api/agents/me"))[1]["presence"]["active"] == 0
+
+
+async def test_an_agent_who_claimed_in_the_console_but_never_answers_hands_the_caller_back(voice: Any) -> None:
+    rig = await voice()
+    nia = await rig.agent("Nia", None)
+    leg = await rig.call()
+    cid = await handed_off(rig, leg)
+    rig.emulator.phone("+15550003333", "no-answer")
+    status, _ = await nia.call("POST", f"/api/conversations/{cid}/claim", {"phone": "+15550003333"})
+    assert status == 200
+    heard = await said_until(leg, "back at the front of the queue", timeout=15)
+    assert heard
+    conversation = await rig.until_state(leg, "queued")
+    assert conversation.agent is None
+    assert (await nia.call("GET", "/api/agents/me"))[1]["presence"]["active"] == 0

@@ -16,11 +16,12 @@ import pytest
 from redis.asyncio import Redis
 from twilio.request_validator import RequestValidator
 
-from channels.voice.calls import conversation_of_call
+from channels.voice.calls import CallState, CallStore, conversation_of_call
 from gateway.embedded_redis import free_port
 from gateway.twilio_voice_emulator import CallLeg, VoiceEmulator, Webhook
 from handoff.agents import AgentStore
 from handoff.queues import QueueStore
+from sessions.batching import RedisBatcher
 from sessions.keys import Keys
 from sessions.models import Conversation
 from sessions.store import ConversationStore
@@ -87,6 +88,9 @@ class VoiceRig:
                 return conversation
             assert time.monotonic() < deadline, f"still {conversation.state.value}, not {state}"
             await asyncio.sleep(0.05)
+
+    async def call_state(self, cid: str) -> CallState:
+        return await CallStore(RedisBatcher(self.redis), Keys(self.namespace), 60).get(cid)
 
     async def queue_backlog(self, queue: str) -> list[tuple[str, datetime]]:
         return await QueueStore(self.redis, Keys(self.namespace)).waiting(queue, live=False)
