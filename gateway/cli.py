@@ -7,7 +7,6 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
-from aiohttp import web
 from redis.asyncio import Redis
 
 from channels.twilio.forms import FormError, e164
@@ -17,6 +16,7 @@ from gateway.embedded_redis import EmbeddedRedisError
 from gateway.gc_tuning import tune_garbage_collection
 from gateway.logs import configure_logging
 from gateway.redis_target import redis_target
+from gateway.serve import serve
 from gateway.settings import ConfigError, Settings, load_settings
 from gateway.simulator import DEMO_ACCOUNT_SID, DEMO_API_PORT, DEMO_AUTH_TOKEN, DEMO_VOICE_FROM, Simulator
 from gateway.simulator import run as simulator_run
@@ -53,7 +53,7 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
                   "Call it, and answer the agents' phones too: .venv/bin/handoff-gateway simulate voice "
                   "--from +15551234567   (agents get a number with: agents add NAME --phone +15550001111)",
                   file=sys.stderr, flush=True)
-        web.run_app(app, host=host, port=port, print=None, access_log=None)
+        asyncio.run(serve(app, settings, host, port))
     return 0
 
 

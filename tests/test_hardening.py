@@ -1,0 +1,67 @@
+"""The gateway's edge against hostile or careless clients and hosts: real gateway processes and raw sockets."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from tests.test_process import run_gateway  # noqa: F401 - the fixture
+
+SLOW_CLIENTS = 150
+
+
+async def _open(base: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    url = urlsplit(base)
+    assert url.hostname is not None and url.port is not None
+    return await asyncio.open_connection(url.hostname, url.port)
+
+
+async def test_clients_that_never_finish_their_headers_are_closed(
+    tmp_path: Path, run_gateway: Any, http: aiohttp.ClientSession  # noqa: F811
+) -> None:
+    running = await run_gateway(tmp_path, HTTP_HEADER_TIMEOUT_SECONDS="1")
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    clients = [await _open(running.base) for _ in range(SLOW_CLIENTS)]
+    for _, writer in clients:
+        writer.write(b"GET /healthz HTT")
+        await writer.drain()
+
+    async with http.get(f"{running.base}/healthz") as r:  # the gateway still answers meanwhile
+        assert r.status == 200
+
+    async def closed_after(reader: asyncio.StreamReader) -> float:
+        assert await reader.read() == b""  # EOF: the server closed it, without a response
+        return loop.time() - started
+
+    try:
+        waited = await asyncio.wait_for(asyncio.gather(*(closed_after(r) for r, _ in clients)), 10)
+    finally:
+        for _, writer in clients:
+            writer.close()
+    assert min(waited) >= 0.9 and max(waited) <= 4
+    async with http.get(f"{running.base}/healthz") as r:
+        assert r.status == 200
+
+
+async def test_an_idle_kept_alive_connection_is_closed_after_the_keepalive(
+    tmp_path: Path, run_gateway: Any  # noqa: F811
+) -> None:
+    running = await run_gateway(tmp_path, HTTP_KEEPALIVE_SECONDS="1", HTTP_HEADER_TIMEOUT_SECONDS="30")
+    reader, writer = await _open(running.base)
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
+    await writer.drain()
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length")))
+    await reader.readexactly(length)
+    # A connection that spoke once is no longer the header deadline's: only the keep-alive closes it.
+    try:
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+    finally:
+        writer.close()
