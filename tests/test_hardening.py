@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import stat
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+import redis
 
+from gateway.embedded_redis import EmbeddedRedis
 from tests.test_process import run_gateway  # noqa: F401 - the fixture
 
 SLOW_CLIENTS = 150
@@ -65,3 +70,28 @@ async def test_an_idle_kept_alive_connection_is_closed_after_the_keepalive(
         assert await asyncio.wait_for(reader.read(), 5) == b""
     finally:
         writer.close()
+
+
+def _modes(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): oct(stat.S_IMODE(p.lstat().st_mode)) for p in [root, *root.rglob("*")]}
+
+
+def test_the_embedded_redis_keeps_its_data_dir_private(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    old_umask = os.umask(0o022)  # a common default: new files 0644, directories 0755
+    try:
+        data.mkdir()
+        (data / "redis.log").write_text("an earlier run's log\n")  # 0644, as an earlier version left it
+        with EmbeddedRedis(data, persistent=True) as server, redis.Redis.from_url(server.url) as client:
+            client.rpush("transcript", "my card number is 4111 1111 1111 1111")
+            client.bgrewriteaof()  # the rewrite creates new files too
+            for _ in range(100):
+                if client.info("persistence")["aof_rewrite_in_progress"] == 0:
+                    break
+                time.sleep(0.05)
+            modes = _modes(data)
+    finally:
+        os.umask(old_umask)
+    assert {"appendonly.aof", "redis.json", "redis.log"} <= set(modes)
+    assert modes.pop(".") == "0o700"
+    assert modes == dict.fromkeys(modes, "0o600")
