@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import sys
 from collections.abc import Sequence
 
@@ -32,15 +33,31 @@ from sessions.keys import Keys
 from sessions.store import ConversationNotFound, ConversationStore
 
 
+def _on_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name other than localhost may resolve to any interface
+
+
 def _run(settings: Settings, args: argparse.Namespace) -> int:
+    host = args.host or settings.host
+    port = args.port or settings.port
+    token = settings.twilio_auth_token
+    if token is not None and token.get_secret_value() == DEMO_AUTH_TOKEN and not _on_loopback(host):
+        who = "DEMO_TWILIO=1" if settings.demo_twilio else "TWILIO_AUTH_TOKEN (the simulator's demo token)"
+        print(f"handoff-gateway: {who} signs Twilio webhooks with a published token, so it only listens on "
+              f"loopback, not {host}; set HOST=127.0.0.1, or set TWILIO_AUTH_TOKEN and PUBLIC_URL for a real "
+              "Twilio account", file=sys.stderr)
+        return 2
     try:
         rules = load_rules(settings.rules_dir)
     except RulesError as exc:
         print(f"handoff-gateway: the rules in {settings.rules_dir} are invalid "
               f"(`handoff-gateway rules check` lists them): {exc.problems[0]}", file=sys.stderr)
         return 2
-    host = args.host or settings.host
-    port = args.port or settings.port
     with redis_target(settings) as target:
         app = create_app(settings.model_copy(update={"redis_url": target.url}))
         app.on_startup.append(tune_garbage_collection)

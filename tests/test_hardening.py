@@ -5,16 +5,20 @@ from __future__ import annotations
 import asyncio
 import os
 import stat
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+import pytest
 import redis
 
-from gateway.embedded_redis import EmbeddedRedis
-from tests.test_process import run_gateway  # noqa: F401 - the fixture
+from gateway.embedded_redis import EmbeddedRedis, free_port
+from gateway.simulator import DEMO_AUTH_TOKEN
+from tests.test_process import cli_env, run_gateway  # noqa: F401 - the fixture
 
 SLOW_CLIENTS = 150
 
@@ -95,3 +99,28 @@ def test_the_embedded_redis_keeps_its_data_dir_private(tmp_path: Path) -> None:
     assert {"appendonly.aof", "redis.json", "redis.log"} <= set(modes)
     assert modes.pop(".") == "0o700"
     assert modes == dict.fromkeys(modes, "0o600")
+
+
+@pytest.mark.parametrize(
+    ("args", "env"),
+    [
+        ([], {"HOST": "0.0.0.0"}),
+        (["--host", "0.0.0.0"], {}),
+        (["--host", "::"], {}),
+        (["--host", "gateway.example.com"], {}),
+        ([], {"HOST": "0.0.0.0", "TWILIO_AUTH_TOKEN": DEMO_AUTH_TOKEN, "DEMO_TWILIO": "0"}),
+    ],
+)
+def test_the_demo_twilio_token_is_refused_off_loopback(
+    tmp_path: Path, args: list[str], env: dict[str, str]
+) -> None:
+    run_env = cli_env(tmp_path, **{"DEMO_TWILIO": "1", "PORT": str(free_port()), **env})
+    result = subprocess.run([sys.executable, "-m", "gateway", "run", *args], env=run_env,
+                            capture_output=True, text=True, timeout=20, check=False)
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("handoff-gateway: DEMO_TWILIO=1 " if env.get("DEMO_TWILIO") != "0" else
+                           "handoff-gateway: TWILIO_AUTH_TOKEN (the simulator's demo token) ")
+    assert "signs Twilio webhooks with a published token, so it only listens on loopback" in line
+    assert "HOST=127.0.0.1" in line and "TWILIO_AUTH_TOKEN and PUBLIC_URL" in line
+    assert not (tmp_path / "redis.json").exists()  # refused before anything started
