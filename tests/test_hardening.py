@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -124,3 +126,57 @@ def test_the_demo_twilio_token_is_refused_off_loopback(
     assert "signs Twilio webhooks with a published token, so it only listens on loopback" in line
     assert "HOST=127.0.0.1" in line and "TWILIO_AUTH_TOKEN and PUBLIC_URL" in line
     assert not (tmp_path / "redis.json").exists()  # refused before anything started
+
+
+GOOD_ID = "req-2026.11_30-abc"
+GENERATED_ID = re.compile(r"[0-9a-f]{32}")
+HOSTILE_IDS = [
+    'x" onmouseover="alert(1)" data-x="y',
+    "a" * 500,
+    "short",
+    "id with spaces and 'quotes'",
+    "\x1b[31mred-terminal\x1b[0m",
+]
+
+
+async def _request_id_answered(base: str, raw_value: bytes) -> bytes | None:
+    """GET /healthz with ``raw_value`` sent as the X-Request-Id header's bytes, as is."""
+    reader, writer = await _open(base)
+    try:
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: test\r\nConnection: close\r\nX-Request-Id: " + raw_value
+                     + b"\r\n\r\n")
+        head = await asyncio.wait_for(reader.read(), 5)
+    finally:
+        writer.close()
+    found = [line.split(b":", 1)[1].strip() for line in head.split(b"\r\n\r\n")[0].split(b"\r\n")[1:]
+             if line.lower().startswith(b"x-request-id:")]
+    return found[0] if found else None
+
+
+async def test_a_client_request_id_is_kept_only_when_it_is_plainly_an_id(
+    tmp_path: Path, run_gateway: Any, http: aiohttp.ClientSession  # noqa: F811
+) -> None:
+    running = await run_gateway(tmp_path)
+    assert await _request_id_answered(running.base, GOOD_ID.encode()) == GOOD_ID.encode()
+    for hostile in [*(value.encode() for value in HOSTILE_IDS),
+                    b"evil-request-id\r\n injected: folded",  # an obsolete folded header line
+                    b"evil-request-id\nX-Injected: 1"]:
+        answered = await _request_id_answered(running.base, hostile)
+        assert answered is None or GENERATED_ID.fullmatch(answered.decode()), (hostile, answered)
+
+    # A websocket's log lines (message.accepted, bot.replied) carry the request id of its upgrade request.
+    for value in [GOOD_ID, *HOSTILE_IDS[:4]]:
+        async with http.ws_connect(f"{running.base}/ws/chat", headers={"X-Request-Id": value}) as ws:
+            await ws.receive_json(timeout=5)
+            await ws.send_json({"type": "message", "text": "where is my order", "client_id": "c1"})
+            while (await ws.receive_json(timeout=5)).get("sender") != "bot":
+                pass
+
+    logs = await running.stop()
+    # aiohttp itself answers 400 to the values its parser refuses (control characters, folded lines), and logs
+    # them in its own plain-text lines; the gateway's lines are JSON.
+    ids = {json.loads(line).get("request_id") for line in logs.splitlines() if line.startswith("{")} - {None}
+    assert GOOD_ID in ids
+    assert all(i == GOOD_ID or GENERATED_ID.fullmatch(i) for i in ids), ids
+    for hostile in HOSTILE_IDS:
+        assert hostile[:16] not in logs
