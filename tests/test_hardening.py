@@ -180,3 +180,28 @@ async def test_a_client_request_id_is_kept_only_when_it_is_plainly_an_id(
     assert all(i == GOOD_ID or GENERATED_ID.fullmatch(i) for i in ids), ids
     for hostile in HOSTILE_IDS:
         assert hostile[:16] not in logs
+
+
+async def test_pages_and_scripts_carry_security_headers(gateway: str, http: aiohttp.ClientSession) -> None:
+    for path in ["/", "/?signed_in=1", "/console"]:
+        async with http.get(f"{gateway}{path}") as r:
+            page, headers = await r.text(), r.headers
+        policy = dict(d.strip().split(" ", 1) for d in headers["Content-Security-Policy"].split(";"))
+        assert policy["default-src"] == "'self'" and policy["frame-ancestors"] == "'none'", path
+        assert policy["script-src"] == policy["style-src"] == policy["connect-src"] == "'self'", path
+        assert "unsafe" not in headers["Content-Security-Policy"], path
+        assert headers["X-Frame-Options"] == "DENY" and headers["X-Content-Type-Options"] == "nosniff", path
+        assert headers["Referrer-Policy"] == "no-referrer", path
+        # Nothing inline that the policy would block.
+        assert not re.search(r"<style|\sstyle=|<script>|\son[a-z]+=", page), path
+
+    async with http.get(f"{gateway}/widget.js", headers={"Origin": "https://shop.example"}) as r:
+        assert r.headers["X-Content-Type-Options"] == "nosniff"
+        assert r.headers["Access-Control-Allow-Origin"] == "*"  # loaded by other sites' pages
+        assert r.headers["Cross-Origin-Resource-Policy"] == "cross-origin"
+        assert "X-Frame-Options" not in r.headers and "Content-Security-Policy" not in r.headers
+    for path, kind in [("/console.js", "application/javascript"), ("/console.css", "text/css"),
+                       ("/shop.css", "text/css")]:
+        async with http.get(f"{gateway}{path}") as r:
+            assert r.status == 200 and r.content_type == kind, path
+            assert r.headers["X-Content-Type-Options"] == "nosniff", path
