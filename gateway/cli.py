@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import sys
 from collections.abc import Sequence
 
-from aiohttp import web
 from redis.asyncio import Redis
 
 from channels.twilio.forms import FormError, e164
@@ -17,6 +17,7 @@ from gateway.embedded_redis import EmbeddedRedisError
 from gateway.gc_tuning import tune_garbage_collection
 from gateway.logs import configure_logging
 from gateway.redis_target import redis_target
+from gateway.serve import serve
 from gateway.settings import ConfigError, Settings, load_settings
 from gateway.simulator import DEMO_ACCOUNT_SID, DEMO_API_PORT, DEMO_AUTH_TOKEN, DEMO_VOICE_FROM, Simulator
 from gateway.simulator import run as simulator_run
@@ -32,15 +33,31 @@ from sessions.keys import Keys
 from sessions.store import ConversationNotFound, ConversationStore
 
 
+def _on_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name other than localhost may resolve to any interface
+
+
 def _run(settings: Settings, args: argparse.Namespace) -> int:
+    host = args.host or settings.host
+    port = args.port or settings.port
+    token = settings.twilio_auth_token
+    if token is not None and token.get_secret_value() == DEMO_AUTH_TOKEN and not _on_loopback(host):
+        who = "DEMO_TWILIO=1" if settings.demo_twilio else "TWILIO_AUTH_TOKEN (the simulator's demo token)"
+        print(f"handoff-gateway: {who} signs Twilio webhooks with a published token, so it only listens on "
+              f"loopback, not {host}; set HOST=127.0.0.1, or set TWILIO_AUTH_TOKEN and PUBLIC_URL for a real "
+              "Twilio account", file=sys.stderr)
+        return 2
     try:
         rules = load_rules(settings.rules_dir)
     except RulesError as exc:
         print(f"handoff-gateway: the rules in {settings.rules_dir} are invalid "
               f"(`handoff-gateway rules check` lists them): {exc.problems[0]}", file=sys.stderr)
         return 2
-    host = args.host or settings.host
-    port = args.port or settings.port
     with redis_target(settings) as target:
         app = create_app(settings.model_copy(update={"redis_url": target.url}))
         app.on_startup.append(tune_garbage_collection)
@@ -53,7 +70,7 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
                   "Call it, and answer the agents' phones too: .venv/bin/handoff-gateway simulate voice "
                   "--from +15551234567   (agents get a number with: agents add NAME --phone +15550001111)",
                   file=sys.stderr, flush=True)
-        web.run_app(app, host=host, port=port, print=None, access_log=None)
+        asyncio.run(serve(app, settings, host, port))
     return 0
 
 

@@ -53,11 +53,38 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _die_with_parent() -> None:
-    """Linux: the server gets SIGTERM if the gateway dies, so a crash leaves no orphan holding the data."""
+def _in_server_child() -> None:
+    """Runs in the redis-server child before exec. Files it creates (the append-only file with every
+    transcript, its rewrites, the log) are the owner's only. Linux: the server gets SIGTERM if the gateway
+    dies, so a crash leaves no orphan holding the data."""
+    os.umask(0o077)
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def make_private(data_dir: Path) -> None:
+    """Create ``data_dir`` as 0700 and take group and world access off what is already in it (data written
+    by an earlier version, or under a looser umask): directories 0700, files 0600."""
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    data_dir.chmod(0o700)
+    for root, dirs, names in os.walk(data_dir):
+        for name in dirs:
+            (Path(root) / name).chmod(0o700)
+        for name in names:
+            path = Path(root) / name
+            if not path.is_symlink():
+                path.chmod(0o600)
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` (0600 from its first byte) and swap it in whole."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        os.fchmod(out.fileno(), 0o600)
+        out.write(text)
+    temporary.replace(path)
 
 
 def running_url(data_dir: Path) -> str | None:
@@ -83,7 +110,11 @@ class EmbeddedRedis:
         self.url = ""
 
     def start(self, timeout: float = 10.0) -> str:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            make_private(self.data_dir)
+        except OSError as exc:
+            raise EmbeddedRedisError(
+                f"DATA_DIR {self.data_dir} cannot be made private to this user: {exc}") from None
         port = free_port()
         password = secrets.token_urlsafe(24)
         persistence = ["--appendonly", "yes", "--appendfsync", "everysec"] if self.persistent else [
@@ -95,14 +126,13 @@ class EmbeddedRedis:
             "--logfile", str((self.data_dir / "redis.log").resolve()),
         ]
         self.process = subprocess.Popen(  # noqa: S603 - fixed binary, no shell
-            args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=_die_with_parent,  # noqa: PLW1509
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=_in_server_child,  # noqa: PLW1509
         )
         self.url = f"redis://:{password}@127.0.0.1:{port}/0"
         self._wait_ready(timeout)
         if self.persistent:
-            state = self.data_dir / _STATE_FILE
-            state.touch(mode=0o600)
-            state.write_text(json.dumps({"url": self.url, "pid": self.process.pid}))
+            state = json.dumps({"url": self.url, "pid": self.process.pid})
+            _write_private(self.data_dir / _STATE_FILE, state)
         return self.url
 
     def _wait_ready(self, timeout: float) -> None:

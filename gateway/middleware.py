@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import structlog
 from aiohttp import web
@@ -11,12 +12,22 @@ from aiohttp.typedefs import Handler
 log = structlog.get_logger(__name__)
 
 
+# A caller's (or a proxy's) id is kept only when it is plainly an id: it goes into every log line and back out
+# in a header, so quotes, control characters, spaces and kilobytes of text stay out of both.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{8,64}")
+
+
+def request_id_for(request: web.Request) -> str:
+    offered = request.headers.get("X-Request-Id", "")
+    return offered if _REQUEST_ID.fullmatch(offered) else os.urandom(16).hex()
+
+
 @web.middleware
 async def request_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """The request's id (the caller's X-Request-Id, else a new one) and path bound to every log line, and
-    echoed in X-Request-Id. HTTP errors become ``{"code", "detail"}``; anything unexpected is logged and is
-    a plain 500. One middleware rather than two: every request pays for each layer."""
-    request_id = request.headers.get("X-Request-Id", "")[:64] or os.urandom(16).hex()
+    """The request's id (the caller's X-Request-Id when it is plainly an id, else a new one) and path bound
+    to every log line, and echoed in X-Request-Id. HTTP errors become ``{"code", "detail"}``; anything
+    unexpected is logged and is a plain 500. One middleware rather than two: every request pays for each."""
+    request_id = request_id_for(request)
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(request_id=request_id, path=request.path)
     try:

@@ -17,6 +17,18 @@ _DEMO_CUSTOMER = {"id": "cust-1001", "name": "Jane Doe", "email": "jane@example.
                   "language": "en"}
 
 
+# The gateway's own pages (the demo shop and the agent console, which holds an agent's token): scripts, styles
+# and connections (the widget's and the console's websockets, the agent API) from this origin only, no
+# inline code, never framed. ``connect-src 'self'`` covers ws: and wss: to this origin (CSP level 3).
+PAGE_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+               "img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'self'; "
+               "frame-ancestors 'none'")
+PAGE_HEADERS = {
+    "Cache-Control": "no-store", "Content-Security-Policy": PAGE_POLICY, "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
+}
+
+
 @cache
 def _static(name: str) -> str:
     return (files("gateway") / "static" / name).read_text(encoding="utf-8")
@@ -34,21 +46,33 @@ async def demo_page(request: web.Request) -> web.Response:
     page = _static("index.html").replace(
         "{{WIDGET_OPTIONS}}", html.escape(json.dumps(options), quote=True)
     )
-    return web.Response(text=page, content_type="text/html", headers={"Cache-Control": "no-store"})
+    return web.Response(text=page, content_type="text/html", headers=PAGE_HEADERS)
 
 
 async def console_page(request: web.Request) -> web.Response:
-    # The console handles agent tokens: scripts only from this origin.
-    policy = "default-src 'self'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'"
-    return web.Response(text=_static("console.html"), content_type="text/html",
-                        headers={"Cache-Control": "no-store", "Content-Security-Policy": policy})
+    return web.Response(text=_static("console.html"), content_type="text/html", headers=PAGE_HEADERS)
 
 
 async def console_js(request: web.Request) -> web.Response:
-    return web.Response(text=_static("console.js"), content_type="application/javascript",
-                        headers={"Cache-Control": "no-store"})
+    return _asset("console.js", "application/javascript")
+
+
+async def console_css(request: web.Request) -> web.Response:
+    return _asset("console.css", "text/css")
+
+
+async def shop_css(request: web.Request) -> web.Response:
+    return _asset("shop.css", "text/css")
 
 
 async def widget_js(request: web.Request) -> web.Response:
+    """Loaded by other sites' pages: any origin may fetch it (CORS, and CORP for pages that require it)."""
     return web.Response(text=_static("widget.js"), content_type="application/javascript",
-                        headers={"Cache-Control": "public, max-age=300", "Access-Control-Allow-Origin": "*"})
+                        headers={"Cache-Control": "public, max-age=300", "X-Content-Type-Options": "nosniff",
+                                 "Access-Control-Allow-Origin": "*",
+                                 "Cross-Origin-Resource-Policy": "cross-origin"})
+
+
+def _asset(name: str, content_type: str) -> web.Response:
+    return web.Response(text=_static(name), content_type=content_type,
+                        headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})

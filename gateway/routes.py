@@ -14,6 +14,8 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/widget.js", pages.widget_js)
     app.router.add_get("/console", pages.console_page)
     app.router.add_get("/console.js", pages.console_js)
+    app.router.add_get("/console.css", pages.console_css)
+    app.router.add_get("/shop.css", pages.shop_css)
     app.router.add_get("/api/admin/rules", admin.rules_info)
     app.router.add_post("/api/admin/rules/reload", admin.rules_reload)
     app.router.add_get("/api/openapi.json", openapi.document)

@@ -28,6 +28,10 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
+    # A client has this long from connecting to send a whole request head (slow-header clients), and an idle
+    # kept-alive connection is closed after the keep-alive time (longer than a load balancer's, usually 60 s).
+    http_header_timeout_seconds: float = Field(10.0, gt=0, le=300)
+    http_keepalive_seconds: float = Field(75.0, gt=0, le=3600)
     redis_url: str | None = None
     redis_max_connections: int = Field(64, ge=2, le=10_000)
     redis_namespace: str = Field("hg", pattern=r"^[A-Za-z0-9_.-]{1,32}$")

@@ -106,8 +106,11 @@
     document.body.appendChild(host);
     var root = host.attachShadow({ mode: "open" });
     this.root = root;
+    // A constructed stylesheet is not inline style, so host pages need no 'unsafe-inline' in their CSP.
+    var sheet = null;
+    try { sheet = new CSSStyleSheet(); sheet.replaceSync(CSS); root.adoptedStyleSheets = [sheet]; } catch (e) { sheet = null; }
     root.innerHTML =
-      "<style>" + CSS + "</style>" +
+      (sheet ? "" : "<style>" + CSS + "</style>") +
       '<button class="launcher" aria-label="Open chat" part="launcher">' +
       '<svg width="28" height="28" viewBox="0 0 24 24" fill="currentColor" aria-hidden="true">' +
       '<path d="M4 3h16a2 2 0 0 1 2 2v11a2 2 0 0 1-2 2H9l-5 4v-4H4a2 2 0 0 1-2-2V5a2 2 0 0 1 2-2z"/></svg>' +
