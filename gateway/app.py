@@ -67,7 +67,8 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     ttl = settings.conversation_ttl_seconds
     app[appkeys.REDIS] = redis
     batcher = RedisBatcher(redis)  # one per process: every hot step made in one loop turn shares a pipeline
-    app[appkeys.STORE] = ConversationStore(redis, keys, ttl, batcher=batcher)
+    app[appkeys.STORE] = ConversationStore(redis, keys, ttl, batcher=batcher,
+                                           max_messages=settings.max_messages_per_conversation)
     app[appkeys.CUSTOMERS] = CustomerStore(redis, keys, ttl, batcher=batcher)
     app[appkeys.QUEUES] = QueueStore(redis, keys)
     app[appkeys.AGENTS] = AgentStore(redis, keys)

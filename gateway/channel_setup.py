@@ -17,8 +17,10 @@ from channels.twilio_messaging.outbound import OutboundConfig
 from channels.voice.channel import RestAccount, VoiceChannel, VoiceSettings
 from channels.voice.config import VoiceConfig
 from channels.webchat import WebChatChannel, WebChatConfig
+from channels.webchat.access import origin_of
 from gateway.settings import Settings
 from gateway.voice_desk import GatewayVoiceDesk
+from sessions.limits import Rate
 
 
 def twilio_webhooks(settings: Settings) -> TwilioWebhooks | None:
@@ -30,7 +32,13 @@ def twilio_webhooks(settings: Settings) -> TwilioWebhooks | None:
 
 def _webchat(settings: Settings, app: web.Application) -> Channel:
     secret = settings.identity_secret.get_secret_value() if settings.identity_secret else None
-    return WebChatChannel(WebChatConfig(settings.allowed_origins, settings.max_message_chars, secret))
+    return WebChatChannel(WebChatConfig(
+        settings.allowed_origins, settings.max_message_chars, secret,
+        public_origin=origin_of(str(settings.public_url)) if settings.public_url else None,
+        message_rate=Rate.per_minute(settings.chat_messages_per_minute, burst=settings.chat_message_burst),
+        new_conversation_rate=Rate.per_hour(settings.chat_new_conversations_per_hour_per_address),
+        trusted_proxies=settings.trusted_proxies,
+    ))
 
 
 def _twilio_messaging(settings: Settings, app: web.Application) -> Channel:

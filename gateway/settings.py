@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -40,6 +41,13 @@ class Settings(BaseSettings):
         {"http://localhost:8080", "http://127.0.0.1:8080"}
     )
     max_message_chars: int = Field(4000, ge=1, le=100_000)
+    # Abuse limits (docs/security.md), counted in Redis so they hold across instances.
+    chat_messages_per_minute: int = Field(30, ge=1, le=100_000)
+    chat_message_burst: int = Field(20, ge=1, le=100_000)
+    chat_new_conversations_per_hour_per_address: int = Field(20, ge=1, le=1_000_000)
+    max_messages_per_conversation: int = Field(2000, ge=10, le=1_000_000)
+    # Proxies whose X-Forwarded-For is believed (addresses or networks); unset: the peer is the client.
+    trusted_proxies: Annotated[tuple[IPv4Network | IPv6Network, ...], NoDecode] = ()
     conversation_ttl_seconds: int = Field(7 * 24 * 3600, ge=60)
     identity_secret: SecretStr | None = None
     bot: Literal["faq", "http"] = "faq"
@@ -93,6 +101,16 @@ class Settings(BaseSettings):
     def _split_origins(cls, value: object) -> object:
         if isinstance(value, str):
             return frozenset(o.strip().rstrip("/") for o in value.split(",") if o.strip())
+        return value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: object) -> object:
+        if isinstance(value, str):
+            try:
+                return tuple(ip_network(p.strip(), strict=False) for p in value.split(",") if p.strip())
+            except ValueError as exc:
+                raise ValueError(f"not an address or network: {exc}") from None
         return value
 
     @field_validator("redis_url")

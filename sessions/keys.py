@@ -32,6 +32,14 @@ class Keys:
         """Pub/sub channel that only speeds up delivery; the transcript stream is the record."""
         return f"{self._conv(conversation_id)}:live"
 
+    def message_rate(self, conversation_id: str) -> str:
+        """The token bucket of a conversation's customer messages (every socket of it, on any instance)."""
+        return f"{self._conv(conversation_id)}:rate"
+
+    def new_conversation_rate(self, address: str) -> str:
+        """The token bucket of new web chat conversations opened from one client address."""
+        return f"{self.namespace}:{{ra:{address}}}:new-conversations"
+
     def call(self, conversation_id: str) -> str:
         """A phone conversation's call: the caller's CallSid, the agent legs, the conference, the wait."""
         return f"{self._conv(conversation_id)}:call"

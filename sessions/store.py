@@ -31,6 +31,7 @@ from sessions.models import (
     ConversationEvent,
     ConversationState,
     Customer,
+    Direction,
     Message,
     StatusUpdate,
     utcnow,
@@ -48,6 +49,14 @@ _JSON_FIELD_NAMES = " ".join(_JSON_FIELDS)
 
 class ConversationNotFound(LookupError):
     """The conversation never existed or has expired."""
+
+
+class ConversationFull(RuntimeError):
+    """The conversation already holds the most customer messages it may (MAX_MESSAGES_PER_CONVERSATION)."""
+
+    def __init__(self, conversation_id: str, limit: int) -> None:
+        super().__init__(f"conversation {conversation_id} holds {limit} messages, the most it may")
+        self.limit = limit
 
 
 class TransitionRefused(RuntimeError):
@@ -123,14 +132,20 @@ def message_from_entry(entry_id: Any, payload: Any) -> Message:
 
 
 class ConversationStore:
-    """Conversations and transcripts in Redis. Time to live is a constructor argument, not a global."""
+    """Conversations and transcripts in Redis. Time to live is a constructor argument, not a global.
+
+    ``max_messages`` caps a transcript against inbound (customer) messages: past it they are refused with
+    ConversationFull, inside the append script. Replies are not capped: each answers a customer message.
+    """
 
     def __init__(
-        self, redis: Redis, keys: Keys, ttl_seconds: int, *, batcher: RedisBatcher | None = None
+        self, redis: Redis, keys: Keys, ttl_seconds: int, *, batcher: RedisBatcher | None = None,
+        max_messages: int = 0,
     ) -> None:
         self.redis = redis
         self.keys = keys
         self.ttl_ms = ttl_seconds * 1000
+        self.max_messages = max_messages
         self._create: AsyncScript = redis.register_script(_script("create_conversation"))
         self._append: AsyncScript = redis.register_script(_script("append_message"))
         self._transition: AsyncScript = redis.register_script(_script("transition"))
@@ -254,10 +269,13 @@ class ConversationStore:
                 "1" if external_id else "0",
                 utcnow().isoformat(),
                 _JSON_FIELD_NAMES,
+                self.max_messages if message.direction is Direction.INBOUND else 0,
                 *_encode_fields(updates or {}),
             ],
         )
         if not result or result[0] is None:
+            if result and len(result) > 1:
+                raise ConversationFull(cid, self.max_messages)
             raise ConversationNotFound(cid)
         message_id, duplicate, state = result
         message.id = _decode(message_id)  # the caller's message, now stored under this id
@@ -390,6 +408,7 @@ class ConversationStore:
 
 __all__ = [
     "AppendResult",
+    "ConversationFull",
     "ConversationNotFound",
     "ConversationStore",
     "NewConversation",

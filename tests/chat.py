@@ -23,8 +23,13 @@ class ChatClient:
         return str(self.session["conversation_id"])
 
     async def recv(self, timeout: float = 5.0) -> dict[str, Any]:
-        frame: dict[str, Any] = await self.ws.receive_json(timeout=timeout)
-        return frame
+        """The next frame; a later ``session`` frame (a new chat's first message opened its conversation)
+        updates ``session``, as the widget does, and is not returned."""
+        while True:
+            frame: dict[str, Any] = await self.ws.receive_json(timeout=timeout)
+            if frame.get("type") != "session":
+                return frame
+            self.session = frame
 
     async def recv_until(self, predicate: Any, timeout: float = 5.0) -> list[dict[str, Any]]:
         """Frames up to and including the first that matches."""
@@ -35,6 +40,18 @@ class ChatClient:
                 seen.append(frame)
                 if predicate(frame):
                     return seen
+
+    async def open(self, text: str, client_id: str | None = None) -> str:
+        """A new chat's first message, which opens its conversation: returns the token as soon as the
+        session frame carrying it arrives (the ack, echo and answer follow)."""
+        assert self.session["token"] is None, "already open"
+        await self.ws.send_json({"type": "message", "text": text, "client_id": client_id or uuid.uuid4().hex})
+        while True:
+            frame: dict[str, Any] = await self.ws.receive_json(timeout=5)
+            if frame.get("type") == "session":
+                self.session = frame
+                return self.token
+            raise AssertionError(f"expected the session frame first, got {frame}")
 
     async def say(self, text: str, client_id: str | None = None) -> dict[str, Any]:
         """Send a message; returns the bot's reply frame (frames before it are in ``last_frames``)."""

@@ -33,6 +33,9 @@ async def test_not_ready_without_redis_but_alive(tmp_path: Path, http: aiohttp.C
             body = await r.json()
             assert r.status == 503 and body["code"] == "redis_unreachable"
         ws = await http.ws_connect(f"http://127.0.0.1:{port}/ws/chat")
+        pending = await ws.receive_json(timeout=5)  # a new chat needs no Redis until its first message
+        assert pending["type"] == "session" and pending["token"] is None
+        await ws.send_json({"type": "message", "text": "hello", "client_id": "c-1"})
         error = await ws.receive_json(timeout=5)
         assert error["code"] == "unavailable"
         await ws.close()

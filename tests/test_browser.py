@@ -224,3 +224,41 @@ async def test_customer_and_agent_pages_end_to_end(
         assert resolved[0].data["context_sufficient"] is True and resolved[0].data["outcome"] == "refund issued"
     finally:
         await server.stop()
+
+
+async def test_demo_page_on_a_port_not_in_allowed_origins_chats_and_a_foreign_site_is_told_why(
+    browser: Browser, start_gateway: Any
+) -> None:
+    """`PORT=8090 make run`: the gateway's own page may always open the chat; a site whose origin is not
+    allowed says so instead of "Reconnecting" for ever."""
+    base = await start_gateway()  # the default ALLOWED_ORIGINS name port 8080 only
+    assert not base.endswith(":8080")
+    page = await browser.new_page()
+    await page.goto(base)
+    await page.get_by_role("button", name="Open chat").click()
+    await expect(page.locator(".status")).to_have_text("Online")
+    await send(page, "Where is my order?")
+    await expect(page.locator(".msg.bot")).to_contain_text("Account > Orders")
+
+    async def shop(request: web.Request) -> web.Response:
+        return web.Response(text=f'<!doctype html><title>Other shop</title><body><script src="{base}/widget.js">'
+                                 '</script></body>', content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/", shop)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        foreign = await browser.new_page()
+        attempts: list[str] = []
+        foreign.on("websocket", lambda ws: attempts.append(ws.url))
+        await foreign.goto(f"http://127.0.0.1:{port}/")
+        await foreign.get_by_role("button", name="Open chat").click()
+        await expect(foreign.locator(".notice")).to_have_text("This site is not allowed to open the chat.")
+        await expect(foreign.locator(".status")).to_have_text("Unavailable")
+        await foreign.wait_for_timeout(1500)
+        assert len(attempts) == 1  # told why, it stops trying
+    finally:
+        await runner.cleanup()

@@ -77,8 +77,9 @@ async def test_a_message_sent_during_the_previous_turn_sees_its_outcome(
 
     base = await start_gateway(clock=lambda: FRIDAY_MORNING, bot="http", bot_http_url=await bot_server(slow_bot))
     tab1 = await connect(http, base)
-    tab2 = await connect(http, base, token=tab1.token)
-    await asyncio.gather(tab1.send("I want to talk to a human"), tab2.send("agent please"))
+    # The first message opens the conversation; the second tab joins while the bot still answers it.
+    tab2 = await connect(http, base, token=await tab1.open("I want to talk to a human"))
+    await tab2.send("agent please")
     await tab1.recv_until(lambda f: f.get("type") == "handoff", timeout=5)
     await tab2.send("hello? anyone?")
     await asyncio.sleep(0.5)

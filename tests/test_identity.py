@@ -26,12 +26,14 @@ async def test_signed_identity_is_verified(
 ) -> None:
     base = await start_gateway(identity_secret=SECRET)
     chat = await connect(http, base, params={"identity": JANE, "identity_sig": sign_identity(JANE, SECRET)})
+    await chat.open("hello")  # the customer is created with the conversation, by the first message
     customer = await customer_of(redis, namespace, chat.conversation_id)
     assert customer.verified and customer.trusted("tier") == "vip" and customer.trusted("language") == "de"
     assert customer.external_id == "cust-9"
 
     # The same signed-in customer on a later visit is the same customer record.
     later = await connect(http, base, params={"identity": JANE, "identity_sig": sign_identity(JANE, SECRET)})
+    await later.open("hello again")
     assert (await customer_of(redis, namespace, later.conversation_id)).id == customer.id
 
 
@@ -46,6 +48,7 @@ async def test_badly_signed_or_unsigned_identity_is_kept_but_unverified(
         {"identity": JANE, "identity_sig": sign_identity(JANE, "another secret")},
     ):
         chat = await connect(http, base, params=params)
+        await chat.open("hello")
         customer = await customer_of(redis, namespace, chat.conversation_id)
         assert not customer.verified and customer.trusted("tier") is None
         assert customer.tier in {"vip", "platinum"} and customer.name == "Jane"
@@ -56,6 +59,7 @@ async def test_without_a_configured_secret_nothing_is_verified(
     gateway: str, http: aiohttp.ClientSession, redis: Redis, namespace: str
 ) -> None:
     chat = await connect(http, gateway, params={"identity": JANE, "identity_sig": sign_identity(JANE, "")})
+    await chat.open("hello")
     assert not (await customer_of(redis, namespace, chat.conversation_id)).verified
 
 

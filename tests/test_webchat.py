@@ -69,6 +69,7 @@ async def test_every_socket_of_a_conversation_sees_each_message_once(
     gateway: str, http: aiohttp.ClientSession
 ) -> None:
     tab1 = await connect(http, gateway)
+    await tab1.say("hello")
     tab2 = await connect(http, gateway, token=tab1.token)
     await tab1.say("reset my password")
     frames = await tab2.recv_until(lambda f: f.get("sender") == "bot")
@@ -171,7 +172,8 @@ async def test_malformed_after_is_a_400(gateway: str, http: aiohttp.ClientSessio
 async def test_burst_of_sessions_waits_for_redis_connections_instead_of_failing(
     start_gateway: object, http: aiohttp.ClientSession
 ) -> None:
-    base = await start_gateway(redis_max_connections=3)  # type: ignore[operator]
+    base = await start_gateway(redis_max_connections=3,  # type: ignore[operator]
+                               chat_new_conversations_per_hour_per_address=100)
     chats = await asyncio.gather(*(connect(http, base) for _ in range(30)))
     replies = await asyncio.gather(*(chat.say("how much is shipping") for chat in chats))
     assert all("Shipping is free" in r["text"] for r in replies)
@@ -181,6 +183,7 @@ async def test_message_to_an_expired_conversation_ends_the_socket_cleanly(
     gateway: str, http: aiohttp.ClientSession, redis: Redis, namespace: str
 ) -> None:
     chat = await connect(http, gateway)
+    await chat.say("hello")
     await redis.delete(Keys(namespace).conversation(chat.conversation_id))  # as if it expired
     await chat.ws.send_json({"type": "message", "text": "hello?", "client_id": "late"})
     error = await chat.recv()

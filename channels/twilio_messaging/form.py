@@ -9,11 +9,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+import structlog
+
 from channels.twilio.forms import FormError, e164
 from sessions.models import Attachment
 
+log = structlog.get_logger(__name__)
+
 WHATSAPP_PREFIX = "whatsapp:"
 MAX_MEDIA = 10
+# The longest body Twilio delivers on each channel: a signed webhook with more was not sent by Twilio as
+# a customer's message, and is cut to this rather than stored whole.
+MAX_BODY_CHARS = {"sms": 1600, "whatsapp": 4096}
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +33,8 @@ class InboundText:
     profile_name: str | None = None
     wa_id: str | None = None
     attachments: list[Attachment] = field(default_factory=list)
+    # The body was longer than the channel allows and was cut to MAX_BODY_CHARS.
+    truncated: bool = False
 
 
 def parse_inbound(form: Mapping[str, str]) -> InboundText:
@@ -48,13 +57,20 @@ def parse_inbound(form: Mapping[str, str]) -> InboundText:
     body = form.get("Body", "")
     if not body.strip() and not attachments:
         raise FormError("empty_message", "The message has neither text nor media.")
+    channel = "whatsapp" if whatsapp else "sms"
+    limit = MAX_BODY_CHARS[channel]
+    truncated = len(body) > limit
+    if truncated:
+        log.warning("twilio.body_truncated", message_sid=sid, channel=channel, chars=len(body), kept=limit)
+        body = body[:limit]
     return InboundText(
         message_sid=sid,
-        channel="whatsapp" if whatsapp else "sms",
+        channel=channel,
         sender=sender,
         recipient=recipient,
         body=body,
         profile_name=form.get("ProfileName") or None,
         wa_id=form.get("WaId") or None,
         attachments=attachments,
+        truncated=truncated,
     )

@@ -30,7 +30,13 @@ from channels.twilio_messaging.rules import HELP, OPT_IN, OPT_OUT, keyword, spli
 from sessions.customers import CustomerStore
 from sessions.keys import Keys
 from sessions.models import ConversationEvent, Customer, Identity, InboundMessage, utcnow
-from sessions.store import AppendResult, ConversationNotFound, ConversationStore, decode_text
+from sessions.store import (
+    AppendResult,
+    ConversationFull,
+    ConversationNotFound,
+    ConversationStore,
+    decode_text,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -96,7 +102,8 @@ class MessagingWebhook:
             conversation_id=await self._conversation_of(inbound), channel=inbound.channel, text=inbound.body,
             attachments=inbound.attachments, external_id=f"twilio:{inbound.message_sid}",
             channel_metadata={k: v for k, v in (("profile_name", inbound.profile_name),
-                                                 ("wa_id", inbound.wa_id)) if v},
+                                                 ("wa_id", inbound.wa_id),
+                                                 ("truncated", inbound.truncated)) if v},
         )
         # The number's opt-out, read (or, for a STOP, set) in the same round trip as the append, both being
         # queued in this loop turn: an opted-out number gets no answer, not even in TwiML. A STOP is applied
@@ -108,7 +115,11 @@ class MessagingWebhook:
             opted = (self.optouts.opt_out("sms", number, utcnow()) if word in OPT_OUT
                      else self.optouts.opted_out("sms", number))
             opted.add_done_callback(_retrieved)
-        accepted = await self._accept(message, inbound)
+        try:
+            accepted = await self._accept(message, inbound)
+        except ConversationFull as full:  # answered, so Twilio does not retry what can never be stored
+            log.warning("twilio.conversation_full", limit=full.limit)
+            return twiml([])
         if accepted.duplicate:
             if word in OPT_OUT and opted is not None:
                 await opted  # went through, or this retry fails too and Twilio tries again

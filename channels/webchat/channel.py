@@ -18,10 +18,15 @@ class WebChatChannel:
 
     def add_routes(self, router: web.UrlDispatcher) -> None:
         router.add_get("/ws/chat", self._socket)
+        router.add_get("/ws/chat/check", self._check)
 
     async def _socket(self, request: web.Request) -> web.StreamResponse:
         assert self.endpoint is not None, "requests arrive only after start"
         return await self.endpoint.handle(request)
+
+    async def _check(self, request: web.Request) -> web.StreamResponse:
+        assert self.endpoint is not None, "requests arrive only after start"
+        return await self.endpoint.check(request)
 
     async def start(self, context: ChannelContext) -> None:
         context.registry.register(WebChatAdapter())

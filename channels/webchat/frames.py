@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -57,6 +58,8 @@ def parse_client_frame(raw: str, max_text_chars: int) -> ClientFrame | FrameErro
         data = json.loads(raw)
     except ValueError:
         return FrameError("invalid_json", "Frames must be JSON objects.")
+    except RecursionError:  # nested deeper than the parser goes
+        return FrameError("invalid_json", "The frame is nested too deeply.")
     if not isinstance(data, dict):
         return FrameError("invalid_json", "Frames must be JSON objects.")
     kind = data.get("type")
@@ -73,6 +76,9 @@ def parse_client_frame(raw: str, max_text_chars: int) -> ClientFrame | FrameErro
         field = ".".join(str(p) for p in first["loc"]) or "frame"
         return FrameError("invalid_frame", f"Field {field!r}: {first['msg']}.", client_id)
     if isinstance(frame, MessageFrame):
+        if not _is_unicode(frame.text):
+            return FrameError("invalid_json", "The text has an unpaired surrogate (\\ud800-\\udfff); it is "
+                              "not Unicode text.", client_id)
         if not frame.text.strip():
             return FrameError("empty_text", "A message needs some text.", client_id)
         if len(frame.text) > max_text_chars:
@@ -81,6 +87,17 @@ def parse_client_frame(raw: str, max_text_chars: int) -> ClientFrame | FrameErro
                 f"{len(frame.text)}.", client_id,
             )
     return frame
+
+
+def _is_unicode(text: str) -> bool:
+    """JSON lets ``"\\ud800"`` through as a lone surrogate, which no UTF-8 store or client can take."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def message_frame(message: Message) -> dict[str, Any]:
@@ -112,6 +129,18 @@ def session_frame(conversation: Conversation, token: str, history: list[Message]
     }
     if conversation.handoff is not None and conversation.state is not ConversationState.BOT:
         frame["handoff"] = conversation.handoff.status(conversation.state)
+    return frame
+
+
+def pending_session_frame() -> dict[str, Any]:
+    """The first frame of a new chat: no conversation yet. It is opened by the first message, and a second
+    session frame then carries its id and token."""
+    return {"type": "session", "conversation_id": None, "token": None, "state": "bot", "history": []}
+
+
+def rate_limited_frame(detail: str, retry_after: float, client_id: str | None) -> dict[str, Any]:
+    frame = FrameError("rate_limited", detail, client_id).frame()
+    frame["retry_after_seconds"] = max(1, math.ceil(retry_after))
     return frame
 
 

@@ -7,7 +7,7 @@ import contextlib
 import json
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -15,6 +15,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from redis.exceptions import RedisError
 
 from channels.base import InboundSink
+from channels.webchat.access import Network, client_address, is_own_origin
 from channels.webchat.adapter import WebChatAdapter
 from channels.webchat.frames import (
     FrameError,
@@ -24,13 +25,16 @@ from channels.webchat.frames import (
     handoff_frame,
     message_frame,
     parse_client_frame,
+    pending_session_frame,
+    rate_limited_frame,
     session_frame,
 )
 from channels.webchat.identity import read_identity
 from sessions.customers import CustomerStore
+from sessions.limits import Rate, RateLimiter
 from sessions.live import LiveFeed, LiveItem, Resync
 from sessions.models import Conversation, ConversationEvent, Identity, InboundMessage, Message, StatusUpdate
-from sessions.store import ConversationNotFound, ConversationStore
+from sessions.store import ConversationFull, ConversationNotFound, ConversationStore
 
 log = structlog.get_logger(__name__)
 
@@ -38,7 +42,11 @@ log = structlog.get_logger(__name__)
 TYPING_INTERVAL_SECONDS = 2.0
 
 _STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+_U64_MAX = 2**64 - 1
 _RESUME_TOKEN = re.compile(r"^[0-9a-f]{32}\.[A-Za-z0-9_-]{20,100}$")
+
+# The preflight's answer is readable by any page: it only says whether that page's origin may connect.
+_CHECK_HEADERS = {"Access-Control-Allow-Origin": "*", "Cache-Control": "no-store"}
 
 # Close codes in the private range (4000-4999), so the widget can tell why it was closed.
 CLOSE_INVALID_TOKEN = 4404
@@ -52,12 +60,22 @@ class WebChatConfig:
     max_text_chars: int
     identity_secret: str | None
     heartbeat_seconds: float = 25.0
+    # PUBLIC_URL's origin: like the Host the gateway is served at, always allowed (its own demo page).
+    public_origin: str | None = None
+    # Customer messages of one conversation (all its sockets, on any instance), and new conversations
+    # opened from one client address: docs/security.md.
+    message_rate: Rate = field(default_factory=lambda: Rate.per_minute(30, burst=20))
+    new_conversation_rate: Rate = field(default_factory=lambda: Rate.per_hour(20))
+    trusted_proxies: tuple[Network, ...] = ()
 
-    def origin_allowed(self, origin: str | None) -> bool:
-        """Browsers always send Origin; a client without one is not a browser and cannot be hijacked."""
+    def origin_allowed(self, origin: str | None, host: str | None = None) -> bool:
+        """Browsers always send Origin; a client without one is not a browser and cannot be hijacked. The
+        gateway's own pages (the Host asked for, or PUBLIC_URL) are always allowed."""
         if origin is None:
             return True
-        return "*" in self.allowed_origins or origin.rstrip("/") in self.allowed_origins
+        origin = origin.rstrip("/")
+        return ("*" in self.allowed_origins or origin in self.allowed_origins
+                or is_own_origin(origin, host, self.public_origin))
 
     @property
     def max_frame_bytes(self) -> int:
@@ -68,6 +86,14 @@ class WebChatConfig:
 def stream_id_key(message_id: str) -> tuple[int, int]:
     ms, _, seq = message_id.partition("-")
     return int(ms), int(seq or 0)
+
+
+def valid_stream_id(value: str) -> bool:
+    """A Redis stream id (two unsigned 64-bit integers) that another can follow (not the very last)."""
+    if not _STREAM_ID.match(value):
+        return False
+    key = stream_id_key(value)
+    return max(key) <= _U64_MAX and key != (_U64_MAX, _U64_MAX)
 
 
 class WebChatEndpoint:
@@ -84,6 +110,7 @@ class WebChatEndpoint:
         self.customers = customers
         self.live = live
         self.sink = sink
+        self.limiter = RateLimiter(store.redis, store.batcher)
         self._sockets: set[web.WebSocketResponse] = set()
 
     async def close_all(self) -> None:
@@ -91,16 +118,30 @@ class WebChatEndpoint:
         for ws in list(self._sockets):
             await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
+    def _refuse_origin(self, request: web.Request) -> web.Response | None:
         origin = request.headers.get("Origin")
-        if not self.config.origin_allowed(origin):
-            log.info("webchat.origin_refused", origin=origin)
-            return web.json_response(
-                {"code": "origin_not_allowed", "detail": f"Origin {origin} may not open a chat."}, status=403
-            )
+        if self.config.origin_allowed(origin, request.headers.get("Host")):
+            return None
+        log.info("webchat.origin_refused", origin=origin)
+        return web.json_response(
+            {"code": "origin_not_allowed", "detail": f"Origin {origin} may not open a chat."}, status=403,
+            headers=_CHECK_HEADERS,
+        )
+
+    async def check(self, request: web.Request) -> web.Response:
+        """``GET /ws/chat/check``: whether this page's origin may open the chat. A browser shows a refused
+        upgrade to a script only as a failed connection; this answer (readable from any origin) tells the
+        widget why, so it can say so instead of retrying."""
+        refused = self._refuse_origin(request)
+        return refused or web.json_response({"allowed": True}, headers=_CHECK_HEADERS)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        refused = self._refuse_origin(request)
+        if refused is not None:
+            return refused
         token = request.query.get("token") or None
         after = request.query.get("after") or None
-        if after is not None and not _STREAM_ID.match(after):
+        if after is not None and not valid_stream_id(after):
             return web.json_response(
                 {"code": "invalid_after", "detail": "'after' must be a message id such as 1700000000000-0."},
                 status=400,
@@ -111,7 +152,8 @@ class WebChatEndpoint:
         await ws.prepare(request)
         self._sockets.add(ws)
         try:
-            await self._serve(request, ws, token, after)
+            async with _ChatSocket(self, request, ws) as chat:
+                await chat.serve(token, after)
         except ConnectionResetError:
             log.info("webchat.client_gone")
         except (RedisError, OSError) as exc:
@@ -124,63 +166,105 @@ class WebChatEndpoint:
             self._sockets.discard(ws)
         return ws
 
-    async def _serve(
-        self, request: web.Request, ws: web.WebSocketResponse, token: str | None, after: str | None
-    ) -> None:
-        if token is not None and not _RESUME_TOKEN.match(token):
-            await self._refuse_token(ws)
-            return
-        resumed = token is not None
-        new: Conversation | None = None
+
+class _ChatSocket:
+    """One customer socket. A new chat has no conversation until its first message: a connection that
+    never says anything stores nothing."""
+
+    def __init__(self, endpoint: WebChatEndpoint, request: web.Request, ws: web.WebSocketResponse) -> None:
+        self.endpoint = endpoint
+        self.config = endpoint.config
+        self.request = request
+        self.ws = ws
+        self.conversation: Conversation | None = None
+        self._stack = contextlib.AsyncExitStack()
+
+    async def __aenter__(self) -> _ChatSocket:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._stack.aclose()
+
+    async def serve(self, token: str | None, after: str | None) -> None:
         if token is None:
-            new, token = await self._open(request)
-        conversation_id = token.partition(".")[0]
-        structlog.contextvars.bind_contextvars(conversation_id=conversation_id)
-        # Follow before reading history: anything appended in between arrives twice and is skipped by id,
-        # rather than falling into a gap.
-        async with self.live.follow(conversation_id) as feed:
-            history: list[Message] = []
-            if new is not None:
-                conversation = new  # just created: nothing to read back
-            else:
-                try:
-                    conversation, history = await self.store.resume(token, after)
-                except ConversationNotFound:
-                    await self._refuse_token(ws)
-                    return
-            await ws.send_json(session_frame(conversation, token, history))
-            last_seen = history[-1].id if history else after
-            log.info("webchat.connected", resumed=resumed, replayed=len(history))
-            writer = _LiveWriter(ws, self.store, conversation.id, last_seen)
-            pump = asyncio.create_task(writer.run(feed), name=f"webchat-writer-{conversation.id}")
-            try:
-                await self._read(ws, conversation)
-            finally:
-                pump.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await pump
+            await self.ws.send_json(pending_session_frame())
+            log.info("webchat.connected", resumed=False, replayed=0)
+        elif not await self._resume(token, after):
+            return
+        await self._read()
         log.info("webchat.disconnected")
 
-    async def _refuse_token(self, ws: web.WebSocketResponse) -> None:
-        log.info("webchat.invalid_token")
-        await ws.send_json({"type": "error", "code": "invalid_token",
-                            "detail": "This conversation has ended or the token is not valid."})
-        await ws.close(code=CLOSE_INVALID_TOKEN)
+    async def _follow(self, conversation_id: str) -> asyncio.Queue[LiveItem]:
+        """Follow the conversation's feed until the socket ends. Started before history is read: anything
+        appended in between arrives twice and is skipped by id, rather than falling into a gap."""
+        structlog.contextvars.bind_contextvars(conversation_id=conversation_id)
+        return await self._stack.enter_async_context(self.endpoint.live.follow(conversation_id))
 
-    async def _open(self, request: web.Request) -> tuple[Conversation, str]:
-        claimed = read_identity(
-            request.query.get("identity"), request.query.get("identity_sig"), self.config.identity_secret
-        )
+    def _pump(self, feed: asyncio.Queue[LiveItem], conversation_id: str, last_seen: str | None) -> None:
+        writer = _LiveWriter(self.ws, self.endpoint.store, conversation_id, last_seen)
+        pump = asyncio.create_task(writer.run(feed), name=f"webchat-writer-{conversation_id}")
+
+        async def stop() -> None:
+            pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pump
+
+        self._stack.push_async_callback(stop)
+
+    async def _resume(self, token: str, after: str | None) -> bool:
+        if not _RESUME_TOKEN.match(token):
+            await self._refuse_token()
+            return False
+        conversation_id = token.partition(".")[0]
+        feed = await self._follow(conversation_id)
+        try:
+            conversation, history = await self.endpoint.store.resume(token, after)
+        except ConversationNotFound:
+            await self._refuse_token()
+            return False
+        await self.ws.send_json(session_frame(conversation, token, history))
+        log.info("webchat.connected", resumed=True, replayed=len(history))
+        self.conversation = conversation
+        self._pump(feed, conversation.id, history[-1].id if history else after)
+        return True
+
+    async def _refuse_token(self) -> None:
+        log.info("webchat.invalid_token")
+        await self.ws.send_json({"type": "error", "code": "invalid_token",
+                                 "detail": "This conversation has ended or the token is not valid."})
+        await self.ws.close(code=CLOSE_INVALID_TOKEN)
+
+    async def _open(self, frame: MessageFrame) -> Conversation | None:
+        """The first message of a new chat opens its conversation (and customer), within the client
+        address's allowance of new conversations; refused, it stores nothing and says when to try again."""
+        config, endpoint = self.config, self.endpoint
+        request = self.request
+        address = client_address(request.remote, request.headers.getall("X-Forwarded-For", []),
+                                 config.trusted_proxies)
+        wait = await endpoint.limiter.take(endpoint.store.keys.new_conversation_rate(address),
+                                           config.new_conversation_rate)
+        if wait:
+            log.warning("webchat.rate_limited", limit="new_conversations", address=address)
+            await self.ws.send_json(rate_limited_frame(
+                "Too many new conversations from this address; try again later.", wait, frame.client_id))
+            return None
+        claimed = read_identity(request.query.get("identity"), request.query.get("identity_sig"),
+                                config.identity_secret)
         external_id = claimed.profile.get("external_id")
         identity = Identity(channel=WebChatAdapter.name, address=external_id) if (
             claimed.verified and external_id
         ) else None
-        customer = await self.customers.resolve(identity, claimed.profile, claimed.verified)
-        created = await self.store.create(customer, WebChatAdapter.name)
+        customer = await endpoint.customers.resolve(identity, claimed.profile, claimed.verified)
+        created = await endpoint.store.create(customer, WebChatAdapter.name)
+        conversation = created.conversation
+        feed = await self._follow(conversation.id)
+        await self.ws.send_json(session_frame(conversation, created.resume_token, []))
         log.info("webchat.conversation_opened", customer_id=customer.id, verified=customer.verified)
-        return created.conversation, created.resume_token
+        self._pump(feed, conversation.id, None)
+        return conversation
 
-    async def _read(self, ws: web.WebSocketResponse, conversation: Conversation) -> None:
+    async def _read(self) -> None:
+        ws = self.ws
         last_typing = 0.0
         async for raw in ws:
             if raw.type == WSMsgType.BINARY:
@@ -193,26 +277,50 @@ class WebChatEndpoint:
                 await ws.send_json(frame.frame())
                 continue
             if isinstance(frame, MessageFrame):
-                try:
-                    await self._receive(ws, conversation, frame)
-                except ConversationNotFound:  # expired while the socket was open
-                    await ws.send_json({"type": "error", "code": "conversation_ended",
-                                        "client_id": frame.client_id,
-                                        "detail": "This conversation has ended; a new one can be started."})
-                    await ws.close(code=CLOSE_INVALID_TOKEN)
+                if not await self._message(frame):
                     return
             elif isinstance(frame, TypingFrame):
                 now = time.monotonic()
-                if now - last_typing >= TYPING_INTERVAL_SECONDS:  # at most one signal per interval
+                # At most one signal per interval; nobody is there to see it before the first message.
+                if self.conversation is not None and now - last_typing >= TYPING_INTERVAL_SECONDS:
                     last_typing = now
-                    await self.store.signal(conversation.id, ConversationEvent(
-                        type="typing", conversation_id=conversation.id, data={"sender": "customer"}))
+                    cid = self.conversation.id
+                    await self.endpoint.store.signal(cid, ConversationEvent(
+                        type="typing", conversation_id=cid, data={"sender": "customer"}))
             else:
                 await ws.send_json({"type": "pong"})
 
-    async def _receive(
-        self, ws: web.WebSocketResponse, conversation: Conversation, frame: MessageFrame
-    ) -> None:
+    async def _message(self, frame: MessageFrame) -> bool:
+        """Store and answer one message; False when the socket has ended."""
+        ws, endpoint = self.ws, self.endpoint
+        conversation = self.conversation
+        if conversation is None:
+            conversation = self.conversation = await self._open(frame)
+            if conversation is None:
+                return True
+        else:  # a new conversation's bucket is full: only later messages need a token
+            wait = await endpoint.limiter.take(endpoint.store.keys.message_rate(conversation.id),
+                                               self.config.message_rate)
+            if wait:
+                log.warning("webchat.rate_limited", limit="messages")
+                await ws.send_json(rate_limited_frame(
+                    "You are sending messages too fast; wait a moment.", wait, frame.client_id))
+                return True
+        try:
+            await self._receive(conversation, frame)
+        except ConversationNotFound:  # expired while the socket was open
+            await ws.send_json({"type": "error", "code": "conversation_ended", "client_id": frame.client_id,
+                                "detail": "This conversation has ended; a new one can be started."})
+            await ws.close(code=CLOSE_INVALID_TOKEN)
+            return False
+        except ConversationFull as full:
+            log.warning("webchat.conversation_full", limit=full.limit)
+            await ws.send_json(FrameError(
+                "conversation_full", f"This conversation has reached its limit of {full.limit} messages; "
+                "nothing more can be added to it.", frame.client_id).frame())
+        return True
+
+    async def _receive(self, conversation: Conversation, frame: MessageFrame) -> None:
         inbound = InboundMessage(
             conversation_id=conversation.id,
             channel=WebChatAdapter.name,
@@ -220,9 +328,10 @@ class WebChatEndpoint:
             external_id=f"ws:{frame.client_id}",
             channel_metadata={"client_id": frame.client_id},
         )
-        accepted = await self.sink.accept(inbound)
-        await ws.send_json(ack_frame(frame.client_id, accepted.message.id))
-        await self.sink.advance(accepted)
+        sink = self.endpoint.sink
+        accepted = await sink.accept(inbound)
+        await self.ws.send_json(ack_frame(frame.client_id, accepted.message.id))
+        await sink.advance(accepted)
 
 
 class _LiveWriter:

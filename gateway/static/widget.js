@@ -170,8 +170,11 @@
 
   Widget.prototype.connect = function () {
     var self = this;
+    if (this.refused) return;
     var ws = new WebSocket(this.socketUrl());
+    var opened = false;
     this.ws = ws;
+    ws.onopen = function () { opened = true; };
     ws.onmessage = function (event) {
       var frame;
       try { frame = JSON.parse(event.data); } catch (e) { return; }
@@ -187,9 +190,32 @@
         self.reconnectSoon(0);
         return;
       }
+      // A refused upgrade looks to a script like any failed connection: ask the gateway whether this
+      // page's origin is the reason, rather than retrying for ever without a word.
+      if (!opened) { self.checkOrigin(); return; }
       self.reconnectSoon();
     };
     ws.onerror = function () { /* onclose follows and reconnects */ };
+  };
+
+  Widget.prototype.checkOrigin = function () {
+    var self = this;
+    var retry = function () { self.reconnectSoon(); };
+    if (!window.fetch) { retry(); return; }
+    fetch(this.base + "/ws/chat/check", { cache: "no-store" }).then(function (response) {
+      if (response.status !== 403) { retry(); return; }
+      return response.json().then(function (body) {
+        if (body && body.code === "origin_not_allowed") self.refuse(); else retry();
+      });
+    }).catch(retry);
+  };
+
+  Widget.prototype.refuse = function () {
+    this.refused = true;
+    this.status.textContent = "Unavailable";
+    this.status.classList.remove("online");
+    this.showNotice("This site is not allowed to open the chat.");
+    this.input.disabled = true;
   };
 
   Widget.prototype.reconnectSoon = function (delay) {
@@ -213,8 +239,12 @@
   Widget.prototype.onFrame = function (frame) {
     switch (frame.type) {
       case "session":
+        // A new chat's conversation opens with its first message: a second session frame then brings its
+        // token (history empty, the outbox already on its way).
+        var opening = this.connected && !this.state.token;
+        this.state.token = frame.token || null;
+        if (opening) { this.save(); break; }
         this.attempt = 0;
-        this.state.token = frame.token;
         this.hasHistory = true;
         this.save();
         this.setConnected(true);
@@ -236,7 +266,8 @@
         break;
       case "error":
         this.showNotice(frame.detail || frame.code);
-        if (frame.client_id) this.reject(frame.client_id);
+        if (frame.code === "rate_limited" && frame.client_id) this.retryLater(frame.client_id, frame.retry_after_seconds);
+        else if (frame.client_id) this.reject(frame.client_id);
         break;
     }
   };
@@ -370,6 +401,16 @@
       this.rendered[id] = el;
     }
     this.dropFromOutbox(clientId);
+  };
+
+  Widget.prototype.retryLater = function (clientId, seconds) {
+    // Not refused, only early: the message stays pending and is sent again when the gateway said.
+    var self = this;
+    setTimeout(function () {
+      for (var i = 0; i < self.state.outbox.length; i++) {
+        if (self.state.outbox[i].client_id === clientId) self.sendItem(self.state.outbox[i]);
+      }
+    }, Math.max(1, seconds || 1) * 1000);
   };
 
   Widget.prototype.reject = function (clientId) {

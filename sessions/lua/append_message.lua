@@ -1,9 +1,9 @@
 -- Append one message to a transcript exactly once, then notify live readers.
 -- KEYS: state hash, transcript stream, event stream, external-id claim key.
 -- ARGV: ttl_ms, message json, live channel, has_external_id ("1"/"0"), updated_at, names of the fields that
---       hold JSON (space separated), field/value pairs...
+--       hold JSON (space separated), most messages the transcript may hold ("0": no cap), field/value pairs...
 -- Returns {message id, duplicate flag, state as one JSON object}; {false} when the conversation does not
--- exist. The state comes as JSON (fields holding JSON embedded as they are) so the client parses it in one
+-- exist; {false, "full"} when the transcript already holds the most it may (a resend is still answered). The state comes as JSON (fields holding JSON embedded as they are) so the client parses it in one
 -- step rather than field by field.
 local function state_json()
   local json_fields = {}
@@ -34,11 +34,15 @@ if ARGV[4] == '1' then
     return {seen, 1, state_json()}
   end
 end
+local cap = tonumber(ARGV[7])
+if cap > 0 and redis.call('XLEN', KEYS[2]) >= cap then
+  return {false, 'full'}
+end
 local id = redis.call('XADD', KEYS[2], '*', 'm', ARGV[2])
 if ARGV[4] == '1' then
   redis.call('SET', KEYS[4], id, 'PX', ARGV[1], 'NX')
 end
-redis.call('HSET', KEYS[1], 'updated_at', ARGV[5], unpack(ARGV, 7))
+redis.call('HSET', KEYS[1], 'updated_at', ARGV[5], unpack(ARGV, 8))
 for i = 1, 3 do
   redis.call('PEXPIRE', KEYS[i], ARGV[1])
 end
