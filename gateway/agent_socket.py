@@ -28,14 +28,20 @@ from redis.exceptions import RedisError
 from channels.webchat.frames import message_frame
 from gateway import appkeys
 from gateway.agent_api import queue_overview
-from handoff.agents import HEARTBEAT_SECONDS, Agent, Presence
+from handoff.agents import HEARTBEAT_SECONDS, SIGNED_OUT_EVENT, Agent, Presence, hash_token
 from handoff.desk import DeskError
 from sessions.live import Resync
 from sessions.models import ConversationEvent, Message, SenderKind, utcnow
 
 log = structlog.get_logger(__name__)
 
+# Private close codes (4000-4999) the console acts on: 4401 means signed out (a bad token at "auth", or the
+# agent removed or their token revoked while connected): do not reconnect with the same token.
 CLOSE_UNAUTHORIZED = 4401
+_SIGNED_OUT = {
+    "agent_removed": "Signed out: this agent was removed.",
+    "token_revoked": "Signed out: this agent's token was revoked.",
+}
 QUEUES_SECONDS = 3.0
 AUTH_SECONDS = 10.0
 # Held conversations are followed before "hello", so nothing appended after it is missed; a slow Redis
@@ -84,11 +90,12 @@ async def close_all(app: web.Application) -> None:
 
 
 async def _serve(app: web.Application, ws: web.WebSocketResponse) -> None:
-    agent = await _authenticate(app, ws)
-    if agent is None:
+    signed_in = await _authenticate(app, ws)
+    if signed_in is None:
         return
+    agent, token_hash = signed_in
     structlog.contextvars.bind_contextvars(agent_id=agent.id)
-    session = _AgentSession(app, ws, agent)
+    session = _AgentSession(app, ws, agent, token_hash)
     try:
         await session.run()
     except (RedisError, OSError) as exc:
@@ -99,8 +106,10 @@ async def _serve(app: web.Application, ws: web.WebSocketResponse) -> None:
         await session.stop()
 
 
-async def _authenticate(app: web.Application, ws: web.WebSocketResponse) -> Agent | None:
+async def _authenticate(app: web.Application, ws: web.WebSocketResponse) -> tuple[Agent, str] | None:
+    """The agent and their token's hash (kept to re-check the sign-in, never the token itself)."""
     agent = None
+    token = ""
     with contextlib.suppress(TimeoutError, ValueError, TypeError):
         raw = await ws.receive(timeout=AUTH_SECONDS)
         if raw.type is WSMsgType.TEXT:
@@ -110,7 +119,8 @@ async def _authenticate(app: web.Application, ws: web.WebSocketResponse) -> Agen
                 and frame.get("type") == "auth"
                 and isinstance(frame.get("token"), str)
             ):
-                agent = await app[appkeys.AGENTS].authenticate(frame["token"])
+                token = frame["token"]
+                agent = await app[appkeys.AGENTS].authenticate(token)
     if agent is None:
         await ws.send_json(
             {
@@ -120,7 +130,8 @@ async def _authenticate(app: web.Application, ws: web.WebSocketResponse) -> Agen
             }
         )
         await ws.close(code=CLOSE_UNAUTHORIZED, message=b"unauthorized")
-    return agent
+        return None
+    return agent, hash_token(token)
 
 
 def _id_key(message_id: str) -> tuple[int, int]:
@@ -144,16 +155,24 @@ class _Following:
 
 
 class _AgentSession:
-    def __init__(self, app: web.Application, ws: web.WebSocketResponse, agent: Agent) -> None:
+    def __init__(
+        self, app: web.Application, ws: web.WebSocketResponse, agent: Agent, token_hash: str
+    ) -> None:
         self.app = app
         self.ws = ws
         self.agent = agent
+        self.token_hash = token_hash
+        # Set (with the reason) when the sign-in ends; run() then stops reading and closes the socket itself:
+        # aiohttp drops the connection without the closing handshake when another task closes it mid-read.
+        self.signed_out = asyncio.Event()
+        self.signed_out_reason = ""
         self.tasks: set[asyncio.Task[None]] = set()
         self.following: dict[str, _Following] = {}
 
     async def run(self) -> None:
         agents = self.app[appkeys.AGENTS]
         desk = self.app[appkeys.DESK]
+        self._spawn(self._control())
         held = await desk.redis.smembers(desk.keys.agent_conversations(desk.desk, self.agent.id))
         held_ids = sorted(member.decode() if isinstance(member, bytes) else str(member) for member in held)
         # Follow what the agent holds before saying hello: a message appended after "hello" cannot be missed.
@@ -174,6 +193,24 @@ class _AgentSession:
         self._spawn(self._inbox())
         self._spawn(self._heartbeat())
         self._spawn(self._queues())
+        reader = asyncio.create_task(self._read())
+        signed_out = asyncio.create_task(self.signed_out.wait())
+        try:
+            await asyncio.wait({reader, signed_out}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (reader, signed_out):
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await signed_out
+        if not self.signed_out.is_set():
+            await reader  # the client left, or reading failed: raise what it raised
+            return
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await self.ws.close(code=CLOSE_UNAUTHORIZED, message=self.signed_out_reason.encode())
+
+    async def _read(self) -> None:
         async for raw in self.ws:
             if raw.type is not WSMsgType.TEXT:
                 continue
@@ -370,10 +407,39 @@ class _AgentSession:
         else:
             await self._write({"type": "resync", "conversation_id": conversation_id})
 
+    async def _control(self) -> None:
+        """Sign-in changes published by any instance (an agent removed): re-check this socket's own."""
+        desk = self.app[appkeys.DESK]
+        async with self.app[appkeys.LIVE].follow_channel(desk.keys.agent_control(desk.desk)) as queue:
+            while True:
+                item = await queue.get()
+                concerns_us = isinstance(item, Resync) or (
+                    isinstance(item, ConversationEvent)
+                    and item.type == SIGNED_OUT_EVENT
+                    and item.data.get("agent_id") == self.agent.id
+                )
+                if concerns_us and not await self._check_sign_in():
+                    return
+
+    async def _check_sign_in(self) -> bool:
+        """Close the socket (4401, after a ``signed_out`` frame) once its token no longer signs anyone in."""
+        reason = await self.app[appkeys.AGENTS].sign_in_ended(self.agent.id, self.token_hash)
+        if reason is None:
+            return True
+        log.info("agent_socket.signed_out", reason=reason)
+        if not self.signed_out.is_set():
+            await self._write({"type": "signed_out", "code": reason, "detail": _SIGNED_OUT[reason]})
+            self.signed_out_reason = reason
+            self.signed_out.set()
+        return False
+
     async def _queues(self) -> None:
-        """Queue figures, pushed when they change (checked every few seconds)."""
+        """Queue figures, pushed when they change (checked every few seconds). The same beat re-checks the
+        sign-in, so a removal whose publish was missed still closes the socket within seconds."""
         last: list[dict[str, Any]] | None = None
         while True:
+            if not await self._check_sign_in():
+                return
             overview = await queue_overview(self.app, self.agent)
             comparable = [{k: v for k, v in q.items() if k != "oldest_wait_seconds"} for q in overview]
             if comparable != last:
