@@ -17,13 +17,15 @@ from pydantic import BaseModel, Field
 from redis.asyncio import Redis
 
 from sessions.keys import Keys
-from sessions.models import utcnow
+from sessions.models import ConversationEvent, utcnow
 from sessions.store import decode_text
 
 TOKEN_PREFIX = "hga_"  # noqa: S105 - a prefix that makes leaked tokens easy to spot, not a secret
 # Presence expires unless the console (or API client) renews it: a closed laptop goes offline by itself.
 HEARTBEAT_SECONDS = 60
 PHONE_PATTERN = r"^\+[1-9]\d{6,14}$"
+# Published on Keys.agent_control after an agent's sign-in ends; open sockets re-check theirs and close.
+SIGNED_OUT_EVENT = "agent.signed_out"
 
 
 class Presence(StrEnum):
@@ -110,7 +112,8 @@ class AgentStore:
         return None
 
     async def remove(self, agent: Agent) -> None:
-        """Delete the agent and every token of theirs; their presence ends at once."""
+        """Delete the agent and every token of theirs; their presence ends at once, and their open sockets
+        on every instance are told to close (after the deletes: durable first, then notify)."""
         tokens: dict[Any, Any] = await self.redis.hgetall(self.keys.agent_tokens(self.desk))
         theirs = [t for t, owner in tokens.items() if decode_text(owner) == agent.id]
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -119,7 +122,27 @@ class AgentStore:
                 pipe.hdel(self.keys.agent_tokens(self.desk), *theirs)
             pipe.zrem(self.keys.presence(self.desk), agent.id)
             pipe.hset(self.keys.agent_state(self.desk, agent.id), "status", Presence.OFFLINE.value)
+            pipe.publish(self.keys.agent_control(self.desk), self._signed_out(agent.id, "removed"))
             await pipe.execute()
+
+    def _signed_out(self, agent_id: str, reason: str) -> str:
+        """The control message any step that ends a sign-in (removal, a token revoked) publishes."""
+        event = ConversationEvent(type=SIGNED_OUT_EVENT, conversation_id="",
+                                  data={"agent_id": agent_id, "reason": reason})
+        return "event\n" + event.model_dump_json()
+
+    async def sign_in_ended(self, agent_id: str, token_hash: str) -> str | None:
+        """Why a socket signed in with this token must close (``agent_removed``, ``token_revoked``), or None
+        while it is still good. One round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hexists(self.keys.agents(self.desk), agent_id)
+            pipe.hget(self.keys.agent_tokens(self.desk), token_hash)
+            exists, owner = await pipe.execute()
+        if not exists:
+            return "agent_removed"
+        if owner is None or decode_text(owner) != agent_id:
+            return "token_revoked"
+        return None
 
     async def authenticate(self, token: str) -> Agent | None:
         if not token.startswith(TOKEN_PREFIX) or not token.isascii():

@@ -32,7 +32,14 @@ from sessions.models import (
     SenderKind,
     utcnow,
 )
-from sessions.store import AppendResult, ConversationNotFound, ConversationStore, TransitionRefused
+from sessions.store import (
+    AppendResult,
+    ConversationNotFound,
+    ConversationStore,
+    TransitionRefused,
+    conversation_from_hash,
+    message_from_entry,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -91,6 +98,25 @@ class Desk:
             return await self.store.get(conversation_id)
         except ConversationNotFound:
             raise DeskError(404, "conversation_not_found", f"No conversation {conversation_id}.") from None
+
+    async def follow_view(
+        self, conversation_id: str, after: str | None
+    ) -> tuple[Conversation, list[Message], str | None]:
+        """What a live follower needs to start or catch up, in one round trip: the conversation (to check
+        access), the messages after ``after`` (none without it) and the newest message id (where "now" is)."""
+        transcript = self.keys.transcript(conversation_id)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self.keys.conversation(conversation_id))
+            if after:
+                pipe.xrange(transcript, min=f"({after}", max="+")
+            else:
+                pipe.xrevrange(transcript, count=1)
+            raw, entries = await pipe.execute()
+        if not raw:
+            raise DeskError(404, "conversation_not_found", f"No conversation {conversation_id}.")
+        messages = [message_from_entry(i, f[b"m"]) for i, f in entries]
+        newest = messages[-1].id if messages else after
+        return conversation_from_hash(raw), messages if after else [], newest
 
     def check_access(self, agent: Agent, conversation: Conversation) -> None:
         """An agent sees conversations waiting in queues they serve, their own, and ones they resolved;

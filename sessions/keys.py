@@ -96,6 +96,11 @@ class Keys:
         """Pub/sub channel of one agent's desk events (offers, assignments); the desk state is the record."""
         return f"{self._desk(desk)}:agent:{agent_id}:inbox"
 
+    def agent_control(self, desk: str) -> str:
+        """Pub/sub channel of sign-in changes (an agent removed, a token revoked): every instance re-checks
+        and closes the sockets concerned. Each socket also re-checks on its own every few seconds."""
+        return f"{self._desk(desk)}:agent-control"
+
     def handle_times(self, desk: str, queue: str) -> str:
         """The latest handle times (seconds) of a queue's conversations, newest first: the ETA's basis."""
         return f"{self._desk(desk)}:handle-times:{queue}"

@@ -262,3 +262,21 @@ async def test_demo_page_on_a_port_not_in_allowed_origins_chats_and_a_foreign_si
         assert len(attempts) == 1  # told why, it stops trying
     finally:
         await runner.cleanup()
+
+
+async def test_the_console_says_so_when_its_agent_is_removed(browser: Browser, server: Server, redis: Any,
+                                                              namespace: str) -> None:
+    """The socket closes with 4401: the console signs out and does not reconnect with a dead token."""
+    agents = AgentStore(redis, Keys(namespace))
+    alex, token = await agents.add("Alex", ["billing"], ["en"], [])
+    console = await browser.new_page()
+    await console.goto(f"{server.base}/console")
+    await console.get_by_label("Agent token").fill(token)
+    await console.get_by_role("button", name="Sign in").click()
+    await expect(console.locator("#me")).to_contain_text("Alex")
+    await expect(console.locator("#queues")).to_contain_text("Billing")  # the socket is up
+
+    await agents.remove(alex)
+    await expect(console.locator("#signin-error")).to_have_text("Signed out: this agent was removed.")
+    await expect(console.locator("#signin")).to_be_visible()
+    assert await console.evaluate("sessionStorage.getItem('agent-token')") is None

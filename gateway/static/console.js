@@ -6,6 +6,8 @@
   var current = null;   // conversation id shown
   var socket = null;
   var offers = {};
+  var lastSeen = {};    // conversation id -> last message id shown: a re-follow replays only what came after
+  var signedOut = null; // why the server signed this console out (close code 4401): do not reconnect
 
   function api(method, path, body) {
     return fetch(path, {
@@ -39,8 +41,9 @@
       $("signin").classList.add("hidden"); $("app").classList.remove("hidden");
       $("me").textContent = me.name + " · " + (me.skills.join(", ") || "no skills");
       $("status").value = me.presence.status; $("capacity").value = me.presence.capacity || 3;
-      connect(); refresh();
-      setInterval(refresh, 15000);  // the socket pushes changes; this only catches up after a drop
+      signedOut = null; connect(); refresh();
+      clearInterval(signIn.timer);
+      signIn.timer = setInterval(refresh, 15000);  // the socket pushes changes; this only catches up after a drop
     }).catch(function (e) { $("signin-error").textContent = e.message; sessionStorage.removeItem("agent-token"); });
   }
 
@@ -55,11 +58,33 @@
     socket = new WebSocket(scheme + location.host + "/ws/agent");
     socket.onopen = function () { socket.send(JSON.stringify({ type: "auth", token: token })); };
     socket.onmessage = function (event) { onFrame(JSON.parse(event.data)); };
-    socket.onclose = function () { setTimeout(connect, 2000); };
+    socket.onclose = function (event) {
+      if (event.code === 4401) { signOut(signedOut || "Signed out: this agent's token is no longer valid."); return; }
+      setTimeout(connect, 2000);
+    };
+  }
+
+  function follow(id) {
+    if (socket && socket.readyState === 1) {
+      socket.send(JSON.stringify({ type: "follow", conversation_id: id, after: lastSeen[id] || undefined }));
+    }
+  }
+
+  function signOut(why) {
+    sessionStorage.removeItem("agent-token"); token = ""; clearInterval(signIn.timer);
+    $("app").classList.add("hidden"); $("signin").classList.remove("hidden");
+    $("signin-error").textContent = why;
   }
 
   function onFrame(f) {
-    if (f.type === "offer") { offers[f.conversation_id] = f; renderOffers(); toast("New conversation offered"); }
+    if (f.type === "hello") { if (current) follow(current); }  // a reconnect: replay what was missed
+    else if (f.type === "signed_out") signedOut = f.detail;
+    else if (f.type === "unfollowed") {
+      // Another agent took it, or it left the queues you serve: nothing more of it reaches this console.
+      if (f.conversation_id === current) { toast(f.detail); $("actions").classList.add("hidden"); current = null; }
+      refresh();
+    }
+    else if (f.type === "offer") { offers[f.conversation_id] = f; renderOffers(); toast("New conversation offered"); }
     else if (f.type === "offer_withdrawn") { delete offers[f.conversation_id]; renderOffers(); }
     else if (f.type === "assigned" || f.type === "released") refresh();
     else if (f.type === "queues") { renderQueues(f); refreshLists(); }
@@ -175,12 +200,13 @@
     var t = $("transcript"); t.textContent = "";
     ctx.transcript.forEach(addMessage);
     $("actions").classList.toggle("hidden", c.state !== "assigned");
-    if (socket && socket.readyState === 1) socket.send(JSON.stringify({ type: "follow", conversation_id: c.id }));
+    follow(c.id);
   }
 
   function addMessage(m) {
     var t = $("transcript");
     if (m.id && t.querySelector('[data-id="' + m.id + '"]')) return;
+    if (m.id && current) lastSeen[current] = m.id;
     var div = el("div", "msg " + m.sender);
     div.dataset.id = m.id || "";
     div.appendChild(el("span", "who", m.sender + (m.delivery ? " · " + m.delivery.status : "")));
