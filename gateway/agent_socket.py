@@ -25,6 +25,7 @@ import structlog
 from aiohttp import WSCloseCode, WSMsgType, web
 from redis.exceptions import RedisError
 
+from channels.webchat.access import is_own_origin
 from channels.webchat.frames import message_frame
 from gateway import appkeys
 from gateway.agent_api import queue_overview
@@ -63,10 +64,13 @@ async def handle(request: web.Request) -> web.StreamResponse:
     app = request.app
     settings = app[appkeys.SETTINGS]
     origin = request.headers.get("Origin")
+    public = str(settings.public_url).rstrip("/") if settings.public_url else None
     if (
         origin is not None
         and "*" not in settings.allowed_origins
-        and origin.rstrip("/") not in (settings.allowed_origins)
+        and origin.rstrip("/") not in settings.allowed_origins
+        # The console is the gateway's own page: its origin is allowed on whatever port it is served.
+        and not is_own_origin(origin.rstrip("/"), request.host, public)
     ):
         return web.json_response(
             {"code": "origin_not_allowed", "detail": f"Origin {origin} may not connect."}, status=403

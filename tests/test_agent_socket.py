@@ -139,3 +139,17 @@ async def test_messages_just_after_connecting_reach_the_agent_who_holds_the_conv
             await store.append(customer_message(cid, text))
         await _three_arrive_once(ws, cid, texts)
         await ws.close()
+
+
+async def test_the_console_on_any_port_may_open_the_agent_socket_and_a_foreign_page_may_not(
+    start_gateway: Any, http: aiohttp.ClientSession,
+) -> None:
+    base = await start_gateway()  # not on 8080: the default ALLOWED_ORIGINS do not name it
+    ws = await http.ws_connect(f"{base}/ws/agent", headers={"Origin": base})
+    await ws.close()
+    try:
+        await http.ws_connect(f"{base}/ws/agent", headers={"Origin": "https://evil.example"})
+    except aiohttp.WSServerHandshakeError as exc:
+        assert exc.status == 403
+    else:
+        raise AssertionError("a foreign page opened the agent socket")
