@@ -41,7 +41,7 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
         return 2
     host = args.host or settings.host
     port = args.port or settings.port
-    with redis_target(settings) as target:
+    with redis_target(settings, supervise=True) as target:
         app = create_app(settings.model_copy(update={"redis_url": target.url}))
         app.on_startup.append(tune_garbage_collection)
         shown = "localhost" if host in {"127.0.0.1", "0.0.0.0"} else host  # noqa: S104 - display only
