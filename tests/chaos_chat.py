@@ -20,6 +20,16 @@ class Dropped(Exception):
         self.code = code
 
 
+async def _close_code(ws: aiohttp.ClientWebSocketResponse) -> int | None:
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(2):
+            while (message := await ws.receive()).type not in DROPPED:
+                pass
+            if message.type is aiohttp.WSMsgType.CLOSE:
+                return int(message.data)
+    return ws.close_code
+
+
 class ChaosChat:
     def __init__(self, http: aiohttp.ClientSession, base: str, name: str) -> None:
         self.http = http
@@ -30,6 +40,7 @@ class ChaosChat:
         self.pending: str | None = None  # sent, not acknowledged
         self.close_codes: list[int | None] = []
         self.errors: list[str] = []  # error frames' codes
+        self.failures: list[str] = []  # client-side exceptions (a send on a socket the server closed)
         self.sessions = 0
         self._count = 0
 
@@ -37,9 +48,12 @@ class ChaosChat:
         params = {"token": self.token} if self.token else {}
         ws = await self.http.ws_connect(f"{self.base}/ws/chat", params=params, heartbeat=None)
         first = await self._receive(ws, 10)
-        if first.get("type") != "session":
-            await ws.close()
-            raise Dropped(ws.close_code)
+        if first.get("type") != "session":  # refused (an error frame): the close with its code follows
+            try:
+                while True:
+                    await self._receive(ws, 10)
+            finally:
+                await ws.close()
         self.token = str(first["token"])
         self.sessions += 1
         return ws
@@ -84,8 +98,9 @@ class ChaosChat:
             except Dropped as exc:
                 self.close_codes.append(exc.code)
             except (aiohttp.ClientError, ConnectionError) as exc:
-                self.close_codes.append(None if ws is None else ws.close_code)
-                self.errors.append(type(exc).__name__)
+                # A send can fail on a socket the server just closed: its close frame says why.
+                self.close_codes.append(None if ws is None else await _close_code(ws))
+                self.failures.append(type(exc).__name__)
             finally:
                 if ws is not None:
                     with contextlib.suppress(Exception):
