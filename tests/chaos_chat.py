@@ -122,6 +122,8 @@ class ChaosChat:
     async def converse(self) -> None:
         """Resumed, the socket delivers live again: the echo of a new message comes through the live feed
         (the bot may answer too, or be silent once the conversation was handed off)."""
+        if self.token is None:  # never got a session before the fault: it has nothing to resume
+            return
         ws = await self.http.ws_connect(f"{self.base}/ws/chat", params={"token": str(self.token)})
         try:
             first = await self._receive(ws, 10)
@@ -137,6 +139,9 @@ class ChaosChat:
             await ws.close()
 
     async def history(self) -> list[dict[str, Any]]:
+        if self.token is None:  # never got a session before the fault, so never sent anything
+            assert not self.acked and self.pending is None
+            return []
         ws = await self.http.ws_connect(f"{self.base}/ws/chat", params={"token": str(self.token)})
         try:
             first: dict[str, Any] = await ws.receive_json(timeout=10)
