@@ -58,7 +58,7 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
         print(f"handoff-gateway: the rules in {settings.rules_dir} are invalid "
               f"(`handoff-gateway rules check` lists them): {exc.problems[0]}", file=sys.stderr)
         return 2
-    with redis_target(settings) as target:
+    with redis_target(settings, supervise=True) as target:
         app = create_app(settings.model_copy(update={"redis_url": target.url}))
         app.on_startup.append(tune_garbage_collection)
         shown = "localhost" if host in {"127.0.0.1", "0.0.0.0"} else host  # noqa: S104 - display only

@@ -18,7 +18,8 @@ class RedisTarget:
 
 
 @contextlib.contextmanager
-def redis_target(settings: Settings) -> Iterator[RedisTarget]:
+def redis_target(settings: Settings, supervise: bool = False) -> Iterator[RedisTarget]:
+    """``supervise``: an embedded server started here is restarted whenever it dies (``run`` asks for it)."""
     if settings.redis_url:
         yield RedisTarget(settings.redis_url, "REDIS_URL")
         return
@@ -26,5 +27,5 @@ def redis_target(settings: Settings) -> Iterator[RedisTarget]:
     if url is not None:
         yield RedisTarget(url, f"embedded, shared with the running gateway (data in {settings.data_dir}/)")
         return
-    with EmbeddedRedis(settings.data_dir, persistent=True) as server:
+    with EmbeddedRedis(settings.data_dir, persistent=True, supervise=supervise) as server:
         yield RedisTarget(server.url, f"embedded (data in {settings.data_dir}/)")

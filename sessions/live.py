@@ -109,6 +109,7 @@ class LiveFeed:
         assert self._pubsub is not None
         backoff = 0.1
         standing = False
+        reconnected = False
         while True:
             try:
                 if not standing:
@@ -122,7 +123,14 @@ class LiveFeed:
                 self._broadcast_resync()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
+                reconnected = True
                 continue
+            if reconnected:
+                # Subscribed again: what was published while the connection was down (to followers who
+                # joined then too) is only in the transcripts.
+                reconnected = False
+                log.info("live_feed.reconnected")
+                self._broadcast_resync()
             if raw is None:
                 continue
             if raw.get("type") == "subscribe":

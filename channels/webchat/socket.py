@@ -352,7 +352,17 @@ class _LiveWriter:
                 await self._send(item)
             elif isinstance(item, Resync):
                 after = "{}-{}".format(*self.last_seen)
-                for message in await self.store.transcript(self.conversation_id, after):
+                try:
+                    missed = await self.store.transcript(self.conversation_id, after)
+                except (RedisError, OSError):
+                    # Without the re-read this socket would go on acknowledging and never deliver: close
+                    # it as unavailable, and the client resumes after its last message.
+                    await self._write({"type": "error", "code": "unavailable",
+                                       "detail": "The chat is briefly unavailable; reconnecting resumes it."})
+                    with contextlib.suppress(ConnectionError, RuntimeError):
+                        await self.ws.close(code=CLOSE_UNAVAILABLE)
+                    return
+                for message in missed:
                     await self._send(message)
             elif isinstance(item, ConversationEvent):
                 await self._send_event(item)
