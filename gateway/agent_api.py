@@ -326,16 +326,6 @@ async def _deliver(app: web.Application, conversation: Conversation, notice: Any
         await app[appkeys.CHANNELS].get(conversation.channel).deliver(conversation, notice)
 
 
-@web.middleware
-async def desk_errors(request: web.Request, handler: Any) -> web.StreamResponse:
-    """DeskError -> its status and code, for every /api handler."""
-    try:
-        response: web.StreamResponse = await handler(request)
-    except DeskError as exc:
-        return _error(exc.status, exc.code, exc.detail)
-    return response
-
-
 def setup(app: web.Application) -> None:
     router = app.router
     router.add_get("/api/agents/me", me)

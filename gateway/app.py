@@ -15,7 +15,6 @@ from redis.exceptions import RedisError
 
 from channels.base import Channel, ChannelContext, ChannelRegistry
 from gateway import agent_socket, appkeys
-from gateway.agent_api import desk_errors
 from gateway.bots import build_bot
 from gateway.channel_setup import build_channels
 from gateway.helpdesk import KIND as HELPDESK_KIND
@@ -229,7 +228,7 @@ async def _shutdown(app: web.Application) -> None:
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(middlewares=[request_middleware, desk_errors])
+    app = web.Application(middlewares=[request_middleware])
     app[appkeys.SETTINGS] = settings
     app[appkeys.AGENT_SOCKETS] = set()
     app[appkeys.TRANSPORTS] = build_channels(settings, app)

@@ -9,6 +9,8 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from handoff.desk import DeskError
+
 log = structlog.get_logger(__name__)
 
 
@@ -25,13 +27,17 @@ def request_id_for(request: web.Request) -> str:
 @web.middleware
 async def request_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """The request's id (the caller's X-Request-Id when it is plainly an id, else a new one) and path bound
-    to every log line, and echoed in X-Request-Id. HTTP errors become ``{"code", "detail"}``; anything
-    unexpected is logged and is a plain 500. One middleware rather than two: every request pays for each."""
+    to every log line, and echoed in X-Request-Id. HTTP errors become ``{"code", "detail"}``, and so does a
+    DeskError wherever it is raised (the agent API, and desk steps a voice webhook takes), with its own status
+    and code; anything unexpected is logged and is a plain 500. One middleware rather than several: every
+    request pays for each."""
     request_id = request_id_for(request)
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(request_id=request_id, path=request.path)
     try:
         response = await handler(request)
+    except DeskError as exc:
+        response = web.json_response({"code": exc.code, "detail": exc.detail}, status=exc.status)
     except web.HTTPException as exc:
         if exc.status < 400 or exc.content_type == "application/json":
             raise

@@ -325,5 +325,6 @@ class BotTurn(TurnMeta):
 
     def meta(self) -> TurnMeta:
         # Field by field, not dumped and parsed again. Validated (in Rust, lists copied): model_construct, in
-        # Python, costs several times as much.
-        return TurnMeta(**{k: v for k, v in self.__dict__.items() if k != "text"})
+        # Python, costs several times as much. The fields as they are (TurnMeta ignores ``text``), rather than
+        # a filtered copy passed as keywords: a third cheaper.
+        return TurnMeta.model_validate(self.__dict__)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import cast
 
 import structlog
@@ -48,24 +48,27 @@ class TwilioWebhooks:
         """A URL of ours to give Twilio (TwiML actions, status callbacks)."""
         return self.public_url + path
 
-    def verified(self, request: web.Request, posted: Mapping[str, str]) -> bool:
+    def verified(self, request: web.Request, posted: Mapping[str, str],
+                 items: Iterable[tuple[str, str]] | None = None) -> bool:
         """Whether Twilio signed exactly this form. ``posted`` is best the multidict aiohttp parsed: the
-        validator reads every value of a repeated field from it (as Twilio signs them), and directly."""
+        validator reads every value of a repeated field from it (as Twilio signs them), and directly.
+        ``items``: ``posted.items()`` when the caller has already listed them."""
         signature = request.headers.get("X-Twilio-Signature", "")
         if not signature:
             return False
         # The exact URL first (one HMAC); the validator's full check also tries the URL with and without
         # the default port, as Twilio may sign either.
-        if hmac.compare_digest(self._signature(request.raw_path, posted), signature):
+        if hmac.compare_digest(self._signature(request.raw_path, posted, items), signature):
             return True
         return bool(self.validator.validate(self.url_of(request), posted, signature))
 
-    def _signature(self, raw_path: str, posted: Mapping[str, str]) -> str:
+    def _signature(self, raw_path: str, posted: Mapping[str, str],
+                   items: Iterable[tuple[str, str]] | None = None) -> str:
         """What ``RequestValidator.compute_signature(url_of(request), posted)`` computes: the URL, then each
         distinct name and value pair in order (of the name, then of the value) as name + value, HMAC-SHA1
         with the auth token, base64. ``posted.items()`` yields every value of a repeated field."""
         mac = self._signed_prefix.copy()
-        pairs = sorted(set(posted.items()))
+        pairs = sorted(set(posted.items() if items is None else items))
         mac.update((raw_path + "".join([name + value for name, value in pairs])).encode())
         return base64.b64encode(mac.digest()).decode()
 
@@ -75,10 +78,16 @@ class TwilioWebhooks:
             posted = await request.post()
         except (ValueError, LookupError, UnicodeDecodeError):  # a bad charset, a broken multipart body
             return error(400, "invalid_form", "The body is not a readable form.")
-        texts_only = all(isinstance(v, str) for v in posted.values())  # Twilio never uploads files
-        form = dict(cast("Mapping[str, str]", posted).items()) if texts_only else {
-            k: str(v) for k, v in posted.items()}
-        if not self.verified(request, cast("Mapping[str, str]", posted) if texts_only else form):
+        items = list(posted.items())  # listed once: for the form and for the signature
+        texts_only = all(isinstance(v, str) for _, v in items)  # Twilio never uploads files
+        if texts_only:
+            texts = cast("list[tuple[str, str]]", items)
+            form = dict(texts)
+            verified = self.verified(request, cast("Mapping[str, str]", posted), texts)
+        else:
+            form = {k: str(v) for k, v in items}
+            verified = self.verified(request, form)
+        if not verified:
             log.warning("twilio.signature_refused", path=request.path)
             return error(403, "invalid_signature", "X-Twilio-Signature is missing or does not match.")
         return form

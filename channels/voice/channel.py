@@ -44,16 +44,6 @@ class VoiceSettings:
     desk: Callable[[], VoiceDesk]  # the gateway's desk, as the voice channel needs it
 
 
-def _checked(handler: SignedHandler) -> SignedHandler:
-    async def run(request: web.Request, form: dict[str, str]) -> web.StreamResponse:
-        try:
-            return await handler(request, form)
-        except BadRequest as exc:
-            return exc.response()
-
-    return run
-
-
 class VoiceChannel:
     name = "twilio_voice"
 
@@ -68,10 +58,15 @@ class VoiceChannel:
 
     def add_routes(self, router: web.UrlDispatcher) -> None:
         def route(path: str, pick: Callable[[], SignedHandler]) -> None:
+            # The handler picked when called (the flows exist once the channel has started), and a bad
+            # parameter answered 400: one coroutine between the signature check and the flow.
             async def handler(request: web.Request, form: dict[str, str]) -> web.StreamResponse:
-                return await pick()(request, form)
+                try:
+                    return await pick()(request, form)
+                except BadRequest as exc:
+                    return exc.response()
 
-            router.add_post(f"{BASE}{path}", signed(self._guard, _checked(handler)))
+            router.add_post(f"{BASE}{path}", signed(self._guard, handler))
 
         route("", lambda: self._caller().incoming)
         route("/status", lambda: self._caller().status)

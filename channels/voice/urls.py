@@ -6,7 +6,7 @@ have CallSids of their own. Absolute, on PUBLIC_URL, since Twilio signs the URL 
 
 from __future__ import annotations
 
-from urllib.parse import urlencode
+from urllib.parse import quote_plus, urlencode
 
 from channels.twilio.webhooks import TwilioWebhooks
 
@@ -22,7 +22,9 @@ class VoiceUrls:
         return self.webhooks.absolute(f"{BASE}{path}{suffix}")
 
     def turn(self, cid: str, n: int, silences: int = 0) -> str:
-        return self._url("/turn", c=cid, n=n, **({"s": silences} if silences else {}))
+        # Every prompt's URL: spelt out as urlencode() would, without its general-purpose loop.
+        suffix = f"&s={silences}" if silences else ""
+        return self.webhooks.absolute(f"{BASE}/turn?c={quote_plus(cid)}&n={n}{suffix}")
 
     def poll(self, cid: str, n: int, message_id: str, k: int) -> str:
         return self._url("/poll", c=cid, n=n, m=message_id, k=k)
