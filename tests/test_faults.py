@@ -37,7 +37,7 @@ NAMESPACE = "faults"
 OUTAGE_ERRORS = frozenset({"webchat.backend_unavailable", "request.failed", "twilio.turn_failed"})
 # The issue asks for a 10 s pause; 3 s shows the same (readyz answers within 1 s; nothing times out before
 # Redis is back) and keeps the suite's time budget.
-PAUSE_SECONDS = 3.0
+PAUSE_SECONDS = 10.0
 
 
 @pytest.fixture
@@ -178,8 +178,8 @@ async def test_redis_paused_under_web_chat_traffic(
 
     await traffic_through(chats, pause, reconnect=True)
     assert 503 in seen_during
-    # A pause shorter than the connection pool's 5 s wait stalls the sockets (acks arrive late) rather than
-    # closing them; any that is closed gets the documented code.
+    # During the pause sockets stall (acks arrive late); one whose turn waits longer than the connection
+    # pool's 5 s is closed, and any that is closed gets the documented code.
     codes = {code for chat in chats for code in chat.close_codes}
     assert codes <= {4503}, codes
     await asyncio.gather(*(chat.finish() for chat in chats))
