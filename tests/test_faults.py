@@ -188,10 +188,10 @@ async def test_redis_paused_under_web_chat_traffic(
 
 
 def _redis_py_writer_race(gateway: GatewayProcess) -> bool:
-    """Not fixed yet (about 1 run in 5): while Redis dies, redis-py (8.1) can raise AttributeError
-    ('NoneType' object has no attribute 'writelines') instead of ConnectionError from a command; in a web
-    chat turn that escapes the socket's RedisError handling, aiohttp writes a 500 onto the upgraded
-    connection, and the client sees a protocol error (1002) instead of 4503."""
+    """While Redis dies, redis-py (8.1) can raise AttributeError ('NoneType' object has no attribute
+    'writelines') instead of ConnectionError from a command (about 1 run in 5). The web chat socket now
+    answers it as the outage it is (4503, channels/webchat/socket.py); should it escape elsewhere, aiohttp
+    writes a 500 onto the upgraded connection and the client sees 1002: named here, never hidden."""
     return any("has no attribute 'writelines'" in line.get("exception", "") for line in gateway.log_lines()
                if line.get("event") == "request.failed")
 

@@ -9,9 +9,11 @@ from typing import Any
 
 import aiohttp
 from redis.asyncio import Redis
+from redis.asyncio.connection import Connection as RedisConnection
 from structlog.testing import capture_logs
 
 from channels.webchat.access import client_address
+from channels.webchat.socket import _raised_by_redis_client
 from sessions.keys import Keys
 from sessions.store import ConversationStore
 from tests.chat import ChatClient, connect
@@ -217,3 +219,18 @@ async def test_the_gateways_own_origin_is_allowed_on_any_port_and_a_foreign_one_
                                                      "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
                                                      "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}) as r:
         assert r.status == 403
+
+
+async def test_redis_clients_writer_race_counts_as_an_outage_and_our_own_attribute_errors_do_not() -> None:
+    """redis-py raises AttributeError, not ConnectionError, when its writer is gone mid-send: the socket
+    must answer that as the outage (4503), while an AttributeError of ours stays a bug."""
+    try:
+        await RedisConnection()._send_packed_command([b"*1\r\n$4\r\nPING\r\n"])
+    except AttributeError as exc:
+        assert _raised_by_redis_client(exc)
+    else:
+        raise AssertionError("redis-py no longer raises AttributeError here: the workaround can go")
+    try:
+        None.writelines  # type: ignore[attr-defined]  # noqa: B018
+    except AttributeError as exc:
+        assert not _raised_by_redis_client(exc)

@@ -156,7 +156,9 @@ class WebChatEndpoint:
                 await chat.serve(token, after)
         except ConnectionResetError:
             log.info("webchat.client_gone")
-        except (RedisError, OSError) as exc:
+        except (RedisError, OSError, AttributeError) as exc:
+            if isinstance(exc, AttributeError) and not _raised_by_redis_client(exc):
+                raise
             log.error("webchat.backend_unavailable", error=str(exc))
             with contextlib.suppress(ConnectionError, RuntimeError):
                 await ws.send_json({"type": "error", "code": "unavailable",
@@ -387,3 +389,15 @@ class _LiveWriter:
     async def _write(self, frame: dict[str, Any]) -> None:
         with contextlib.suppress(ConnectionError, RuntimeError):
             await self.ws.send_str(json.dumps(frame))
+
+
+def _raised_by_redis_client(exc: BaseException) -> bool:
+    """redis-py (8.1) can raise AttributeError ('NoneType' object has no attribute 'writelines') instead of a
+    ConnectionError when Redis goes away while a command is being sent: that is the same outage, and the
+    client must get the same answer (4503), not a protocol error. Only an AttributeError raised inside the
+    redis package counts; one of ours is a bug and propagates."""
+    frame = exc.__traceback__
+    while frame is not None and frame.tb_next is not None:
+        frame = frame.tb_next
+    module = frame.tb_frame.f_globals.get("__name__", "") if frame is not None else ""
+    return isinstance(module, str) and (module == "redis" or module.startswith("redis."))
