@@ -145,8 +145,10 @@ async def test_an_offer_nobody_answers_lapses_to_the_next_agent(voice: Any) -> N
     rig.emulator.phone(sam.phone, "no-answer")
     leg = await rig.call()
     await handed_off(rig, leg)
-    await rig.emulator.callbacks_sent()
-    alex = await rig.agent("Alex", "+15550001111")  # online now: the next in line once Sam's offer lapses
+    # Waiting while Sam's phone rings out, the caller hears their place and the expected wait.
+    heard = await said_until(leg, "You're number 1", timeout=20)
+    assert "Billing" in heard[-1] and "The wait is about" in heard[-1]
+    alex = await rig.agent("Alex", "+15550001111")  # online now: the next in line once Sam's offer lapsed
     phone = await rig.emulator.next_incoming(alex.phone, timeout=15)
     await said_until(phone, "press 1")
     await phone.press("1")

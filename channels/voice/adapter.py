@@ -160,9 +160,7 @@ class VoiceAdapter:
         rt, cid = self.rt, update.conversation_id
         lapsed = update.data.get("offer_lapsed_for")
         if not isinstance(lapsed, str):
-            if update.text:
-                await rt.calls.set(cid, wait_text=update.text)
-            return
+            return  # a handoff's own notice is spoken by the turn that made it
         call = await rt.calls.get(cid)
         if call.get("offer_agent") == lapsed:
             # Still ringing: stop it. Answered (hearing the brief): a key press now hears it was passed on.

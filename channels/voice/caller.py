@@ -236,8 +236,9 @@ class CallerFlow:
         """Into the room to wait for a person (hold audio and announcements from ``/wait``)."""
         rt, cid = self.rt, conversation.id
         speech = rt.speech(conversation)
+        # What was said on the way in is the latest word; an older place in the queue is not repeated.
         await rt.calls.set(cid, announced_at=int(time.time()), announced_text=texts[-1] if texts else None,
-                           locale=speech.language)
+                           wait_text=None, locale=speech.language)
         return twiml.wait_for_agent(speech, texts, room_of(cid), wait_url=rt.urls.wait(cid),
                                     events_url=rt.urls.room_events(cid), after=rt.urls.after_room(cid))
 
