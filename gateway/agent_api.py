@@ -14,7 +14,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from gateway import appkeys
 from handoff.agents import PHONE_PATTERN, Agent, Presence
-from handoff.calls import CallDesk
 from handoff.context import ContextPackage, build_package
 from handoff.desk import DeskError
 from handoff.queues import waiting_since
@@ -260,8 +259,7 @@ async def transfer(request: web.Request) -> web.Response:
     if app[appkeys.CHANNELS].get(conversation.channel).capabilities.warm_transfer:
         target = await _colleague(app, agent, body)
         if target is not None:  # on a call: the caller stays with this agent until the colleague takes over
-            await CallDesk(app[appkeys.DESK], app[appkeys.DISPATCHER]).begin_transfer(
-                agent, conversation.id, target, body.note)
+            await app[appkeys.CALL_DESK].begin_transfer(agent, conversation.id, target, body.note)
             log.info("agent.transfer_started", conversation_id=conversation.id, to_agent=target.id)
             calling = {"id": target.id, "name": target.name}
             return web.json_response({"transfer": "calling", "to_agent": calling}, status=202)

@@ -24,6 +24,7 @@ from gateway.pipeline import Pipeline
 from gateway.routes import setup_routes
 from gateway.settings import Settings
 from handoff.agents import AgentStore
+from handoff.calls import CallDesk
 from handoff.context import BotTurnSummarizer
 from handoff.desk import Desk
 from handoff.holder import RulesHolder
@@ -76,6 +77,7 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     app[appkeys.SUMMARIZER] = BotTurnSummarizer()
     app[appkeys.JOBS] = JobRunner(JobQueue(redis, keys))
     app[appkeys.DISPATCHER] = Dispatcher(app[appkeys.DESK], settings.offer_timeout_seconds)
+    app[appkeys.CALL_DESK] = CallDesk(app[appkeys.DESK], app[appkeys.DISPATCHER])
     app[appkeys.QUEUE_UPDATES] = QueueUpdates(app[appkeys.DESK])
     live = LiveFeed(redis, keys)
     await live.start()

@@ -33,13 +33,10 @@ _UNABLE = frozenset({"not_online", "at_capacity"})
 class GatewayVoiceDesk:
     def __init__(self, app: web.Application) -> None:
         self.app = app
-        self._calls: CallDesk | None = None
 
     @property
     def calls(self) -> CallDesk:
-        if self._calls is None:
-            self._calls = CallDesk(self.app[appkeys.DESK], self.app[appkeys.DISPATCHER])
-        return self._calls
+        return self.app[appkeys.CALL_DESK]
 
     async def agent(self, agent_id: str) -> AgentLine | None:
         agent = await self.app[appkeys.AGENTS].get(agent_id)

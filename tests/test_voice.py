@@ -260,6 +260,15 @@ async def test_repeated_and_out_of_order_status_callbacks_never_bring_a_call_bac
     assert len(ended) == 1
 
 
+async def colleague_briefed(rig: Any, alex: Any, cid: str) -> tuple[Any, Any]:
+    """Alex transfers the call to Sam, whose phone rings and who has heard the brief up to "press 1"."""
+    sam = await rig.agent("Sam", "+15550002222", capacity=1)
+    await alex.call("POST", f"/api/conversations/{cid}/transfer", {"agent": "Sam"})
+    sams = await rig.emulator.next_incoming(sam.phone, timeout=10)
+    await said_until(sams, "press 1")
+    return sam, sams
+
+
 async def bridged_with_agent(rig: Any, agent: Any) -> tuple[Any, Any, str]:
     """A caller handed off and the agent who pressed 1, talking."""
     leg = await rig.call()
@@ -448,10 +457,7 @@ async def test_a_caller_hanging_up_on_hold_during_a_transfer_frees_both_agents(v
     rig = await voice()
     alex = await rig.agent("Alex", "+15550001111")
     leg, alexs, cid = await bridged_with_agent(rig, alex)
-    sam = await rig.agent("Sam", "+15550002222", capacity=1)
-    await alex.call("POST", f"/api/conversations/{cid}/transfer", {"agent": "Sam"})
-    sams = await rig.emulator.next_incoming(sam.phone, timeout=10)
-    await said_until(sams, "press 1")
+    sam, sams = await colleague_briefed(rig, alex, cid)
     await sams.press("1")
     await sams.wait_until(lambda: alexs in rig.emulator.hearing(sams), timeout=10)
     await leg.hang_up()
@@ -499,10 +505,7 @@ async def test_a_first_agent_leaving_before_the_colleague_takes_over_drops_the_t
     rig = await voice()
     alex = await rig.agent("Alex", "+15550001111")
     leg, alexs, cid = await bridged_with_agent(rig, alex)
-    sam = await rig.agent("Sam", "+15550002222", capacity=1)
-    await alex.call("POST", f"/api/conversations/{cid}/transfer", {"agent": "Sam"})
-    sams = await rig.emulator.next_incoming(sam.phone, timeout=10)
-    await said_until(sams, "press 1")
+    _, sams = await colleague_briefed(rig, alex, cid)
     await alexs.hang_up()  # before Sam pressed 1
     await sams.wait_ended(timeout=10)  # Sam's call ends: there is nobody to join any more
     await said_until(leg, "back at the front of the queue")
