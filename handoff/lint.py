@@ -10,6 +10,7 @@ from collections.abc import Iterable, Sequence
 
 from handoff import hours as business_hours
 from handoff import messages
+from handoff.phrase_lint import phrase_warnings
 from handoff.problems import Problem
 from handoff.ruleset import ALWAYS, RuleSet
 from handoff.schema import Match
@@ -107,6 +108,7 @@ def lint(
             report.add("queues.yaml", ["queues", qname], "nothing routes to this queue", "warning")
 
     _lint_routing(report, intents, families)
+    report.problems.extend(phrase_warnings(rules))
 
     if intents:
         triggers = rules.triggers

@@ -6,8 +6,7 @@ flight always sees one consistent set.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
@@ -15,8 +14,11 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from handoff import hours as business_hours
+from handoff.matching import Analyzer, Matcher, words_of
 from handoff.schema import (
+    ALL_LOCALES,
     MessagesFile,
+    Phrases,
     Queue,
     QueuesFile,
     RoutingFile,
@@ -28,19 +30,10 @@ from handoff.sources import SourceMap
 ALWAYS = "always"
 
 
-class PhraseMatcher:
-    """Whole-word, case-insensitive matching of a list of phrases ("a person" matches "A  person?")."""
-
-    def __init__(self, phrases: Iterable[str]) -> None:
-        words = [r"\s+".join(re.escape(w) for w in p.lower().split()) for p in phrases if p.strip()]
-        self.phrases = tuple(phrases)
-        self._pattern = re.compile(r"\b(?:" + "|".join(words) + r")\b") if words else None
-
-    def search(self, text: str) -> str | None:
-        if self._pattern is None or not text:
-            return None
-        match = self._pattern.search(text.lower())
-        return match.group(0) if match else None
+def by_locale(phrases: Mapping[str, Sequence[str]], locales: Sequence[str]) -> dict[str, list[str]]:
+    """A rule's phrases per language: those listed for all languages, then the language's own."""
+    common = list(phrases.get(ALL_LOCALES, ()))
+    return {locale: common + list(phrases.get(locale, ())) for locale in locales}
 
 
 @dataclass(frozen=True, eq=False)
@@ -61,16 +54,28 @@ class RuleSet:
 
     # -- precompiled matchers ---------------------------------------------------------------------------
     @cached_property
-    def explicit_phrases(self) -> PhraseMatcher:
-        return PhraseMatcher(self.triggers.explicit_request.phrases)
+    def matcher(self) -> Matcher:
+        """Every trigger's phrases in one index (`handoff.matching`): each customer message is read once.
+        Sets are named after their trigger: explicit_request, unsupported_workflow, negative_sentiment and
+        high_risk.<id>."""
+        locales = self.meta.locales
+        sets = {name: (by_locale(phrases, locales), by_locale(unless, locales))
+                for name, phrases, unless in self._phrase_sets()}
+        vocabulary: dict[str, list[str]] = {locale: [] for locale in locales}
+        for phrases, _ in sets.values():
+            for locale, sources in phrases.items():
+                for source in sources:
+                    vocabulary[locale].extend(words_of(source))
+        return Matcher(Analyzer(locales, vocabulary), sets)
 
-    @cached_property
-    def unsupported_phrases(self) -> PhraseMatcher:
-        return PhraseMatcher(self.triggers.unsupported_workflow.phrases)
-
-    @cached_property
-    def high_risk_phrases(self) -> tuple[PhraseMatcher, ...]:
-        return tuple(PhraseMatcher(rule.phrases) for rule in self.triggers.high_risk)
+    def _phrase_sets(self) -> Iterator[tuple[str, Phrases, Phrases]]:
+        triggers = self.triggers
+        for name, rule in (("explicit_request", triggers.explicit_request),
+                           ("unsupported_workflow", triggers.unsupported_workflow),
+                           ("negative_sentiment", triggers.negative_sentiment)):
+            yield name, rule.phrases, rule.unless
+        for risk in triggers.high_risk:
+            yield f"high_risk.{risk.id}", risk.phrases, risk.unless
 
     # -- queues and hours -------------------------------------------------------------------------------
     def queue(self, name: str) -> Queue:

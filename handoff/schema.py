@@ -15,11 +15,34 @@ from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import holidays
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+from handoff.matching import check_pattern
 
 Identifier = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]
 Locale = Annotated[str, Field(pattern=r"^[a-z]{2}$")]
 Priority = Annotated[int, Field(ge=0, le=9)]
+# A phrase or pattern (handoff/matching.py, docs/rules.md), its syntax checked where it is written.
+PhrasePattern = Annotated[str, Field(min_length=1, max_length=1000), AfterValidator(check_pattern)]
+# Phrases for every language of the rule set ("all"), or per language (matched with that language's stems).
+ALL_LOCALES = "all"
+
+
+def _per_locale(value: object) -> object:
+    """A plain list is shorthand for {all: [...]}, the form rule sets used before per-language lists."""
+    return {ALL_LOCALES: value} if isinstance(value, list) else value
+
+
+PhraseLocale = Annotated[str, Field(pattern=r"^([a-z]{2}|all)$")]
+Phrases = Annotated[dict[PhraseLocale, list[PhrasePattern]], BeforeValidator(_per_locale)]
 
 # What happens to a conversation routed to a closed queue (or not offered a live person).
 AfterHoursMode = Literal["async", "callback", "voicemail", "self_service"]
@@ -235,7 +258,10 @@ class NotOffered(Strict):
 class ExplicitRequest(Strict):
     enabled: bool = True
     intents: list[str] = Field(default_factory=list)
-    phrases: list[str] = Field(default_factory=list)
+    phrases: Phrases = Field(default_factory=dict)
+    # The same words in another sense ("shipping agent"): a phrase matched inside one of these does not
+    # count, and neither does the bot's intent when that is all the message says.
+    unless: Phrases = Field(default_factory=dict)
     # Which request transfers: 1 = the first, 2 = the bot tries once before transferring.
     transfer_on_request: Annotated[int, Field(ge=1, le=2)] = 2
     priority: Priority = 1
@@ -261,7 +287,8 @@ class HighRisk(Strict):
     enabled: bool = True
     intents: list[str] = Field(default_factory=list)
     families: list[str] = Field(default_factory=list)
-    phrases: list[str] = Field(default_factory=list)
+    phrases: Phrases = Field(default_factory=dict)
+    unless: Phrases = Field(default_factory=dict)
     priority: Priority = 3
     tags: list[str] = Field(default_factory=list)
     explanation: str = ""
@@ -288,6 +315,10 @@ class NegativeSentiment(Strict):
     # A message scoring at or below this (-1 very negative .. 1 very positive) counts as negative.
     at_or_below: Annotated[float, Field(ge=-1, le=0)] = -0.4
     min_negative: Annotated[int, Field(ge=1, le=20)] = 2
+    # Words that make a message count as negative whatever the scorer says: the built-in scorer reads
+    # English only, so other languages' anger is written down here.
+    phrases: Phrases = Field(default_factory=dict)
+    unless: Phrases = Field(default_factory=dict)
     priority: Priority = 2
 
     @model_validator(mode="after")
@@ -308,7 +339,8 @@ class ApprovalRequired(Strict):
 class Unsupported(Strict):
     enabled: bool = True
     intents: list[str] = Field(default_factory=list)
-    phrases: list[str] = Field(default_factory=list)
+    phrases: Phrases = Field(default_factory=dict)
+    unless: Phrases = Field(default_factory=dict)
     priority: Priority = 1
 
 

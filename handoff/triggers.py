@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from handoff.matching import NOTHING, Hit, Matches
 from handoff.ruleset import RuleSet
 from handoff.signals import MessageSignals
 from sessions.models import BotTurn, Conversation, PolicySignals
@@ -55,11 +56,13 @@ def evaluate(
     # Only an intent the bot was sure enough to answer on counts; a fallback's best guess does not.
     intent = None if turn.fallback else turn.intent
     family = None if turn.fallback else turn.family
-    fired = _high_risk(rules, text, intent, family)
+    matches = rules.matcher.match(text)
+    fired = _high_risk(rules, matches, intent, family)
 
     er = cfg.explicit_request
-    explicit = er.enabled and ((intent is not None and intent in er.intents) or
-                               rules.explicit_phrases.search(text) is not None)
+    asked = matches.found("explicit_request") if er.enabled else NOTHING
+    explicit = er.enabled and (asked.hit is not None or (
+        intent is not None and intent in er.intents and not asked.vetoed))
     requests = prev.explicit_requests + 1 if explicit else prev.explicit_requests
     # Once told live help is not available here, asking again always goes through: no second argument.
     early_request = explicit and requests < er.transfer_on_request and not prev.declined
@@ -75,15 +78,24 @@ def evaluate(
                            f"{intent} needs a person's approval for a signed-in customer"))
 
     uw = cfg.unsupported_workflow
-    what = intent if intent is not None and intent in uw.intents else rules.unsupported_phrases.search(text)
-    if uw.enabled and what:
-        fired.append(Fired(UNSUPPORTED, "unsupported_workflow", uw.priority,
-                           f'"{what}" is a workflow the bot does not support'))
+    if uw.enabled:
+        unsupported = matches.found("unsupported_workflow")
+        what = None
+        if unsupported.hit is not None:
+            what = _words(unsupported.hit)
+        elif intent is not None and intent in uw.intents and not unsupported.vetoed:
+            what = f"intent {intent}"
+        if what:
+            fired.append(Fired(UNSUPPORTED, "unsupported_workflow", uw.priority,
+                               f"a workflow the bot does not support ({what})"))
 
     ns = cfg.negative_sentiment
-    sentiment = [*prev.sentiment, message.sentiment][-ns.window:]
+    score = message.sentiment
+    if ns.enabled and score > ns.at_or_below and matches.found("negative_sentiment").hit is not None:
+        score = ns.at_or_below  # written anger the scorer cannot read counts as just negative enough
+    sentiment = [*prev.sentiment, score][-ns.window:]
     negatives = sum(1 for s in sentiment if s <= ns.at_or_below)
-    if ns.enabled and message.sentiment <= ns.at_or_below and negatives >= ns.min_negative:
+    if ns.enabled and score <= ns.at_or_below and negatives >= ns.min_negative:
         fired.append(Fired(NEGATIVE_SENTIMENT, "negative_sentiment", ns.priority,
                            f"{negatives} of the last {len(sentiment)} messages were negative"))
 
@@ -103,6 +115,12 @@ def evaluate(
                            f"{low_turns} answers in a row below confidence {lc.below}"))
     clarify = low and lc.clarify_first and low_turns == 1 and low_turns < lc.escalate_after
 
+    if early_request and fired:
+        # Handed over anyway, for another reason: that the customer asked for a person is the clearest
+        # reason to state and record, whatever the bot's one offer of help would have been.
+        fired.append(Fired(EXPLICIT_REQUEST, "explicit_request", er.priority,
+                           f"asked for a person {_times(requests)}"))
+        early_request = False
     signals = PolicySignals(
         explicit_requests=requests,
         failed_turns=failed_turns,
@@ -116,23 +134,34 @@ def evaluate(
     return TriggerResult(tuple(fired), signals, early_request, clarify, explicit)
 
 
-def _high_risk(rules: RuleSet, text: str, intent: str | None, family: str | None) -> list[Fired]:
+def _high_risk(rules: RuleSet, matches: Matches, intent: str | None, family: str | None) -> list[Fired]:
     fired: list[Fired] = []
-    for rule, phrases in zip(rules.triggers.high_risk, rules.high_risk_phrases, strict=True):
+    for rule in rules.triggers.high_risk:
         if not rule.enabled:
             continue
+        found = matches.found(f"high_risk.{rule.id}")
         why = None
-        if intent is not None and intent in rule.intents:
+        if found.hit is not None:
+            why = _words(found.hit)
+        elif found.vetoed:
+            # "I don't want to cancel my membership": the bot's intent says cancel, the words say otherwise.
+            continue
+        elif intent is not None and intent in rule.intents:
             why = f"intent {intent}"
         elif family is not None and family in rule.families:
             why = f"intent family {family}"
-        elif phrase := phrases.search(text):
-            why = f'the words "{phrase}"'
         if why:
             explanation = rule.explanation or f"{rule.id} is handled by people"
             fired.append(Fired(HIGH_RISK, f"high_risk.{rule.id}", rule.priority, f"{explanation} ({why})",
                                tuple(rule.tags)))
     return fired
+
+
+def _words(hit: Hit) -> str:
+    """Which words fired, and the pattern they matched when that says more than the words themselves."""
+    if hit.words == hit.pattern.source.casefold():
+        return f'the words "{hit.words}"'
+    return f'the words "{hit.words}", pattern "{hit.pattern.source}" ({hit.pattern.locale})'
 
 
 def strongest(fired: tuple[Fired, ...]) -> Fired:

@@ -50,7 +50,7 @@ async def test_asking_for_a_person_twice_hands_off_and_the_bot_goes_silent(
     assert conversation.state is ConversationState.QUEUED
     assert conversation.handoff is not None
     assert conversation.handoff.reason == "explicit_request"
-    assert conversation.handoff.rules_version.startswith("2026-11-26.1+")
+    assert conversation.handoff.rules_version.startswith("2026-11-30.1+")
     assert conversation.queue == "general" and conversation.priority == 2
     waiting = await QueueStore(redis, Keys(namespace)).waiting("general")
     assert [cid for cid, _ in waiting] == [chat.conversation_id]
@@ -149,12 +149,12 @@ async def test_admin_api_reloads_rules_and_refuses_a_broken_set(
     routing = rules_dir / "routing.yaml"
     routing.write_text(routing.read_text().replace("    queue: billing\n", "    queue: general\n"))
     (rules_dir / "ruleset.yaml").write_text((rules_dir / "ruleset.yaml").read_text().replace(
-        '"2026-11-26.1"', '"2026-11-26.2"'))
+        '"2026-11-30.1"', '"2026-11-30.2"'))
     async with http.post(f"{base}/api/admin/rules/reload", headers=auth) as response:
         assert response.status == 200
         reloaded = await response.json()
     assert reloaded["changed"] and reloaded["previous_version"] == before["version"]
-    assert reloaded["version"].startswith("2026-11-26.2+")
+    assert reloaded["version"].startswith("2026-11-30.2+")
 
     _, frame = await chat.say_until_handoff("I want to dispute a charge on my card")
     assert frame["queue"] == "general"  # the new routing

@@ -162,9 +162,9 @@ async def test_sighup_reloads_the_rules_and_a_broken_set_is_refused(
 
     first = await version()
     ruleset = rules / "ruleset.yaml"
-    ruleset.write_text(ruleset.read_text().replace('"2026-11-26.1"', '"2026-11-26.9"'))
+    ruleset.write_text(ruleset.read_text().replace('"2026-11-30.1"', '"2026-11-30.9"'))
     second = await after_hangup(first)
-    assert second.startswith("2026-11-26.9+")
+    assert second.startswith("2026-11-30.9+")
 
     (rules / "triggers.yaml").write_text("low_confidence: {below: 7}\n")
     running.process.send_signal(signal.SIGHUP)

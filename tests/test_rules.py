@@ -54,7 +54,7 @@ def problems_of(directory: Path) -> list[str]:
 
 # -- loading -------------------------------------------------------------------------------------------
 def test_shipped_rules_load_clean_with_a_version_and_content_hash(rules: RuleSet) -> None:
-    assert rules.version == f"2026-11-26.1+{rules.digest[:12]}"
+    assert rules.version == f"2026-11-30.1+{rules.digest[:12]}"
     assert [p for p in lint(rules) if p.severity == "error"] == []
 
 

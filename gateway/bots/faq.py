@@ -11,11 +11,18 @@ from rapidfuzz import fuzz, process, utils
 
 from sessions.models import BotTurn, Conversation, Message
 
-# Words that carry no topic: removed before matching so "my" or "is it" never look like a question.
+# Words that carry no topic, in the demo's languages (English, German, Spanish): removed before matching so
+# "my", "ist es" or "mi" never look like a question.
 _STOPWORDS = frozenset(
     """a an the i me my mine we our you your it its is are was be been am do does did to of for on in at
     and or but so with this that these those can could would will please want like need have has had
-    get got just some any what how where when why which who there here""".split()
+    get got just some any what how where when why which who there here
+    der die das den dem des ein eine einen einem einer ich mich mir mein meine meinen meinem meiner wir
+    uns unser ihr euch sie es ist sind war bin hat habe haben und oder aber mit von zu zum zur im in an
+    auf für bei aus bitte kann können möchte will würde wo wie was wann warum ja nein noch schon auch
+    el la los las un una unos unas yo me mi mis nos su sus es son está están estoy fue ha he y o pero
+    con de del a al en por para que qué como cómo donde dónde cuando cuándo por favor quiero puedo
+    puede hay""".split()
 )
 
 
