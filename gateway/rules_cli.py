@@ -1,9 +1,11 @@
-"""``handoff-gateway rules check|test|replay``: what support operations run before a rule change ships."""
+"""``handoff-gateway rules check|test|eval|replay``: what support operations run before a rule change ships.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,9 +13,12 @@ from pathlib import Path
 from pydantic import ValidationError
 from redis.asyncio import Redis
 
+from gateway.bots.factory import build_bot
 from gateway.bots.faq import KnowledgeBaseError, load_knowledge_base
 from gateway.redis_target import redis_target
 from gateway.settings import Settings
+from handoff import eval_report
+from handoff.evaluation import EvalSet, Report, evaluate_set, load_set
 from handoff.lint import lint
 from handoff.loader import load_rules
 from handoff.problems import RulesError
@@ -34,6 +39,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     test.add_argument("dir", nargs="?", type=Path, help="rules directory (default: RULES_DIR)")
     test.add_argument("--scenarios", type=Path, help="scenario directory (default: DIR/scenarios)")
     test.add_argument("-v", "--verbose", action="store_true", help="print every decision")
+    evaluate = verbs.add_parser("eval", help="precision and recall of the triggers on labelled messages")
+    evaluate.add_argument("dir", nargs="?", type=Path, help="rules directory (default: RULES_DIR)")
+    evaluate.add_argument("--set", dest="sets", type=Path, action="append",
+                          help="evaluation set file (repeatable; default: every DIR/eval/*.yaml)")
+    evaluate.add_argument("--json", action="store_true", help="print the figures as JSON")
     replay = verbs.add_parser("replay", help="compare live and candidate rules on recorded conversations")
     replay.add_argument("--candidate", type=Path, required=True, help="the changed rules directory")
     replay.add_argument("--live", type=Path, help="the rules in force (default: RULES_DIR)")
@@ -47,6 +57,8 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         return _check(settings, args.dir or settings.rules_dir)
     if args.verb == "test":
         return _test(args.dir or settings.rules_dir, args.scenarios, args.verbose)
+    if args.verb == "eval":
+        return _eval(settings, args.dir or settings.rules_dir, args.sets, args.json)
     return _replay(settings, args)
 
 
@@ -111,6 +123,44 @@ def _test(directory: Path, scenarios: Path | None, verbose: bool) -> int:
         print(f"no scenarios in {folder}", file=sys.stderr)
         return 1
     return 1 if failed else 0
+
+
+def _eval(settings: Settings, directory: Path, sets: list[Path] | None, as_json: bool) -> int:
+    rules = _load(directory)
+    if rules is None:
+        return 1
+    paths = sets or sorted((directory / "eval").glob("*.yaml"))
+    if not paths:
+        print(f"no evaluation set in {directory / 'eval'}; write one or pass --set FILE (docs/rules.md)",
+              file=sys.stderr)
+        return 1
+    try:
+        loaded = [(path, load_set(path)) for path in paths]
+    except RulesError as exc:
+        for problem in exc.problems:
+            print(f"  error: {problem}", file=sys.stderr)
+        return 1
+    reports = asyncio.run(_evaluate(settings, rules, loaded))
+    missed = False
+    for (path, _), report in zip(loaded, reports, strict=True):
+        missed = missed or bool(report.failures())
+        if as_json:
+            print(json.dumps(eval_report.as_json(report, str(path)), ensure_ascii=False))
+        else:
+            print(eval_report.render(report, str(path)))
+            print()
+    return 1 if missed else 0
+
+
+async def _evaluate(settings: Settings, rules: RuleSet, sets: list[tuple[Path, EvalSet]]) -> list[Report]:
+    """Every set through the configured bot (the FAQ bot by default): its intents count in the decisions."""
+    bot = build_bot(settings)
+    reader = default_signal_reader(rules.meta.locales)
+    try:
+        return [await evaluate_set(rules, loaded.items, bot, reader, at=loaded.at,
+                                   thresholds=loaded.thresholds, part=loaded.part) for _, loaded in sets]
+    finally:
+        await bot.aclose()
 
 
 def _read_jsonl(path: Path) -> Iterator[Recording]:

@@ -1,7 +1,8 @@
-"""`handoff-gateway rules check|test|replay` as support operations run them: the real CLI in a subprocess."""
+"""`handoff-gateway rules check|test|eval|replay` as support operations run them: the real CLI in a subprocess."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -105,3 +106,41 @@ async def test_replay_shows_what_a_candidate_would_change(
         assert f"newly escalated: 1  (e.g. {asks_once.conversation_id})" in report
         assert f"billing -> general: 1  (e.g. {dispute.conversation_id})" in report
         assert "human_request" in report and "webchat" in report
+
+
+def test_eval_prints_precision_recall_confusion_and_cost_and_passes_the_tuned_set() -> None:
+    result = rules_cli("rules", "eval", "--set", str(DEMO_RULES / "eval" / "dev.yaml"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "233 items, part dev" in out
+    for heading in ("precision", "recall", "F1", "confusion: rows expected, columns decided",
+                    "wrong decisions:", "decision cost:", "thresholds: all met"):
+        assert heading in out
+    assert "high_risk (all rules)" in out and "\nde " in out and "\nes " in out
+
+
+def test_eval_fails_rules_that_miss_the_thresholds_and_shows_why(tmp_path: Path) -> None:
+    rules = copy_of_rules(tmp_path)
+    triggers = rules / "triggers.yaml"
+    text = triggers.read_text()
+    start = text.index("  phrases:\n    en:\n")
+    end = text.index("  unless:\n", start)
+    triggers.write_text(text[:start] + "  phrases: [human]\n" + text[end:])  # the old, exact way
+    result = rules_cli("rules", "eval", str(rules), "--set", str(DEMO_RULES / "eval" / "dev.yaml"))
+    assert result.returncode == 1
+    assert "thresholds: MISSED: explicit_request recall" in result.stdout
+    wrong = [line for line in result.stdout.splitlines() if "expected explicit_request, decided none" in line]
+    assert wrong, result.stdout
+
+
+def test_eval_json_and_a_broken_set_named_by_line(tmp_path: Path) -> None:
+    result = rules_cli("rules", "eval", "--json", "--set", str(DEMO_RULES / "eval" / "dev.yaml"))
+    figures = json.loads(result.stdout)
+    assert figures["items"] == 233 and figures["missed"] == []
+    assert figures["triggers"]["explicit_request"]["recall"] >= 0.98
+    assert {"en", "de", "es"} <= set(figures["locales"])
+    broken = tmp_path / "set.yaml"
+    broken.write_text("part: test\nitems:\n  - id: a\n    locale: en\n    says: hi\n")
+    result = rules_cli("rules", "eval", "--set", str(broken))
+    assert result.returncode == 1
+    assert f"{broken}:3: items.0.expect: Field required" in result.stderr
