@@ -2,10 +2,12 @@
 
 Scenarios check the rules against their own phrases; an evaluation set checks them against how customers
 really write. Each item (a message, or a short conversation) runs through the real bot and the same
-``decide`` the gateway uses, threading what the policy remembers from turn to turn, and the first turn that
-hands over (or that the policy recognises as a request for a person) is the decision compared with the
-label. Precision and recall per trigger and per locale, a confusion table and the wrong decisions with their
-explanations tell a team what a change does before it goes live; the thresholds make CI say no.
+``decide`` the gateway uses, threading what the policy remembers from turn to turn. The first turn a
+trigger decides (a handoff, or a decline that says why not) is the decision compared with the label; a
+conversation that never gets there is a recognised request for a person if the bot made its one offer of
+help, else none. Precision and recall per trigger and per locale, a confusion table and the wrong
+decisions with their explanations tell a team what a change does before it goes live; the thresholds make
+CI say no.
 """
 
 from __future__ import annotations
@@ -238,8 +240,8 @@ async def _run(
 ) -> Outcome:
     customer = Customer(id=f"eval-{item.id}", verified_fields=["email"] if item.verified else [])
     conversation = Conversation(id=f"eval-{item.id}", channel=item.channel, customer=customer)
-    decision: Decision | None = None
     texts = item.messages
+    asked: tuple[int, str] | None = None
     for number, text in enumerate(texts, start=1):
         message = Message(conversation_id=conversation.id, direction=Direction.INBOUND,
                           sender=SenderKind.CUSTOMER, text=text, channel=item.channel)
@@ -248,8 +250,13 @@ async def _run(
         started = time.perf_counter()
         decision = decide(TurnInput(conversation, text, turn, read, at), rules)
         costs.append((time.perf_counter() - started) * 1e6)
-        decided = label_of(decision)
-        if decided != NONE or number == len(texts):
-            return Outcome(item, decided, number, decision.explanation)
+        if decision.trigger is not None:
+            # Handed over (or told why not): the conversation's decision.
+            return Outcome(item, label_of(decision), number, decision.explanation)
+        if decision.action is Action.DEFLECT and asked is None:
+            asked = (number, decision.explanation)
         conversation = conversation.model_copy(update={"signals": decision.signals})
-    raise AssertionError("an item has at least one message")  # pragma: no cover: the model requires one
+    if asked is not None:
+        # A request for a person the bot answered with its one offer of help: recognised, not handed over.
+        return Outcome(item, "explicit_request", asked[0], asked[1])
+    return Outcome(item, NONE, len(texts), decision.explanation)

@@ -38,10 +38,10 @@ _STEMMERS = {
 # Negations that turn "cancel my membership" into "I don't want to cancel my membership". Inability ("can't",
 # "won't let me") is left out on purpose: "why can't I talk to a person" is a request, not its opposite.
 NEGATIONS: Mapping[str, frozenset[str]] = {
-    "en": frozenset("not don't dont do_not doesn't doesnt didn't didnt never without no_need no_longer "
-                    "rather_not".split()),
+    "en": frozenset("not don't dont do_not doesn't doesnt didn't didnt wasn't wasnt weren't haven't hasn't "
+                    "never without no_need no_longer rather_not".split()),
     "de": frozenset("nicht kein keine keinen keinem keiner keines nie niemals ohne".split()),
-    "es": frozenset("no nunca jamás jamas sin tampoco ni".split()),
+    "es": frozenset("no nunca jamás jamas sin tampoco ni ningún ningun ninguna ninguno".split()),
 }
 # Words that start a new clause even without punctuation (spoken text has none): a negation before them does
 # not reach what follows ("I don't want the bot I want a person").
@@ -52,13 +52,18 @@ CLAUSE_BREAKS: Mapping[str, frozenset[str]] = {
 }
 # How many other words may stand between a negation and what it negates.
 NEGATION_REACH = 3
-# Words at least this long, in the message and in the pattern, tolerate one typo (an edit, or two letters
-# swapped); shorter ones would match other words ("hacer" and "hacker", "sue" and "use").
-TYPO_MIN_LENGTH = 6
+# Typos a word may have and still match a pattern word: two neighbouring letters swapped from five letters
+# on ("humna"), one letter missing or added from six ("Menchen", "atorney"), one letter wrong from eight
+# ("reprasentative"). Shorter words are too often another real word one slip away: "hacer" and "hacker",
+# "klären" and "klagen", "Gewicht" and "Gericht".
+SWAP_MIN_LENGTH = 5
+GAP_MIN_LENGTH = 6
+WRONG_MIN_LENGTH = 8
 GAP = 3
 MIN_STEM = 4
 
-_TOKEN = re.compile(r"[^\W_]+(?:'[^\W_]+)?|[.,;:!?¡¿()\n]+")
+# A word, or punctuation that ends a clause; a full stop after a digit is a date or a number ("3. März").
+_TOKEN = re.compile(r"[^\W_]+(?:'[^\W_]+)?|(?<!\d)[.]+|[,;:!?¡¿()\n]+")
 _PUNCT = frozenset(".,;:!?¡¿()\n")
 _CACHE_LIMIT = 50_000
 
@@ -67,6 +72,15 @@ def fold(word: str) -> str:
     """Lower case without accents ("Kündigung" -> "kundigung"), straight apostrophes."""
     word = word.casefold().replace("\u2019", "'").replace("ß", "ss")
     return "".join(c for c in unicodedata.normalize("NFKD", word) if not unicodedata.combining(c))
+
+
+def _slip(word: str, target: str) -> bool:
+    """Whether a word one edit away from a pattern word (OSA distance 1) is a slip long words afford."""
+    if len(word) != len(target):
+        return min(len(word), len(target)) >= GAP_MIN_LENGTH
+    if sorted(word) == sorted(target):
+        return len(word) >= SWAP_MIN_LENGTH
+    return len(word) >= WRONG_MIN_LENGTH
 
 
 class Normalizer:
@@ -136,14 +150,14 @@ class Analyzer:
         self._typo_locales: dict[str, set[str]] = {}
         for locale in self.locales:
             for target in vocabulary.get(locale, ()):
-                if len(target) >= TYPO_MIN_LENGTH:
+                if len(target) >= SWAP_MIN_LENGTH:
                     self._typo_locales.setdefault(target, set()).add(locale)
         by_length: dict[int, list[str]] = {}
         for target in sorted(self._typo_locales):
             by_length.setdefault(len(target), []).append(target)
         self._typo_targets = {
             length: tuple(t for near in (length - 1, length, length + 1) for t in by_length.get(near, ()))
-            for length in range(TYPO_MIN_LENGTH, max(by_length, default=0) + 2)
+            for length in range(SWAP_MIN_LENGTH, max(by_length, default=0) + 2)
         }
         self._negations = frozenset().union(*(NEGATIONS.get(locale, ()) for locale in self.locales))
         self._breaks = frozenset().union(*(CLAUSE_BREAKS.get(locale, ()) for locale in self.locales))
@@ -158,6 +172,8 @@ class Analyzer:
             if raw[0] in _PUNCT:
                 clause += 1
                 continue
+            if raw.isdigit():
+                continue  # amounts, dates and order numbers say nothing, and would stretch every gap
             word = words.get(raw)
             if word is None:
                 word = self._word(raw)
@@ -167,12 +183,12 @@ class Analyzer:
     def _word(self, raw: str) -> Word:
         text = fold(raw)
         found = {locale: {text, normalizer.key(text)} for locale, normalizer in self.normalizers.items()}
-        if len(text) >= TYPO_MIN_LENGTH and text not in self._typo_locales:
+        if len(text) >= SWAP_MIN_LENGTH and text not in self._typo_locales:
             # One pass in C over the pattern words of about this length. A typo rarely hits a word's first
             # letter, and requiring it keeps unrelated words of the same length apart.
             targets = self._typo_targets.get(len(text), ())
             for target, _, _ in process.extract_iter(text, targets, scorer=OSA.distance, score_cutoff=1):
-                if target[0] == text[0]:
+                if target[0] == text[0] and _slip(text, target):
                     for locale in self._typo_locales[target]:
                         found[locale].add(self.normalizers[locale].key(target))
                         found[locale].add(target)

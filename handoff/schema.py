@@ -345,6 +345,9 @@ class Unsupported(Strict):
 
 
 class TriggersFile(Strict):
+    # How sure the bot must be of an intent for it to fire a trigger by itself (0 to 1). Below it, only the
+    # customer's words can; a bot that answers at 0.7 is guessing more often than a handoff can afford.
+    intent_confidence: Annotated[float, Field(ge=0, le=1)] = 0.0
     explicit_request: ExplicitRequest = ExplicitRequest()
     failed_turns: FailedTurns = FailedTurns()
     high_risk: list[HighRisk] = Field(default_factory=list)

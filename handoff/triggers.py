@@ -53,16 +53,19 @@ def evaluate(
 ) -> TriggerResult:
     cfg = rules.triggers
     prev = conversation.signals
-    # Only an intent the bot was sure enough to answer on counts; a fallback's best guess does not.
+    # Only an intent the bot was sure enough to answer on counts; a fallback's best guess does not. To fire a
+    # trigger by itself, the intent must also clear the rules' intent_confidence.
     intent = None if turn.fallback else turn.intent
     family = None if turn.fallback else turn.family
+    sure = turn.confidence >= cfg.intent_confidence
+    fires, fires_family = (intent, family) if sure else (None, None)
     matches = rules.matcher.match(text)
-    fired = _high_risk(rules, matches, intent, family)
+    fired = _high_risk(rules, matches, fires, fires_family)
 
     er = cfg.explicit_request
     asked = matches.found("explicit_request") if er.enabled else NOTHING
     explicit = er.enabled and (asked.hit is not None or (
-        intent is not None and intent in er.intents and not asked.vetoed))
+        fires is not None and fires in er.intents and not asked.vetoed))
     requests = prev.explicit_requests + 1 if explicit else prev.explicit_requests
     # Once told live help is not available here, asking again always goes through: no second argument.
     early_request = explicit and requests < er.transfer_on_request and not prev.declined
@@ -71,23 +74,14 @@ def evaluate(
                            f"asked for a person {_times(requests)}"))
 
     ar = cfg.approval_required
-    if ar.enabled and intent is not None and intent in ar.intents and (
+    if ar.enabled and fires is not None and fires in ar.intents and (
         conversation.customer.verified or not ar.require_verified
     ):
         fired.append(Fired(APPROVAL_REQUIRED, "approval_required", ar.priority,
                            f"{intent} needs a person's approval for a signed-in customer"))
 
-    uw = cfg.unsupported_workflow
-    if uw.enabled:
-        unsupported = matches.found("unsupported_workflow")
-        what = None
-        if unsupported.hit is not None:
-            what = _words(unsupported.hit)
-        elif intent is not None and intent in uw.intents and not unsupported.vetoed:
-            what = f"intent {intent}"
-        if what:
-            fired.append(Fired(UNSUPPORTED, "unsupported_workflow", uw.priority,
-                               f"a workflow the bot does not support ({what})"))
+    if (unsupported := _unsupported(rules, matches, fires)) is not None:
+        fired.append(unsupported)
 
     ns = cfg.negative_sentiment
     score = message.sentiment
@@ -155,6 +149,21 @@ def _high_risk(rules: RuleSet, matches: Matches, intent: str | None, family: str
             fired.append(Fired(HIGH_RISK, f"high_risk.{rule.id}", rule.priority, f"{explanation} ({why})",
                                tuple(rule.tags)))
     return fired
+
+
+def _unsupported(rules: RuleSet, matches: Matches, intent: str | None) -> Fired | None:
+    uw = rules.triggers.unsupported_workflow
+    if not uw.enabled:
+        return None
+    found = matches.found("unsupported_workflow")
+    if found.hit is not None:
+        what = _words(found.hit)
+    elif intent is not None and intent in uw.intents and not found.vetoed:
+        what = f"intent {intent}"
+    else:
+        return None
+    explanation = f"a workflow the bot does not support ({what})"
+    return Fired(UNSUPPORTED, "unsupported_workflow", uw.priority, explanation)
 
 
 def _words(hit: Hit) -> str:

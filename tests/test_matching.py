@@ -246,3 +246,17 @@ def test_phrases_for_a_language_the_rules_do_not_have_are_flagged(edited: Callab
     directory = edited("  phrases:\n    en:\n", "  phrases:\n    fr:\n      - parler à quelqu'un\n    en:\n")
     warnings = [str(p) for p in lint(load_rules(directory))]
     assert any("'fr' is not in ruleset.yaml locales; these phrases are never matched" in w for w in warnings)
+
+
+def test_an_unsure_intent_does_not_hand_over_by_itself_but_still_routes(rules: RuleSet) -> None:
+    assert rules.triggers.intent_confidence == 0.8
+    guess = BotTurn(text="Plus gives you free shipping.", intent="membership_cancel", family="billing",
+                    confidence=0.73)
+    assert decided(rules, "What do I actually get with Northwind Plus?", guess).action is Action.CONTINUE
+    sure = guess.model_copy(update={"confidence": 0.9})
+    decision = decided(rules, "What do I actually get with Northwind Plus?", sure)
+    assert decision.trigger is not None and decision.trigger.rule == "high_risk.cancellation"
+    # The customer's words need no confidence from the bot.
+    words = decided(rules, "please cancel my Plus membership", guess)
+    assert words.trigger is not None and words.trigger.rule == "high_risk.cancellation"
+    assert words.route is not None and words.route.queue == "billing"  # the unsure family still routes
