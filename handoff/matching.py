@@ -232,11 +232,11 @@ class Slot:
     shortest: int = 0
 
     def accepts(self, word: Word, locale: str) -> bool:
-        if self.exact and word.text in self.exact:
-            return True
         if self.keys and not self.keys.isdisjoint(word.keys[locale]):
             return True
-        return any(word.text.startswith(p) for p in self.prefixes)
+        if self.exact and word.text in self.exact:
+            return True
+        return bool(self.prefixes) and word.text.startswith(self.prefixes)
 
 
 @dataclass(frozen=True)
@@ -355,8 +355,13 @@ class Hit:
     pattern: Pattern
     start: int
     end: int  # exclusive
-    words: str
+    analysis: Analysis
     negated: bool = False
+
+    @property
+    def words(self) -> str:
+        """The customer's words it covers, folded: built only when an explanation needs them."""
+        return " ".join(t.text for t in self.analysis.tokens[self.start:self.end])
 
 
 @dataclass(frozen=True, slots=True)
@@ -419,7 +424,7 @@ class Matches:
             if any(other.start < hit.end and hit.start < other.end for other in excluded):
                 discounted.append(hit)
             elif self._analyzer.negated(self._analysis, hit):
-                discounted.append(Hit(hit.pattern, hit.start, hit.end, hit.words, negated=True))
+                discounted.append(Hit(hit.pattern, hit.start, hit.end, hit.analysis, negated=True))
             else:
                 return Found(hit, tuple(discounted))
         return Found(None, tuple(discounted))
@@ -459,17 +464,13 @@ class Matcher:
             if starts is None:
                 starts = self._starts_of(token.word)
             for name, pattern, number in starts:
-                part = pattern.parts[number]
-                # The anchor is found; the part may start up to `lead` words before it.
-                latest = token.position - part.anchor
-                for start in range(max(0, token.position - part.lead), latest + 1):
-                    marker = (name, id(pattern), start)
-                    if marker in seen:
-                        continue
+                hit = _match(analysis, pattern, number, token.position)
+                if hit is None:
+                    continue
+                marker = (name, id(pattern), hit.start)
+                if marker not in seen:
                     seen.add(marker)
-                    hit = _match(analysis, pattern, number, start)
-                    if hit is not None:
-                        hits.setdefault(name, []).append(hit)
+                    hits.setdefault(name, []).append(hit)
         for each in hits.values():
             each.sort(key=lambda h: h.start)
         matches = Matches(self.analyzer, analysis, hits)
@@ -507,29 +508,74 @@ def _compile(analyzer: Analyzer, phrases: Mapping[str, Sequence[str]]) -> tuple[
     return tuple(compiled)
 
 
-def _match(analysis: Analysis, pattern: Pattern, number: int, start: int) -> Hit | None:
-    """``pattern`` with its part ``number`` starting at ``start``; any other parts anywhere in that clause."""
+def _match(analysis: Analysis, pattern: Pattern, number: int, anchor: int) -> Hit | None:
+    """``pattern`` with its part ``number`` anchored at the word ``anchor`` (which that part's anchor slot
+    accepts: the index found it); any other parts anywhere in the same clause."""
     locale = pattern.locale
-    end = _match_part(analysis, locale, pattern.parts[number], start)
-    if end is None:
+    part = pattern.parts[number]
+    if len(part.slots) == 1:
+        span: tuple[int, int] | None = (anchor, anchor + 1)
+    else:
+        span = _around(analysis, locale, part, anchor)
+    if span is None:
         return None
-    first, last = start, end
-    clause = analysis.tokens[start].clause
-    for other_number, part in enumerate(pattern.parts):
-        if other_number == number:
-            continue
-        found = None
-        for token in analysis.tokens:
-            if token.clause == clause and (found := _match_part(analysis, locale, part, token.position)):
-                first, last = min(first, token.position), max(last, found)
-                break
-        if found is None:
+    first, last = span
+    if len(pattern.parts) > 1:
+        clause = analysis.tokens[anchor].clause
+        for other_number, other in enumerate(pattern.parts):
+            if other_number == number:
+                continue
+            found = None
+            for token in analysis.tokens:
+                if token.clause == clause and (found := _match_part(analysis, locale, other, token.position)):
+                    first, last = min(first, token.position), max(last, found)
+                    break
+            if found is None:
+                return None
+    return Hit(pattern, first, last, analysis)
+
+
+def _around(analysis: Analysis, locale: str, part: Part, anchor: int) -> tuple[int, int] | None:
+    """The span of ``part`` with its anchor slot at word ``anchor``: the slots before it matched backwards,
+    the ones after it forwards, each within its gap and the anchor's clause."""
+    tokens = analysis.tokens
+    clause = tokens[anchor].clause
+    slots, gaps = part.slots, part.gaps
+    # Backwards: the earliest-reaching start is not needed, any one is; keep every position still possible.
+    reached = {anchor}
+    for index in range(part.anchor - 1, -1, -1):
+        slot, gap = slots[index], gaps[index]
+        earlier: set[int] = set()
+        for position in reached:
+            for candidate in range(position - 1, max(-1, position - gap - 2), -1):
+                token = tokens[candidate]
+                if token.clause != clause:
+                    break
+                if slot.accepts(token.word, locale):
+                    earlier.add(candidate)
+        if not earlier:
             return None
-    words = " ".join(t.text for t in analysis.tokens[first:last])
-    return Hit(pattern, first, last, words)
+        reached = earlier
+    start = max(reached)
+    reached = {anchor + 1}
+    for index in range(part.anchor + 1, len(slots)):
+        slot, gap = slots[index], gaps[index - 1]
+        later: set[int] = set()
+        for position in reached:
+            for candidate in range(position, min(position + gap + 1, len(tokens))):
+                token = tokens[candidate]
+                if token.clause != clause:
+                    break
+                if slot.accepts(token.word, locale):
+                    later.add(candidate + 1)
+        if not later:
+            return None
+        reached = later
+    return start, min(reached)
 
 
 def _match_part(analysis: Analysis, locale: str, part: Part, start: int) -> int | None:
+    """Where ``part`` ends when it starts at word ``start``, if it matches there."""
     tokens = analysis.tokens
     if not part.slots[0].accepts(tokens[start].word, locale):
         return None

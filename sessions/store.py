@@ -22,6 +22,8 @@ from typing import Any
 import structlog
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from sessions.batching import RedisBatcher
 from sessions.keys import Keys
@@ -166,6 +168,11 @@ class ConversationStore:
                 continue
             try:
                 await self.on_status(update)
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                # Redis went away between storing the step and telling the channel: an outage, not a defect.
+                # The step stands; the customer misses this one notice (a wait update, say).
+                log.warning("status.listener_unavailable", kind=update.kind.value,
+                            conversation_id=update.conversation_id, error=type(exc).__name__)
             except Exception:
                 log.exception("status.listener_failed", kind=update.kind.value,
                               conversation_id=update.conversation_id)

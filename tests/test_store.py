@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from structlog.testing import capture_logs
 
 from sessions.keys import Keys
 from sessions.models import (
@@ -14,6 +16,7 @@ from sessions.models import (
     Message,
     PolicySignals,
     SenderKind,
+    StatusUpdate,
 )
 from sessions.store import ConversationNotFound, ConversationStore, TransitionRefused
 
@@ -112,3 +115,24 @@ async def test_recent_lists_newest_first(store: ConversationStore) -> None:
     a = (await store.create(Customer(id="a"), "webchat")).conversation.id
     b = (await store.create(Customer(id="b"), "webchat")).conversation.id
     assert (await store.recent())[:2] == [b, a]
+
+
+@pytest.mark.parametrize(("raised", "event", "level"), [
+    (RedisConnectionError("Connection closed by server."), "status.listener_unavailable", "warning"),
+    (ValueError("a bug in a channel"), "status.listener_failed", "error"),
+])
+async def test_a_channel_failing_to_hear_a_step_never_undoes_it_and_only_a_defect_is_an_error(
+    store: ConversationStore, raised: Exception, event: str, level: str
+) -> None:
+    async def listener(update: StatusUpdate) -> None:
+        raise raised
+
+    store.on_status = listener
+    cid = (await store.create(Customer(id="cu-l"), "sms")).conversation.id
+    with capture_logs() as logged:
+        await store.transition(cid, ConversationState.ESCALATING,
+                               ConversationEvent(type="handoff.queued", conversation_id=cid))
+    assert (await store.get(cid)).state is ConversationState.ESCALATING
+    told = [entry for entry in logged if entry["event"].startswith("status.")]
+    assert [(entry["event"], entry["log_level"]) for entry in told] == [(event, level)]
+    assert told[0]["conversation_id"] == cid and told[0]["kind"] == "queued"
