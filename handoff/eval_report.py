@@ -31,6 +31,18 @@ def render(report: Report, source: str, wrong_limit: int = 200) -> str:
                      f"{_ratio(report.high_risk(outcomes).recall, report.high_risk(outcomes).support):>13}"
                      f"{stay.precision:>8.3f}{_ratio(stay.recall, stay.support):>8}")
 
+    locales = report.by_locale()
+    lines += ["", "per locale: precision / recall / F1"]
+    lines.append(f"{'trigger':<28}" + "".join(f"{locale:>20}" for locale in locales))
+    for label in report.labels:
+        cells = []
+        for outcomes in locales.values():
+            score = report.score(label, outcomes)
+            recall = f"{score.recall:.2f}" if score.support else "-"
+            seen = score.support or score.decided
+            cells.append(f"{score.precision:.2f} / {recall} / {score.f1:.2f}" if seen else "-")
+        lines.append(f"{label:<28}" + "".join(f"{cell:>20}" for cell in cells))
+
     labels = report.labels
     confusion = report.confusion()
     lines += ["", "confusion: rows expected, columns decided"]
@@ -73,7 +85,9 @@ def as_json(report: Report, source: str) -> dict[str, Any]:
         "locales": {locale: {"items": len(o), "accuracy": round(report.accuracy(o), 4),
                              "explicit_request": _score_json(report.score("explicit_request", o)),
                              "high_risk": _score_json(report.high_risk(o)),
-                             NONE: _score_json(report.score(NONE, o))}
+                             NONE: _score_json(report.score(NONE, o)),
+                             "triggers": {label: _score_json(report.score(label, o))
+                                          for label in report.labels}}
                     for locale, o in report.by_locale().items()},
         "confusion": [{"expected": e, "decided": d, "count": n}
                       for (e, d), n in sorted(report.confusion().items())],

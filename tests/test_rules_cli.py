@@ -113,7 +113,8 @@ def test_eval_prints_precision_recall_confusion_and_cost_and_passes_the_tuned_se
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "233 items, part dev" in out
-    for heading in ("precision", "recall", "F1", "confusion: rows expected, columns decided",
+    for heading in ("precision", "recall", "F1", "per locale: precision / recall / F1",
+                    "confusion: rows expected, columns decided",
                     "wrong decisions:", "decision cost:", "thresholds: all met"):
         assert heading in out
     assert "high_risk (all rules)" in out and "\nde " in out and "\nes " in out
