@@ -48,8 +48,8 @@ def render(report: Report, source: str, wrong_limit: int = 200) -> str:
     lines += ["", "confusion: rows expected, columns decided"]
     lines.append(" " * 28 + "".join(f"{n:>5}" for n in range(1, len(labels) + 1)))
     for number, expected in enumerate(labels, start=1):
-        cells = "".join(f"{confusion.get((expected, decided), 0) or '.':>5}" for decided in labels)
-        lines.append(f"{number:>2} {expected:<25}{cells}")
+        row = "".join(f"{confusion.get((expected, decided), 0) or '.':>5}" for decided in labels)
+        lines.append(f"{number:>2} {expected:<25}{row}")
 
     wrong = [o for o in report.outcomes if not o.right]
     lines += ["", f"wrong decisions: {len(wrong)}"]
