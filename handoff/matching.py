@@ -3,12 +3,12 @@
 Exact phrase lists miss what customers really write ("einem Mitarbeiter" for "Mitarbeiter", "reprsentative",
 "charged me two times") and fire on what they do not mean ("my shipping agent", "I don't want to cancel").
 Here every word is compared by its stem in each of the rule set's languages, long words tolerate one
-typo, a pattern can have alternatives, optional gaps and parts in any order, and a match preceded by a
-negation in the same clause, or lying inside one of the rule's ``unless`` patterns, does not count.
+typo, a pattern can have alternatives, gaps and parts in any order, and a match negated in its clause, or
+overlapping one of the rule's ``unless`` patterns, does not count.
 
 A message is analysed once (`Analyzer.analyze`) and one index of every trigger's patterns (`Matcher`) is
 searched with its words, so the cost of deciding grows with the message's words, not with the number of
-phrases: each pattern is indexed by the words it can start with.
+phrases: each pattern is indexed by the words of its least common-looking slot (its anchor).
 
 Pattern syntax (docs/rules.md): words separated by spaces; ``a|b`` one word of several; ``...`` up to three
 other words; ``word*`` any word starting so (accents folded, not stemmed); ``=word`` exactly this word;
@@ -28,7 +28,7 @@ import snowballstemmer
 from rapidfuzz import process
 from rapidfuzz.distance import OSA
 
-# Snowball's names for the languages a rule set may use; a locale without a stemmer is matched on lemmas.
+# Snowball's names for the languages a rule set may use; a locale without one compares words as written.
 _STEMMERS = {
     "da": "danish", "de": "german", "en": "english", "es": "spanish", "fi": "finnish", "fr": "french",
     "hu": "hungarian", "it": "italian", "nl": "dutch", "no": "norwegian", "pt": "portuguese",

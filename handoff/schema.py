@@ -259,7 +259,7 @@ class ExplicitRequest(Strict):
     enabled: bool = True
     intents: list[str] = Field(default_factory=list)
     phrases: Phrases = Field(default_factory=dict)
-    # The same words in another sense ("shipping agent"): a phrase matched inside one of these does not
+    # The same words in another sense ("shipping agent"): a phrase match overlapping one of these does not
     # count, and neither does the bot's intent when that is all the message says.
     unless: Phrases = Field(default_factory=dict)
     # Which request transfers: 1 = the first, 2 = the bot tries once before transferring.
