@@ -70,6 +70,8 @@ _CACHE_LIMIT = 50_000
 
 def fold(word: str) -> str:
     """Lower case without accents ("Kündigung" -> "kundigung"), straight apostrophes."""
+    if word.isascii():
+        return word.lower()  # most words: nothing to decompose
     word = word.casefold().replace("\u2019", "'").replace("ß", "ss")
     return "".join(c for c in unicodedata.normalize("NFKD", word) if not unicodedata.combining(c))
 
@@ -144,21 +146,25 @@ class Analyzer:
     def __init__(self, locales: Iterable[str], vocabulary: Mapping[str, Iterable[str]] = {}) -> None:
         self.locales = tuple(dict.fromkeys(locales))
         self.normalizers = {locale: Normalizer(locale) for locale in self.locales}
-        # Folded pattern words long enough to be misspelt, per locale: a misspelling gets their keys too.
-        # Folded pattern words long enough to be misspelt, by length, with the languages they are written in:
-        # a word of n letters is compared with those of n - 1 to n + 1 only, in one call for all languages.
+        # Folded pattern words long enough to be misspelt, with the languages they are written in, grouped by
+        # first letter and length: a word is compared only with those it could be a slip of (same first
+        # letter, one letter longer or shorter at most), in one call for all languages.
         self._typo_locales: dict[str, set[str]] = {}
         for locale in self.locales:
             for target in vocabulary.get(locale, ()):
                 if len(target) >= SWAP_MIN_LENGTH:
                     self._typo_locales.setdefault(target, set()).add(locale)
-        by_length: dict[int, list[str]] = {}
+        grouped: dict[tuple[str, int], list[str]] = {}
         for target in sorted(self._typo_locales):
-            by_length.setdefault(len(target), []).append(target)
-        self._typo_targets = {
-            length: tuple(t for near in (length - 1, length, length + 1) for t in by_length.get(near, ()))
-            for length in range(SWAP_MIN_LENGTH, max(by_length, default=0) + 2)
-        }
+            grouped.setdefault((target[0], len(target)), []).append(target)
+        self._typo_targets: dict[tuple[str, int], tuple[str, ...]] = {}
+        for first, length in grouped:
+            for near in (length - 1, length, length + 1):
+                key = (first, near)
+                if key not in self._typo_targets:
+                    self._typo_targets[key] = tuple(
+                        t for n in (near - 1, near, near + 1) for t in grouped.get((first, n), ())
+                    )
         self._negations = frozenset().union(*(NEGATIONS.get(locale, ()) for locale in self.locales))
         self._breaks = frozenset().union(*(CLAUSE_BREAKS.get(locale, ()) for locale in self.locales))
         # Raw token -> Word. Customers' vocabulary is large but not endless; the cache starts over when full.
@@ -184,11 +190,10 @@ class Analyzer:
         text = fold(raw)
         found = {locale: {text, normalizer.key(text)} for locale, normalizer in self.normalizers.items()}
         if len(text) >= SWAP_MIN_LENGTH and text not in self._typo_locales:
-            # One pass in C over the pattern words of about this length. A typo rarely hits a word's first
-            # letter, and requiring it keeps unrelated words of the same length apart.
-            targets = self._typo_targets.get(len(text), ())
+            # A typo rarely hits a word's first letter, and requiring it keeps unrelated words apart.
+            targets = self._typo_targets.get((text[0], len(text)), ())
             for target, _, _ in process.extract_iter(text, targets, scorer=OSA.distance, score_cutoff=1):
-                if target[0] == text[0] and _slip(text, target):
+                if _slip(text, target):
                     for locale in self._typo_locales[target]:
                         found[locale].add(self.normalizers[locale].key(target))
                         found[locale].add(target)
