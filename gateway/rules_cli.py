@@ -18,7 +18,8 @@ from gateway.bots.faq import KnowledgeBaseError, load_knowledge_base
 from gateway.redis_target import redis_target
 from gateway.settings import Settings
 from handoff import eval_report
-from handoff.evaluation import EvalSet, Report, evaluate_set, load_set
+from handoff.evaluation import Report, evaluate_set
+from handoff.labelled import EvalSet, load_set
 from handoff.lint import lint
 from handoff.loader import load_rules
 from handoff.problems import RulesError

@@ -5,7 +5,8 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from handoff.evaluation import NONE, Report, Score
+from handoff.evaluation import Report, Score
+from handoff.labelled import NONE
 
 
 def render(report: Report, source: str, wrong_limit: int = 200) -> str:

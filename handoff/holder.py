@@ -30,6 +30,7 @@ class Loaded:
 
 def _load(directory: Path, previous: Loaded | None) -> Loaded:
     rules = load_rules(directory)
+    _ = rules.classifier  # trained here, in the loading thread, not on the first customer message
     if previous is not None and previous.rules.meta.locales == rules.meta.locales:
         signals = previous.signals
     else:

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from handoff.labelled import Item, load_set
 from handoff.lint import lint
 from handoff.problems import Problem, RulesError
 from handoff.ruleset import RuleSet
@@ -97,15 +98,21 @@ def load_rules(directory: Path) -> RuleSet:
     if problems or any(m is None for m in models.values()):
         raise RulesError(problems)
     files = [f for f in loaded.values() if f is not None]
+    triggers = _as(models["triggers.yaml"], TriggersFile)
+    examples: list[Item] = []
+    example_files: list[LoadedFile] = []
+    if triggers.classifier is not None:
+        examples, example_files = _examples(directory, triggers.classifier.examples)
     rules = RuleSet(
         directory=directory,
         meta=_as(models["ruleset.yaml"], RuleSetMeta),
         queues=_as(models["queues.yaml"], QueuesFile),
-        triggers=_as(models["triggers.yaml"], TriggersFile),
+        triggers=triggers,
         routing=_as(models["routing.yaml"], RoutingFile),
         messages=_as(models["messages.yaml"], MessagesFile),
-        digest=content_hash(files),
+        digest=content_hash([*files, *example_files]),
         sources={f.name: f.source for f in files},
+        examples=tuple(examples),
     )
     # The same errors `rules check` reports: a set it fails is never put in force.
     try:
@@ -115,6 +122,21 @@ def load_rules(directory: Path) -> RuleSet:
     if errors:
         raise RulesError(errors)
     return rules
+
+
+def _examples(directory: Path, patterns: Sequence[str]) -> tuple[list[Item], list[LoadedFile]]:
+    """The classifier's labelled examples. Their bytes join the content hash: retraining on other examples
+    is another rule set."""
+    paths = sorted({path for pattern in patterns for path in directory.glob(pattern) if path.is_file()})
+    if not paths:
+        raise RulesError([Problem("triggers.yaml", None, "classifier.examples",
+                                  f"no file matches {', '.join(patterns)} in {directory}")])
+    items: list[Item] = []
+    files: list[LoadedFile] = []
+    for path in paths:
+        items.extend(load_set(path).items)
+        files.append(LoadedFile(str(path.relative_to(directory)), None, SourceMap(""), path.read_bytes()))
+    return items, files
 
 
 def _as(value: object, model: type[T]) -> T:

@@ -14,6 +14,8 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from handoff import hours as business_hours
+from handoff.classifier import TriggerClassifier, examples_of
+from handoff.labelled import Item
 from handoff.matching import Analyzer, Matcher, words_of
 from handoff.schema import (
     ALL_LOCALES,
@@ -46,6 +48,8 @@ class RuleSet:
     messages: MessagesFile
     digest: str
     sources: Mapping[str, SourceMap] = field(default_factory=dict)
+    # The classifier's labelled examples (triggers.yaml `classifier.examples`), read with the rules.
+    examples: tuple[Item, ...] = ()
 
     @property
     def version(self) -> str:
@@ -67,6 +71,23 @@ class RuleSet:
                 for source in sources:
                     vocabulary[locale].extend(words_of(source))
         return Matcher(Analyzer(locales, vocabulary), sets)
+
+    @cached_property
+    def classifier(self) -> TriggerClassifier | None:
+        """Trained on first use; the gateway's rules holder asks for it right after loading, in its thread."""
+        settings = self.triggers.classifier
+        if settings is None:
+            return None
+        texts, labels = examples_of(self.examples, self.classifier_labels)
+        return TriggerClassifier(texts, labels)
+
+    @cached_property
+    def classifier_labels(self) -> tuple[str, ...]:
+        settings = self.triggers.classifier
+        if settings is not None and settings.labels:
+            return tuple(settings.labels)
+        return ("explicit_request", *(f"high_risk.{r.id}" for r in self.triggers.high_risk),
+                "unsupported_workflow")
 
     def _phrase_sets(self) -> Iterator[tuple[str, Phrases, Phrases]]:
         triggers = self.triggers

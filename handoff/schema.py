@@ -344,10 +344,23 @@ class Unsupported(Strict):
     priority: Priority = 1
 
 
+class ClassifierSettings(Strict):
+    """A classifier trained on labelled examples when the rules load (handoff/classifier.py): consulted only
+    when no phrase matched and the bot was not sure."""
+
+    # Files of labelled examples (rules eval's format), relative to the rules directory; globs allowed.
+    examples: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1)
+    # The least probability at which a guess fires its trigger.
+    min_probability: Annotated[float, Field(gt=0, le=1)] = 0.6
+    # Which triggers it may fire; empty: explicit_request, every high-risk rule and unsupported_workflow.
+    labels: list[str] = Field(default_factory=list)
+
+
 class TriggersFile(Strict):
     # How sure the bot must be of an intent for it to fire a trigger by itself (0 to 1). Below it, only the
     # customer's words can; a bot that answers at 0.7 is guessing more often than a handoff can afford.
     intent_confidence: Annotated[float, Field(ge=0, le=1)] = 0.0
+    classifier: ClassifierSettings | None = None
     explicit_request: ExplicitRequest = ExplicitRequest()
     failed_turns: FailedTurns = FailedTurns()
     high_risk: list[HighRisk] = Field(default_factory=list)

@@ -61,17 +61,23 @@ def evaluate(
     fires, fires_family = (intent, family) if sure else (None, None)
     matches = rules.matcher.match(text)
     fired = _high_risk(rules, matches, fires, fires_family)
+    unsupported = _unsupported(rules, matches, fires)
 
     er = cfg.explicit_request
     asked = matches.found("explicit_request") if er.enabled else NOTHING
     explicit = er.enabled and (asked.hit is not None or (
         fires is not None and fires in er.intents and not asked.vetoed))
+    heard = ""
+    if not (fired or unsupported or explicit) and (turn.fallback or not sure):
+        # No phrase matched and the bot was unsure: the classifier's second opinion, if the rules have one.
+        heard = _second_opinion(rules, matches, text, fired)
+        explicit = bool(heard) and er.enabled
     requests = prev.explicit_requests + 1 if explicit else prev.explicit_requests
     # Once told live help is not available here, asking again always goes through: no second argument.
     early_request = explicit and requests < er.transfer_on_request and not prev.declined
     if explicit and not early_request:
         fired.append(Fired(EXPLICIT_REQUEST, "explicit_request", er.priority,
-                           f"asked for a person {_times(requests)}"))
+                           f"asked for a person {_times(requests)}" + (f" ({heard})" if heard else "")))
 
     ar = cfg.approval_required
     if ar.enabled and fires is not None and fires in ar.intents and (
@@ -80,18 +86,12 @@ def evaluate(
         fired.append(Fired(APPROVAL_REQUIRED, "approval_required", ar.priority,
                            f"{intent} needs a person's approval for a signed-in customer"))
 
-    if (unsupported := _unsupported(rules, matches, fires)) is not None:
+    if unsupported is not None:
         fired.append(unsupported)
 
-    ns = cfg.negative_sentiment
-    score = message.sentiment
-    if ns.enabled and score > ns.at_or_below and matches.found("negative_sentiment").hit is not None:
-        score = ns.at_or_below  # written anger the scorer cannot read counts as just negative enough
-    sentiment = [*prev.sentiment, score][-ns.window:]
-    negatives = sum(1 for s in sentiment if s <= ns.at_or_below)
-    if ns.enabled and score <= ns.at_or_below and negatives >= ns.min_negative:
-        fired.append(Fired(NEGATIVE_SENTIMENT, "negative_sentiment", ns.priority,
-                           f"{negatives} of the last {len(sentiment)} messages were negative"))
+    sentiment, upset = _sentiment(rules, matches, prev.sentiment, message.sentiment)
+    if upset is not None:
+        fired.append(upset)
 
     # A failed turn: a fallback, an empty answer, or the customer asking the same thing again.
     repeated = intent is not None and intent == prev.last_intent and not explicit
@@ -149,6 +149,48 @@ def _high_risk(rules: RuleSet, matches: Matches, intent: str | None, family: str
             fired.append(Fired(HIGH_RISK, f"high_risk.{rule.id}", rule.priority, f"{explanation} ({why})",
                                tuple(rule.tags)))
     return fired
+
+
+def _sentiment(
+    rules: RuleSet, matches: Matches, history: list[float], score: float
+) -> tuple[list[float], Fired | None]:
+    """The customer's latest scores, this message's included, and the trigger if they are upset enough."""
+    ns = rules.triggers.negative_sentiment
+    if ns.enabled and score > ns.at_or_below and matches.found("negative_sentiment").hit is not None:
+        score = ns.at_or_below  # written anger the scorer cannot read counts as just negative enough
+    sentiment = [*history, score][-ns.window:]
+    negatives = sum(1 for s in sentiment if s <= ns.at_or_below)
+    if ns.enabled and score <= ns.at_or_below and negatives >= ns.min_negative:
+        return sentiment, Fired(NEGATIVE_SENTIMENT, "negative_sentiment", ns.priority,
+                                f"{negatives} of the last {len(sentiment)} messages were negative")
+    return sentiment, None
+
+
+def _second_opinion(rules: RuleSet, matches: Matches, text: str, fired: list[Fired]) -> str:
+    """Ask the rules' classifier. A confident guess of a high-risk rule or an unsupported workflow is
+    appended to ``fired``; a guess of a request for a person is returned as its explanation, for the caller
+    to count like any other request. Nothing fires when the customer's words named that topic only negated
+    or in another sense."""
+    classifier, settings = rules.classifier, rules.triggers.classifier
+    if classifier is None or settings is None:
+        return ""
+    guess = classifier.guess(text)
+    if guess.label not in rules.classifier_labels or guess.probability < settings.min_probability:
+        return ""
+    if matches.found(guess.label).vetoed:
+        return ""
+    why = f"classifier {guess.probability:.2f} on the words {', '.join(repr(w) for w in guess.words)}"
+    if guess.label == EXPLICIT_REQUEST:
+        return why
+    uw = rules.triggers.unsupported_workflow
+    if guess.label == "unsupported_workflow" and uw.enabled:
+        unsupported = f"a workflow the bot does not support ({why})"
+        fired.append(Fired(UNSUPPORTED, guess.label, uw.priority, unsupported))
+    for rule in rules.triggers.high_risk:
+        if guess.label == f"high_risk.{rule.id}" and rule.enabled:
+            explanation = f"{rule.explanation or f'{rule.id} is handled by people'} ({why})"
+            fired.append(Fired(HIGH_RISK, guess.label, rule.priority, explanation, tuple(rule.tags)))
+    return ""
 
 
 def _unsupported(rules: RuleSet, matches: Matches, intent: str | None) -> Fired | None:

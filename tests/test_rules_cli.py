@@ -126,7 +126,10 @@ def test_eval_fails_rules_that_miss_the_thresholds_and_shows_why(tmp_path: Path)
     text = triggers.read_text()
     start = text.index("  phrases:\n    en:\n")
     end = text.index("  unless:\n", start)
-    triggers.write_text(text[:start] + "  phrases: [human]\n" + text[end:])  # the old, exact way
+    text = text[:start] + "  phrases: [human]\n" + text[end:]  # the old, exact way
+    start = text.index("classifier:\n")
+    end = text.index("  min_probability: 0.5\n", start) + len("  min_probability: 0.5\n")
+    triggers.write_text(text[:start] + text[end:])  # and no classifier to catch what it misses
     result = rules_cli("rules", "eval", str(rules), "--set", str(DEMO_RULES / "eval" / "dev.yaml"))
     assert result.returncode == 1
     assert "thresholds: MISSED: explicit_request recall" in result.stdout
