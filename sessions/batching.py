@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,7 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import DataError, NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 log = structlog.get_logger(__name__)
 
@@ -117,19 +119,27 @@ class RedisBatcher:
         connection = await pool.get_connection()  # type: ignore[no-untyped-call]
         try:
             await connection.send_packed_command(b"".join(packed))
-            for call in sent:  # each caller is answered as its reply arrives: a later failure is not theirs
-                try:
-                    reply = await connection.read_response()
-                except ResponseError as exc:  # this command's own error; the replies after it still follow
-                    reply = exc
-                if call.future.done():  # the caller was cancelled meanwhile
-                    continue
-                if isinstance(reply, NoScriptError) and call.script is not None and not reloaded:
-                    missing.append(call)
-                elif isinstance(reply, Exception):
-                    call.future.set_exception(reply)
-                else:
-                    call.future.set_result(reply)
+            # One deadline for the whole batch's replies, the connection's socket timeout (redis-py's own
+            # read timeout, 5 s by default), rather than a timer set and cancelled around each reply: they
+            # arrive together, and that timer cost as much as reading the reply.
+            async with asyncio.timeout(connection.socket_timeout):
+                # Each caller is answered as its reply arrives: a later failure is not theirs.
+                for call in sent:
+                    try:
+                        reply = await connection.read_response(timeout=math.inf)
+                    except ResponseError as exc:  # this command's own error; the replies after it follow
+                        reply = exc
+                    if call.future.done():  # the caller was cancelled meanwhile
+                        continue
+                    if isinstance(reply, NoScriptError) and call.script is not None and not reloaded:
+                        missing.append(call)
+                    elif isinstance(reply, Exception):
+                        call.future.set_exception(reply)
+                    else:
+                        call.future.set_result(reply)
+        except TimeoutError as exc:  # the deadline: the error redis-py raises when a read times out
+            await connection.disconnect()  # its replies are out of step now
+            raise RedisTimeoutError("Timeout reading from Redis") from exc
         except BaseException:
             await connection.disconnect()  # its replies are out of step now
             raise

@@ -47,6 +47,9 @@ StatusListener = Callable[[StatusUpdate], Awaitable[None]]
 
 _JSON_FIELDS = ("customer", "tags", "signals", "handoff", "notes")
 _JSON_FIELD_NAMES = " ".join(_JSON_FIELDS)
+# A message as its stream entry holds it (the entry's id is its id). Excluded as a mapping: pydantic takes a
+# set more slowly, a third of the whole dump. The JSON is the same.
+_WITHOUT_ID: dict[str, bool] = {"id": True}
 
 
 class ConversationNotFound(LookupError):
@@ -271,7 +274,7 @@ class ConversationStore:
             [keys.conversation(cid), keys.transcript(cid), keys.events(cid), ext_key],
             [
                 self.ttl_ms,
-                message.model_dump_json(exclude={"id"}),
+                message.model_dump_json(exclude=_WITHOUT_ID),
                 keys.live_channel(cid),
                 "1" if external_id else "0",
                 utcnow().isoformat(),
@@ -313,7 +316,7 @@ class ConversationStore:
             [keys.conversation(cid), keys.transcript(cid), keys.events(cid)],
             [
                 self.ttl_ms,
-                message.model_dump_json(exclude={"id"}),
+                message.model_dump_json(exclude=_WITHOUT_ID),
                 keys.live_channel(cid),
                 now.isoformat(),
                 " ".join(s.value for s in allowed_from),

@@ -9,6 +9,7 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import DataError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.embedded_redis import free_port
 from sessions.batching import RedisBatcher
@@ -111,3 +112,22 @@ async def test_callers_answered_before_the_connection_drops_keep_their_answers(
     )
     assert before == 1  # it ran, and its caller knows it
     assert isinstance(after, RedisConnectionError)
+
+
+async def test_replies_later_than_the_socket_timeout_fail_as_redis_py_read_timeouts(
+    redis_url: str, namespace: str
+) -> None:
+    """The batch's replies share one deadline, the connection's socket timeout: a reply that misses it fails
+    its caller and those after it with redis-py's TimeoutError, and the connection is not used again."""
+    client = Redis.from_url(redis_url, socket_timeout=0.3)
+    batcher = RedisBatcher(client)
+    before, blocked, after = await asyncio.gather(
+        batcher.command("INCR", f"{namespace}:before"),
+        batcher.command("BLPOP", f"{namespace}:empty", 2),  # Redis answers in 2 s
+        batcher.command("INCR", f"{namespace}:after"),
+        return_exceptions=True,
+    )
+    assert before == 1
+    assert isinstance(blocked, RedisTimeoutError) and isinstance(after, RedisTimeoutError)
+    assert await batcher.command("INCR", f"{namespace}:later") == 1  # on a fresh connection, in step
+    await client.aclose()

@@ -84,6 +84,20 @@ async def test_a_step_that_needs_no_state_back_returns_the_callers_snapshot_with
         assert getattr(result.conversation, field) == getattr(stored, field), field
 
 
+async def test_a_transcript_entry_is_the_message_as_json_without_its_id(
+    store: ConversationStore, redis: Redis
+) -> None:
+    cid = (await store.create(Customer(id="cu1"), "webchat")).conversation.id
+    said = customer_says(cid, 'Grüße "quoted" <b> 😀')
+    said.channel_metadata = {"nested": {"n": [1, 2.5, None]}}
+    reply = Message(conversation_id=cid, direction=Direction.OUTBOUND, sender=SenderKind.BOT, text="y",
+                    channel="webchat")
+    await store.append(said)
+    await store.append_and_move(reply, ConversationState.BOT, [], allowed_from=[ConversationState.BOT])
+    entries = await redis.xrange(store.keys.transcript(cid))
+    assert [f[b"m"].decode() for _, f in entries] == [m.model_dump_json(exclude={"id"}) for m in (said, reply)]
+
+
 async def test_transition_only_from_allowed_states_and_records_event(store: ConversationStore) -> None:
     cid = (await store.create(Customer(id="cu1"), "webchat")).conversation.id
     with pytest.raises(TransitionRefused) as refused:
