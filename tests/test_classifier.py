@@ -12,7 +12,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
 from gateway.settings import DEMO_RULES
-from handoff.classifier import TriggerClassifier, examples_of
+from handoff.classifier import REGULARISATION, TriggerClassifier, examples_of
 from handoff.loader import load_rules
 from handoff.policy import Action, Decision, TurnInput, decide
 from handoff.problems import RulesError
@@ -39,7 +39,7 @@ def test_its_scores_are_scikit_learns(rules: RuleSet) -> None:
     assert len(texts) > 800 and set(labels) == {*rules.classifier_labels, "none"}
     ours = TriggerClassifier(texts, labels)
     vectorizer = TfidfVectorizer(analyzer="word", ngram_range=(1, 2), sublinear_tf=True)
-    model = LogisticRegression(C=10.0, max_iter=3000, class_weight="balanced")
+    model = LogisticRegression(C=REGULARISATION, max_iter=3000, class_weight="balanced")
     model.fit(vectorizer.fit_transform(texts), labels)
     for text in [*texts[::7], "agent agent agent please", "zzz", ""]:
         probabilities = model.predict_proba(vectorizer.transform([text]))[0]
