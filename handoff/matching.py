@@ -561,22 +561,8 @@ def _around(analysis: Analysis, locale: str, part: Part, anchor: int) -> tuple[i
         if not earlier:
             return None
         reached = earlier
-    start = max(reached)
-    reached = {anchor + 1}
-    for index in range(part.anchor + 1, len(slots)):
-        slot, gap = slots[index], gaps[index - 1]
-        later: set[int] = set()
-        for position in reached:
-            for candidate in range(position, min(position + gap + 1, len(tokens))):
-                token = tokens[candidate]
-                if token.clause != clause:
-                    break
-                if slot.accepts(token.word, locale):
-                    later.add(candidate + 1)
-        if not later:
-            return None
-        reached = later
-    return start, min(reached)
+    end = _forward(analysis, locale, part, part.anchor + 1, {anchor + 1}, clause=clause)
+    return None if end is None else (max(reached), end)
 
 
 def _match_part(analysis: Analysis, locale: str, part: Part, start: int) -> int | None:
@@ -584,10 +570,17 @@ def _match_part(analysis: Analysis, locale: str, part: Part, start: int) -> int 
     tokens = analysis.tokens
     if not part.slots[0].accepts(tokens[start].word, locale):
         return None
-    clause = tokens[start].clause
-    # Positions reached after matching slot i; gaps make several possible, so keep each.
-    reached = {start + 1}
-    for slot, gap in zip(part.slots[1:], part.gaps, strict=True):
+    return _forward(analysis, locale, part, 1, {start + 1}, clause=tokens[start].clause)
+
+
+def _forward(
+    analysis: Analysis, locale: str, part: Part, first: int, reached: set[int], *, clause: int
+) -> int | None:
+    """Where ``part`` ends when its slots from ``first`` on follow the positions ``reached`` (each just past
+    the slot before): the earliest end, or None. Gaps make several positions possible, so each is kept."""
+    tokens = analysis.tokens
+    for index in range(first, len(part.slots)):
+        slot, gap = part.slots[index], part.gaps[index - 1]
         following: set[int] = set()
         for position in reached:
             for candidate in range(position, min(position + gap + 1, len(tokens))):

@@ -19,6 +19,7 @@ from handoff.problems import RulesError
 from handoff.ruleset import RuleSet
 from handoff.signals import MessageSignals
 from sessions.models import BotTurn, Conversation, Customer
+from tests.rule_edits import without_classifier
 
 FRIDAY_MORNING = datetime(2026, 11, 27, 15, 0, tzinfo=UTC)
 UNSURE = BotTurn(text="Sorry?", confidence=0.3, fallback=True)
@@ -93,10 +94,7 @@ def test_rules_without_a_classifier_decide_on_phrases_alone(tmp_path: Path) -> N
     target = tmp_path / "rules"
     shutil.copytree(DEMO_RULES, target)
     triggers = target / "triggers.yaml"
-    text = triggers.read_text()
-    start = text.index("classifier:\n")
-    end = text.index("  min_probability: 0.5\n", start) + len("  min_probability: 0.5\n")
-    triggers.write_text(text[:start] + text[end:])
+    triggers.write_text(without_classifier(triggers.read_text()))
     plain = load_rules(target)
     assert plain.classifier is None
     assert decided(plain, "somebody emptied my card through your site").trigger is None

@@ -22,6 +22,7 @@ from handoff.problems import RulesError
 from handoff.ruleset import RuleSet
 from handoff.signals import MessageSignals
 from sessions.models import BotTurn, Conversation, Customer, PolicySignals
+from tests.rule_edits import with_explicit_phrases
 
 FRIDAY_MORNING = datetime(2026, 11, 27, 15, 0, tzinfo=UTC)
 # The bot did not understand: only the customer's words can hand over.
@@ -215,10 +216,7 @@ def test_a_plain_phrase_list_still_applies_to_every_language(tmp_path: Path) -> 
     target = tmp_path / "rules"
     shutil.copytree(DEMO_RULES, target)
     path = target / "triggers.yaml"
-    text = path.read_text()
-    start = text.index("  phrases:\n    en:\n")
-    end = text.index("  unless:\n", start)
-    path.write_text(text[:start] + "  phrases: [human, mitarbeiter]\n" + text[end:])
+    path.write_text(with_explicit_phrases(path.read_text(), "[human, mitarbeiter]"))
     rules = load_rules(target)
     assert trigger_of(decided(rules, "mit einer Mitarbeiterin bitte")) == "explicit_request"
     assert trigger_of(decided(rules, "humans please")) == "explicit_request"

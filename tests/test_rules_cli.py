@@ -14,6 +14,7 @@ import aiohttp
 
 from gateway.settings import DEMO_RULES
 from tests.chat import connect
+from tests.rule_edits import with_explicit_phrases, without_classifier
 
 
 def rules_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -123,13 +124,8 @@ def test_eval_prints_precision_recall_confusion_and_cost_and_passes_the_tuned_se
 def test_eval_fails_rules_that_miss_the_thresholds_and_shows_why(tmp_path: Path) -> None:
     rules = copy_of_rules(tmp_path)
     triggers = rules / "triggers.yaml"
-    text = triggers.read_text()
-    start = text.index("  phrases:\n    en:\n")
-    end = text.index("  unless:\n", start)
-    text = text[:start] + "  phrases: [human]\n" + text[end:]  # the old, exact way
-    start = text.index("classifier:\n")
-    end = text.index("  min_probability: 0.5\n", start) + len("  min_probability: 0.5\n")
-    triggers.write_text(text[:start] + text[end:])  # and no classifier to catch what it misses
+    # The old, exact way, and no classifier to catch what it misses.
+    triggers.write_text(without_classifier(with_explicit_phrases(triggers.read_text(), "[human]")))
     result = rules_cli("rules", "eval", str(rules), "--set", str(DEMO_RULES / "eval" / "dev.yaml"))
     assert result.returncode == 1
     assert "thresholds: MISSED: explicit_request recall" in result.stdout
