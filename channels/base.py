@@ -38,6 +38,12 @@ class Capabilities:
     warm_transfer: bool = False
     # Agents take these conversations on their phone: a claim needs a number to call them on.
     agents_by_phone: bool = False
+    # The customer can answer a menu of callback times in writing. Where not (a call, for now), a callback
+    # is arranged on the number they use, as soon as the team can.
+    callback_menu: bool = True
+    # This channel places the calls that keep callbacks (agent first, then the customer), whatever channel
+    # the customer asked on: it is told of every callback attempt an agent takes.
+    places_callbacks: bool = False
 
 
 class ChannelAdapter(Protocol):
@@ -134,7 +140,12 @@ class ChannelRegistry:
         return iter(self._adapters.values())
 
     async def on_status(self, update: StatusUpdate) -> None:
-        """The store's status listener: the step goes to its conversation's channel."""
+        """The store's status listener: the step goes to its conversation's channel, and a callback attempt
+        an agent took also to the channel that places the calls."""
         adapter = self._adapters.get(update.channel)
         if adapter is not None:
             await adapter.on_status(update)
+        if "callback_attempt" in update.data:
+            for caller in self._adapters.values():
+                if caller is not adapter and caller.capabilities.places_callbacks:
+                    await caller.on_status(update)

@@ -218,7 +218,8 @@ async def claim(request: web.Request) -> web.Response:
     app = request.app
     body = await _body(request, ClaimBody)
     waiting = await app[appkeys.DESK].conversation(request.match_info["id"])
-    if app[appkeys.CHANNELS].get(waiting.channel).capabilities.agents_by_phone:
+    callback = waiting.callback is not None and waiting.callback.state == "offering"
+    if callback or app[appkeys.CHANNELS].get(waiting.channel).capabilities.agents_by_phone:
         if body.phone is not None:
             agent = await app[appkeys.AGENTS].set_phone(agent, body.phone)
         if agent.phone is None:

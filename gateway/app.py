@@ -7,6 +7,7 @@ import functools
 import signal
 import socket
 from collections.abc import AsyncIterator
+from datetime import datetime
 
 import structlog
 from aiohttp import web
@@ -24,6 +25,7 @@ from gateway.pipeline import Pipeline
 from gateway.routes import setup_routes
 from gateway.settings import Settings
 from handoff.agents import AgentStore
+from handoff.callbacks import CallbackBook
 from handoff.calls import CallDesk
 from handoff.context import BotTurnSummarizer
 from handoff.desk import Desk
@@ -38,7 +40,7 @@ from sessions.jobs import JobQueue, JobRunner
 from sessions.keys import Keys
 from sessions.live import LiveFeed
 from sessions.models import Conversation, utcnow
-from sessions.store import ConversationStore
+from sessions.store import AppendResult, ConversationStore
 
 log = structlog.get_logger(__name__)
 
@@ -78,7 +80,27 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     app[appkeys.JOBS] = JobRunner(JobQueue(redis, keys))
     app[appkeys.DISPATCHER] = Dispatcher(app[appkeys.DESK], settings.offer_timeout_seconds)
     app[appkeys.CALL_DESK] = CallDesk(app[appkeys.DESK], app[appkeys.DISPATCHER])
-    app[appkeys.QUEUE_UPDATES] = QueueUpdates(app[appkeys.DESK])
+    dispatcher = app[appkeys.DISPATCHER]
+
+    async def lapse(conversation_id: str) -> None:
+        await dispatcher.lapse(conversation_id, passed_over=False)
+
+    # Callbacks come due on the pipeline's clock, as business hours do (a test or a demo may set it).
+    def clock() -> datetime:  # looked up each time: the pipeline comes later, and its clock may be replaced
+        return app[appkeys.PIPELINE].clock()
+
+    async def notify(stored: AppendResult) -> None:
+        conversation = stored.conversation
+        await app[appkeys.CHANNELS].get(conversation.channel).deliver(conversation, stored.message)
+
+    app[appkeys.CALLBACKS] = CallbackBook(app[appkeys.DESK], clock=clock, lapse=lapse, notify=notify)
+    async def long_wait(conversation_id: str, eta_seconds: int) -> None:
+        stored = await app[appkeys.CALLBACKS].offer_if_long_wait(conversation_id, eta_seconds,
+                                                                   app[appkeys.RULES].rules)
+        if stored is not None:
+            await notify(stored)
+
+    app[appkeys.QUEUE_UPDATES] = QueueUpdates(app[appkeys.DESK], on_wait=long_wait)
     live = LiveFeed(redis, keys)
     await live.start()
     app[appkeys.LIVE] = live
@@ -132,6 +154,7 @@ async def _desk_ctx(app: web.Application) -> AsyncIterator[None]:
     dispatcher = app[appkeys.DISPATCHER]
     desk = app[appkeys.DESK]
     updates = app[appkeys.QUEUE_UPDATES]
+    callbacks = app[appkeys.CALLBACKS]
 
     stopping = asyncio.Event()
 
@@ -147,6 +170,7 @@ async def _desk_ctx(app: web.Application) -> AsyncIterator[None]:
                     await dispatcher.withdraw_offers_to(agent_id)
                     log.info("desk.agent_expired", agent_id=agent_id)
                 # Business hours follow the pipeline's clock (fixed in tests, like the policy's).
+                await callbacks.run_due(rules)
                 await dispatcher.dispatch(rules, app[appkeys.PIPELINE].clock())
                 await updates.send_due(rules, now)
                 await app[appkeys.JOBS].run_due(now)
@@ -201,7 +225,8 @@ async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
                         app[appkeys.QUEUES], on_handoff=functools.partial(_after_handoff, app),
                         return_window_seconds=settings.return_window_seconds,
                         staffing=lambda: app[appkeys.DISPATCHER].online_by_queue,
-                        queue_figures=lambda: app[appkeys.QUEUE_UPDATES].last_staffing)
+                        queue_figures=lambda: app[appkeys.QUEUE_UPDATES].last_staffing,
+                        callbacks=app[appkeys.CALLBACKS])
     app[appkeys.PIPELINE] = pipeline
     context = ChannelContext(
         redis=app[appkeys.REDIS], keys=Keys(settings.redis_namespace), store=app[appkeys.STORE],

@@ -11,6 +11,7 @@ from gateway.helpdesk import HelpdeskWebhook
 from gateway.pipeline import Pipeline
 from gateway.settings import Settings
 from handoff.agents import AgentStore
+from handoff.callbacks import CallbackBook
 from handoff.calls import CallDesk
 from handoff.context import Summarizer
 from handoff.desk import Desk
@@ -38,6 +39,7 @@ DESK = web.AppKey("desk", Desk)
 SUMMARIZER = web.AppKey("summarizer", Summarizer)
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)
 CALL_DESK = web.AppKey("call_desk", CallDesk)
+CALLBACKS = web.AppKey("callbacks", CallbackBook)
 AGENT_SOCKETS = web.AppKey("agent_sockets", set[web.WebSocketResponse])
 HELPDESK: web.AppKey[HelpdeskWebhook | None] = web.AppKey("helpdesk")
 QUEUE_UPDATES = web.AppKey("queue_updates", QueueUpdates)

@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.agent_api import ClaimBody, MessageBody, PhoneBody, PresenceBody, ResolveBody, TransferBody
+from gateway.callback_api import CancelBody, RescheduleBody
 
 ERROR = {"$ref": "#/components/schemas/Error"}
 
@@ -128,6 +129,26 @@ def build() -> dict[str, Any]:
                 "parameters": ID, "requestBody": _body(ResolveBody),
                 "responses": {"200": _json("the conversation"), **_errors(
                     UNAUTHORIZED, BAD_BODY, FORBIDDEN, NOT_FOUND, (409, "not_assigned"))},
+            }},
+            "/api/callbacks": {"get": {
+                "summary": "Callbacks of the queues you serve, soonest first: scheduled, due, or failed",
+                "parameters": [{"name": "state", "in": "query", "required": False,
+                                "schema": {"type": "string", "enum": ["scheduled", "due", "failed"]}}],
+                "responses": {"200": _json("callbacks: conversation, queue, number, slot, attempts, outcome"),
+                              **_errors(UNAUTHORIZED, (400, "invalid_state"))},
+            }},
+            "/api/callbacks/{id}/cancel": {"post": {
+                "summary": "Cancel a callback not yet dialling; the customer is told in their channel",
+                "parameters": ID, "requestBody": _body(CancelBody),
+                "responses": {"200": _json("conversation_id, state cancelled"), **_errors(
+                    UNAUTHORIZED, BAD_BODY, FORBIDDEN, NOT_FOUND, (409, "not_cancellable"))},
+            }},
+            "/api/callbacks/{id}/reschedule": {"post": {
+                "summary": "Move a waiting callback to another open time, or as soon as possible",
+                "parameters": ID, "requestBody": _body(RescheduleBody),
+                "responses": {"200": _json("the callback as listed"), **_errors(
+                    UNAUTHORIZED, BAD_BODY, FORBIDDEN, NOT_FOUND, (409, "not_scheduled"),
+                    (422, "slot_unavailable: the team is not open for all of it, or it is past"))},
             }},
             "/api/admin/rules": {"get": {
                 "summary": "The escalation and routing rules in force", "security": [{"adminToken": []}],

@@ -17,7 +17,8 @@ import structlog
 
 from channels.base import ChannelRegistry
 from gateway.bots.base import Bot
-from handoff import messages
+from handoff import callback_texts, messages
+from handoff.callbacks import CallbackBook, CallbackError
 from handoff.holder import RulesHolder
 from handoff.policy import Action, Decision, TurnInput, decide, needs_load, reroute
 from handoff.queues import QueueStore
@@ -41,6 +42,9 @@ log = structlog.get_logger(__name__)
 
 Clock = Callable[[], datetime]
 _REMEMBERED_TURNS = 10_000
+# States in which a customer's message may be about a callback (choosing one, asking for one, cancelling).
+_CALLBACK_AWARE = frozenset({ConversationState.QUEUED, ConversationState.OFFERED, ConversationState.ASYNC,
+                             ConversationState.CALLBACK, ConversationState.ASSIGNED})
 
 
 class Pipeline:
@@ -57,6 +61,7 @@ class Pipeline:
         return_window_seconds: float = 0,
         staffing: Callable[[], Mapping[str, int]] = dict,
         queue_figures: Callable[[], Mapping[str, Staffing]] = dict,
+        callbacks: CallbackBook | None = None,
     ) -> None:
         self.store = store
         self.bot = bot
@@ -70,6 +75,7 @@ class Pipeline:
         self.staffing = staffing
         # Capacity and handle time per queue, for the expected wait that overflow limits compare against.
         self.queue_figures = queue_figures
+        self.callbacks = callbacks
         # One bot turn at a time per conversation, so replies follow the messages they answer.
         self._turn_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         # When each recent conversation's last turn was stored, to spot a snapshot taken before it.
@@ -117,6 +123,10 @@ class Pipeline:
                 conversation = await self._reopen(conversation)
             if conversation.state is ConversationState.BOT:
                 await self._bot_turn(conversation, accepted.message)
+            elif self.callbacks is not None and conversation.state in _CALLBACK_AWARE:
+                stored = await self.callbacks.on_message(conversation, accepted.message, self.rules.rules)
+                if stored is not None:
+                    await self.channels.get(conversation.channel).deliver(stored.conversation, stored.message)
 
     async def _reopen(self, conversation: Conversation) -> Conversation:
         """A customer writing after an agent resolved the conversation: soon after, back to that queue and,
@@ -203,6 +213,41 @@ class Pipeline:
         if stored is not None:
             self._finished(stored)
             await self.channels.get(conversation.channel).deliver(stored.conversation, stored.message)
+            if decision.leaves_bot:
+                await self._offer_callback(stored.conversation, message, decision)
+
+    async def _offer_callback(self, conversation: Conversation, message: Message, decision: Decision) -> None:
+        """Right after a handoff, a callback where the queue offers one for the reason the customer cannot
+        be helped now (closed, nobody online), or because they asked for one."""
+        book, route = self.callbacks, decision.route
+        if book is None or route is None:
+            return
+        rules = self.rules.rules
+        if route.mode == "callback":
+            why = "after_hours"
+        elif route.unstaffed:
+            why = "unstaffed"
+        elif route.mode != LIVE and route.back_at is not None:
+            why = "after_hours"
+        elif callback_texts.asks_for_callback(message.text, anywhere=True):
+            why = "asked"
+        else:
+            return
+        if not book.offered(rules, conversation, why) and route.mode != "callback":
+            return
+        adapter = self.channels.get(conversation.channel)
+        if not adapter.capabilities.callback_menu and route.mode == LIVE:
+            return  # a caller waits on the line; their channel arranges the callback if nobody comes
+        try:
+            if adapter.capabilities.callback_menu:
+                stored = await book.offer(conversation, rules, "asked" if route.mode == "callback" else why)
+            else:
+                stored = await book.arrange_soonest(conversation, rules, why)
+        except CallbackError as exc:
+            log.info("callback.not_offered", code=exc.code)
+            return
+        if stored is not None:
+            await adapter.deliver(stored.conversation, stored.message)
 
     async def _reply(
         self, conversation: Conversation, turn: BotTurn, decision: Decision

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway import admin, agent_api, agent_socket, health, openapi, pages
+from gateway import admin, agent_api, agent_socket, callback_api, health, openapi, pages
 
 
 def setup_routes(app: web.Application) -> None:
@@ -20,4 +20,5 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_post("/api/admin/rules/reload", admin.rules_reload)
     app.router.add_get("/api/openapi.json", openapi.document)
     agent_api.setup(app)
+    callback_api.setup(app)
     app.router.add_get("/ws/agent", agent_socket.handle)

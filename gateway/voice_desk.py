@@ -11,9 +11,11 @@ from datetime import timedelta
 
 import structlog
 from aiohttp import web
+from babel.dates import format_time
 
 from channels.voice.desk import Accepted, AgentLine
 from gateway import appkeys
+from handoff import messages
 from handoff.agents import HEARTBEAT_SECONDS
 from handoff.calls import CallDesk
 from handoff.context import build_package
@@ -154,8 +156,72 @@ class GatewayVoiceDesk:
         await self.calls.transfer_failed(conversation_id, from_agent, to_agent, reason)
 
     async def follow_up(self, conversation_id: str) -> None:
-        if await self.calls.follow_up(conversation_id, self.app[appkeys.RULES].rules):
-            self.app[appkeys.DISPATCHER].kick()
+        """Nobody online to take the call: a follow-up, kept as a callback on the caller's number as soon as
+        the team can where the queue takes callbacks."""
+        app = self.app
+        rules = app[appkeys.RULES].rules
+        if not await self.calls.follow_up(conversation_id, rules):
+            return
+        app[appkeys.DISPATCHER].kick()
+        with contextlib.suppress(ConversationNotFound, DeskError):
+            conversation = await app[appkeys.STORE].get(conversation_id)
+            await app[appkeys.CALLBACKS].arrange_soonest(conversation, rules, "unstaffed")
+
+
+    # -- callbacks -----------------------------------------------------------------------------------------
+    async def callback_brief(self, conversation_id: str) -> list[str]:
+        brief = await self.brief(conversation_id)
+        try:
+            conversation = await self.app[appkeys.STORE].get(conversation_id)
+        except ConversationNotFound:
+            return brief
+        request = conversation.callback
+        if request is None:
+            return brief
+        rules = self.app[appkeys.RULES].rules
+        known = request.queue in rules.queues.queues
+        zone = rules.zone_of(rules.queue(request.queue).hours) if known else None
+        asked = request.confirmed_at or request.requested_at
+        at = format_time(asked, "HH:mm", tzinfo=zone, locale="en")
+        tries = f" This is attempt {len(request.attempts)}." if len(request.attempts) > 1 else ""
+        return [f"This is a callback the customer asked for at {at}.{tries}", *brief]
+
+    async def callback_step(self, conversation_id: str, attempt: int, step: str, **changes: str) -> bool:
+        return await self.app[appkeys.CALLBACKS].step(conversation_id, attempt, step, **changes)
+
+    async def callback_failed(self, conversation_id: str, attempt: int, outcome: str) -> None:
+        """Only the current attempt's first failure counts: a late status callback changes nothing."""
+        app = self.app
+        try:
+            conversation = await app[appkeys.STORE].get(conversation_id)
+        except ConversationNotFound:
+            return
+        request = conversation.callback
+        current = request.current if request is not None else None
+        if current is None or current.n != attempt or current.state not in ("offering", "dialling"):
+            return
+        if current.agent:
+            await self.on_the_phone(current.agent, False)
+        rules = app[appkeys.RULES].rules
+        told = await app[appkeys.CALLBACKS].attempt_failed(conversation_id, outcome, rules)
+        if told is not None:
+            channel = app[appkeys.CHANNELS].get(told.conversation.channel)
+            await channel.deliver(told.conversation, told.message)
+        app[appkeys.DISPATCHER].kick()
+
+    async def callback_greeting(self, conversation_id: str) -> str:
+        app = self.app
+        rules = app[appkeys.RULES].rules
+        conversation = await app[appkeys.STORE].get(conversation_id)
+        request = conversation.callback
+        agent = await app[appkeys.AGENTS].get(conversation.agent) if conversation.agent else None
+        queue = request.queue if request is not None else conversation.queue or ""
+        handoff = conversation.handoff
+        locale = (handoff.language if handoff else None) or rules.meta.default_locale
+        text, _ = messages.render(rules, "callback_greeting", locale, "voice", now=utcnow(), extra={
+            "agent": agent.name if agent else "",
+            "queue": rules.queue(queue).name if queue in rules.queues.queues else queue})
+        return text
 
 
 def _words(code: str) -> str:

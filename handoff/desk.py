@@ -47,6 +47,14 @@ HANDLE_TIMES_KEPT = 50
 WAITING = (ConversationState.QUEUED, ConversationState.OFFERED, ConversationState.ASYNC)
 
 
+def _callback_attempt(conversation: Conversation) -> dict[str, Any]:
+    """A callback an agent took: the attempt now dialled (agent first) by the channel that places calls."""
+    callback = conversation.callback
+    if callback is None or callback.state != "offering" or callback.current is None:
+        return {}
+    return {"callback_attempt": callback.current.n}
+
+
 class DeskError(Exception):
     """A request the desk refuses, with the HTTP status and machine-readable code the API answers."""
 
@@ -190,7 +198,8 @@ class Desk:
             stored = await self.store.append_and_move(
                 notice,
                 ConversationState.ASSIGNED,
-                [self._event(conversation, "handoff.assigned", status, notice, agent_id=agent.id, via=via)],
+                [self._event(conversation, "handoff.assigned", status, notice, agent_id=agent.id, via=via,
+                             **_callback_attempt(conversation))],
                 updates={"agent": agent.id, "assigned_at": utcnow()},
                 allowed_from=WAITING,
             )
@@ -446,13 +455,7 @@ class Desk:
             conversation.handoff.language if conversation.handoff else None
         ) or rules.meta.default_locale
         text, _ = messages.render(rules, key, locale, conversation.channel, now=utcnow(), extra=values)
-        return Message(
-            conversation_id=conversation.id,
-            direction=Direction.OUTBOUND,
-            sender=SenderKind.SYSTEM,
-            text=text,
-            channel=conversation.channel,
-        )
+        return Message.notice(conversation, text)
 
     def status_of(self, conversation: Conversation, state: ConversationState) -> dict[str, Any]:
         return self._status(conversation, state, None)

@@ -13,7 +13,7 @@ from handoff import messages
 from handoff.phrase_lint import phrase_warnings
 from handoff.problems import Problem
 from handoff.ruleset import ALWAYS, RuleSet
-from handoff.schema import Match
+from handoff.schema import Match, Queue
 from handoff.triggers import REASONS
 
 # Channels the gateway has, or will have, adapters for; rules naming another channel can never match.
@@ -55,10 +55,14 @@ def cross_check(rules: RuleSet) -> list[Problem]:
             if queue.overflow.to == qname:
                 report.add("queues.yaml", ["queues", qname, "overflow", "to"],
                            "a queue cannot overflow to itself")
-        for channel in queue.after_hours:
+        for channel, mode in queue.after_hours.items():
             if channel != "default" and channel not in KNOWN_CHANNELS:
                 report.add("queues.yaml", ["queues", qname, "after_hours", channel],
                            _unknown_channel(channel))
+            if mode == "callback" and queue.callbacks is None:
+                report.add("queues.yaml", ["queues", qname, "after_hours", channel],
+                           "after hours promises a callback, but the queue has no `callbacks:` (its slots "
+                           "and attempts); add one or choose async")
 
     for index, rule in enumerate(rules.routing.rules):
         check_queue("routing.yaml", ["rules", index, "queue"], rule.queue)
@@ -72,7 +76,10 @@ def cross_check(rules: RuleSet) -> list[Problem]:
         if blocked.message not in rules.messages.messages:
             report.add("triggers.yaml", [*loc, "message"], f"no message {blocked.message!r} in messages.yaml")
 
-    for key in messages.REQUIRED:
+    required = list(messages.REQUIRED)
+    if any(q.callbacks is not None for q in queues.values()):
+        required += messages.CALLBACK
+    for key in required:
         if key not in rules.messages.messages:
             report.add("messages.yaml", ["messages"], f"message {key!r} is required and missing")
     for key, texts in rules.messages.messages.items():
@@ -101,6 +108,7 @@ def lint(
                        "staffed around the clock", "warning")
         elif queue.hours in rules.queues.hours and business_hours.never_open(rules.queues.hours[queue.hours]):
             report.add("queues.yaml", ["queues", qname, "hours"], "these hours are never open", "warning")
+        _lint_callbacks(report, qname, queue)
     used = {r.queue for r in rules.routing.rules} | {rules.routing.fallback.queue}
     used |= {q.overflow.to for q in queues.values() if q.overflow}
     for qname, queue in queues.items():
@@ -128,7 +136,7 @@ def lint(
             if locale not in general:
                 report.add("messages.yaml", ["messages", key], f"no {locale!r} text for {key!r}; customers "
                            f"writing {locale} get {rules.meta.default_locale!r}",
-                           "error" if key in messages.REQUIRED else "warning")
+                           "error" if key in messages.REQUIRED or key in messages.CALLBACK else "warning")
         for channel, value in texts.items():
             if isinstance(value, dict):
                 if channel not in KNOWN_CHANNELS:
@@ -138,6 +146,32 @@ def lint(
                                f"no {locale!r} text for {channel}; {locale} customers on {channel} get the "
                                "general wording", "warning")
     return report.problems
+
+
+def _lint_callbacks(report: _Report, qname: str, queue: Queue) -> None:
+    """Callback offers that can never be made, or promises a team cannot keep."""
+    offer = queue.callbacks
+    if offer is None:
+        return
+    loc: list[str | int] = ["queues", qname, "callbacks"]
+    hours = report.rules.queues.hours.get(queue.hours or "")
+    if queue.retired:
+        report.add("queues.yaml", loc, "a retired queue takes no callbacks; nothing will ever call back",
+                   "warning")
+    if "after_hours" in offer.offer_when and (hours is None or business_hours.always_open(hours)):
+        report.add("queues.yaml", [*loc, "offer_when"],
+                   "offered after hours, but this queue is never closed: that offer is never made", "warning")
+    if hours is not None and business_hours.never_open(hours):
+        report.add("queues.yaml", [*loc], "these hours are never open: no callback slot can be offered")
+    if offer.callback_after_seconds is not None and "wait_over" not in offer.offer_when:
+        report.add("queues.yaml", [*loc, "callback_after_seconds"],
+                   "set, but offer_when lacks wait_over, so it is never used", "warning")
+    longest = max((end - start for day in (hours.spans_by_weekday if hours else ()) for start, end in day),
+                  default=24 * 60)
+    if offer.slot_minutes > longest:
+        report.add("queues.yaml", [*loc, "slot_minutes"],
+                   f"longer than the longest open span ({longest} minutes): slots never fit in open hours",
+                   "warning")
 
 
 def _lint_routing(report: _Report, intents: set[str], families: set[str]) -> None:

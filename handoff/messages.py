@@ -37,11 +37,19 @@ BY_MODE = {
     "voicemail": "handoff_voicemail",
     "self_service": SELF_SERVICE,
 }
+# Arranging and keeping a callback (handoff/callbacks.py): required once any queue takes callbacks.
+CALLBACK = (
+    "callback_choose", "callback_number", "callback_invalid", "callback_not_now", "callback_scheduled",
+    "callback_moved", "callback_cancelled", "callback_retry", "callback_failed", "callback_asap",
+    "callback_asap_later", "callback_greeting",
+)
 REQUIRED = (
     DEFLECT, CLARIFY, BACK_UNKNOWN, TICKET, UNSTAFFED, VERIFY_IDENTITY, *BY_MODE.values(), *DESK, POSITION,
     POSITION_UNSTAFFED,
 )
-PLACEHOLDERS = frozenset({"queue", "back_at", "back_in", "agent", "position", "wait"})
+PLACEHOLDERS = frozenset({
+    "queue", "back_at", "back_in", "agent", "position", "wait", "slot", "number", "choices", "attempts",
+})
 
 
 _SAMPLE = {
@@ -51,6 +59,10 @@ _SAMPLE = {
     "queue": "Billing",
     "back_at": "Monday 08:00 Eastern Standard Time",
     "back_in": "in 9 hours",
+    "slot": "Monday 1 Dec, 15:00-16:00 Eastern Standard Time",
+    "number": "+1 555-123-4567",
+    "choices": "1. As soon as possible\n2. Monday 1 Dec, 15:00-16:00 Eastern Standard Time",
+    "attempts": "3",
 }
 
 

@@ -15,7 +15,7 @@ from enum import StrEnum
 from handoff import messages
 from handoff.routing import QueueLoad, Route, facts_for, route
 from handoff.ruleset import RuleSet
-from handoff.schema import AfterHoursMode, NotOffered
+from handoff.schema import AfterHoursMode, NotOffered, Queue
 from handoff.signals import MessageSignals
 from handoff.triggers import EXPLICIT_REQUEST, Fired, TriggerResult, evaluate, strongest
 from sessions.models import BotTurn, Conversation, HandoffRecord, PolicySignals
@@ -164,9 +164,13 @@ def needs_load(decision: Decision, rules: RuleSet) -> list[str]:
     names = [decision.route.overflow_from or decision.route.queue]
     if queue.overflow is not None:
         names.append(queue.overflow.to)
-    elif queue.when_unstaffed == "wait":
+    elif queue.when_unstaffed == "wait" and not _offers_callback_when_unstaffed(queue):
         return []
     return names
+
+
+def _offers_callback_when_unstaffed(queue: Queue) -> bool:
+    return queue.callbacks is not None and "unstaffed" in queue.callbacks.offer_when
 
 
 def _not_offered(rules: RuleSet, channel: str, now: datetime) -> NotOffered | None:

@@ -202,6 +202,31 @@ class Overflow(Strict):
         return self
 
 
+CallbackCondition = Literal["after_hours", "unstaffed", "wait_over"]
+
+
+class Callbacks(Strict):
+    """Where a queue offers to call the customer back instead of making them wait (docs/callbacks.md)."""
+
+    # When the offer is made unasked: the queue is closed, nobody who serves it is online, or the expected
+    # wait passes ``callback_after_seconds``. A customer may always ask for one ("call me back").
+    offer_when: list[CallbackCondition] = Field(default_factory=list)
+    callback_after_seconds: Annotated[int, Field(ge=30)] | None = None
+    # How many of the next open slots the customer may choose from, besides "as soon as possible".
+    slots: Annotated[int, Field(ge=1, le=9)] = 3
+    slot_minutes: Annotated[int, Field(ge=15, le=240)] = 60
+    # A slot must start at least this long after the customer chooses it, so the team can plan for it.
+    lead_minutes: Annotated[int, Field(ge=0, le=24 * 60)] = 0
+    max_attempts: Annotated[int, Field(ge=1, le=10)] = 3
+    retry_minutes: Annotated[int, Field(ge=1, le=24 * 60)] = 30
+
+    @model_validator(mode="after")
+    def _wait_needs_threshold(self) -> Callbacks:
+        if "wait_over" in self.offer_when and self.callback_after_seconds is None:
+            raise ValueError("offer_when: wait_over needs callback_after_seconds")
+        return self
+
+
 def _async_by_default() -> dict[str, AfterHoursMode]:
     return {"default": "async"}
 
@@ -222,6 +247,8 @@ class Queue(Strict):
     verify_identity: bool = False
     # A retired queue is kept so old conversations still name it, but nothing may route to it.
     retired: bool = False
+    # Calling customers back: unset, this queue takes no callbacks (a request for one waits in the queue).
+    callbacks: Callbacks | None = None
 
 
 def _unstaffed_needs_overflow(queue: Queue) -> Queue:

@@ -9,6 +9,7 @@ a customer's place changes noticeably, at most every RATE_LIMIT_SECONDS per conv
 from __future__ import annotations
 
 import math
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -65,9 +66,17 @@ def material(previous: int | None, position: int) -> bool:
     return previous - position >= max(1, previous // 4)
 
 
+# Told of each waiting customer's new expected wait (seconds), after their update was sent: where a queue
+# offers callbacks once the wait is long, the gateway offers one (handoff/callbacks.py).
+LongWait = Callable[[str, int], Awaitable[object]]
+
+
 class QueueUpdates:
-    def __init__(self, desk: Desk, rate_limit_seconds: float = RATE_LIMIT_SECONDS) -> None:
+    def __init__(
+        self, desk: Desk, rate_limit_seconds: float = RATE_LIMIT_SECONDS, on_wait: LongWait | None = None
+    ) -> None:
         self.desk = desk
+        self.on_wait = on_wait
         self.rate_limit_ms = rate_limit_seconds * 1000
         # Staffing per queue as of the last round: what the policy's overflow rule reads for expected wait.
         self.last_staffing: dict[str, Staffing] = {}
@@ -122,6 +131,8 @@ class QueueUpdates:
                         desk.keys.sla_sent(desk.desk), cid, f"{position}|{int(now.timestamp() * 1000)}"
                     )
                     count += 1
+                    if eta is not None and self.on_wait is not None:
+                        await self.on_wait(cid, eta)
         gone = [cid for cid in sent if cid not in still_waiting]
         if gone:  # left the queue (claimed, offered, expired): start afresh if they come back
             await desk.redis.hdel(desk.keys.sla_sent(desk.desk), *gone)

@@ -117,6 +117,14 @@ class Keys:
         """Job id -> JSON (kind, payload, attempt)."""
         return f"{self._desk(desk)}:jobs"
 
+    def callbacks(self, desk: str) -> str:
+        """Conversations with a callback promised, by when its next attempt is due (ms): the agents' list."""
+        return f"{self._desk(desk)}:callbacks"
+
+    def callbacks_due(self, desk: str) -> str:
+        """The same conversations by due time (ms), popped with a lease when their slot begins."""
+        return f"{self._desk(desk)}:callbacks-due"
+
     def assignments(self, desk: str) -> str:
         """Conversation id -> the agent who holds it: the one place that says who has a conversation."""
         return f"{self._desk(desk)}:assignments"

@@ -26,6 +26,8 @@ class ConversationState(StrEnum):
     RESOLVED = "resolved"
     ASYNC = "async"
     ABANDONED = "abandoned"
+    # The customer chose to be called back: nobody waits in a queue until the slot they chose begins.
+    CALLBACK = "callback"
 
 
 # Which states a conversation may move to from each state (ARCHITECTURE.md, "Conversation states").
@@ -34,17 +36,26 @@ ALLOWED_TRANSITIONS: dict[ConversationState, frozenset[ConversationState]] = {
     ConversationState.ESCALATING: frozenset({ConversationState.QUEUED, ConversationState.ASYNC}),
     ConversationState.QUEUED: frozenset(
         {ConversationState.OFFERED, ConversationState.ASSIGNED, ConversationState.ASYNC,
-         ConversationState.ABANDONED}
+         ConversationState.ABANDONED, ConversationState.CALLBACK}
     ),
     ConversationState.OFFERED: frozenset(
-        {ConversationState.ASSIGNED, ConversationState.QUEUED, ConversationState.ABANDONED}
+        {ConversationState.ASSIGNED, ConversationState.QUEUED, ConversationState.ABANDONED,
+         ConversationState.CALLBACK}
     ),
+    # A callback attempt that failed goes back to waiting for the next one.
     ConversationState.ASSIGNED: frozenset(
-        {ConversationState.RESOLVED, ConversationState.QUEUED, ConversationState.BOT}
+        {ConversationState.RESOLVED, ConversationState.QUEUED, ConversationState.BOT,
+         ConversationState.CALLBACK}
     ),
     # An agent picks up an asynchronous follow-up (assigned), or it goes back to a live queue.
     ConversationState.ASYNC: frozenset(
-        {ConversationState.ASSIGNED, ConversationState.RESOLVED, ConversationState.QUEUED}
+        {ConversationState.ASSIGNED, ConversationState.RESOLVED, ConversationState.QUEUED,
+         ConversationState.CALLBACK}
+    ),
+    # At its slot a callback joins its queue (ahead of newer arrivals); cancelled, it is resolved; after the
+    # last failed attempt it becomes a written follow-up.
+    ConversationState.CALLBACK: frozenset(
+        {ConversationState.QUEUED, ConversationState.RESOLVED, ConversationState.ASYNC}
     ),
     ConversationState.ABANDONED: frozenset({ConversationState.BOT, ConversationState.QUEUED}),
     # Reopened: back to the bot, or, soon after an agent resolved it, back to their queue.
@@ -74,7 +85,7 @@ class Identity(BaseModel):
 
 
 # Attributes a host site may assert about its signed-in customer. Only these travel into routing.
-PROFILE_FIELDS: tuple[str, ...] = ("external_id", "name", "email", "tier", "language", "country")
+PROFILE_FIELDS: tuple[str, ...] = ("external_id", "name", "email", "tier", "language", "country", "phone")
 
 
 class Customer(BaseModel):
@@ -86,6 +97,8 @@ class Customer(BaseModel):
     tier: str | None = None
     language: str | None = None
     country: str | None = None
+    # A number the host site vouches for (E.164): what a web chat customer is offered for a callback.
+    phone: str | None = None
     # Which profile fields were vouched for by the host site's HMAC; the rest are what the customer claims.
     verified_fields: list[str] = Field(default_factory=list)
     created_at: datetime = Field(default_factory=utcnow)
@@ -136,6 +149,12 @@ class Message(BaseModel):
     client_id: str | None = None
     turn: TurnMeta | None = None
     ts: datetime = Field(default_factory=utcnow)
+
+    @classmethod
+    def notice(cls, conversation: Conversation, text: str) -> Message:
+        """What the system tells the customer about their conversation (a handoff step), in its channel."""
+        return cls(conversation_id=conversation.id, direction=Direction.OUTBOUND, sender=SenderKind.SYSTEM,
+                   text=text, channel=conversation.channel)
 
 
 class PolicySignals(BaseModel):
@@ -189,6 +208,59 @@ class HandoffRecord(BaseModel):
         }
 
 
+class CallbackSlot(BaseModel):
+    """When the customer may be called: ``start`` to ``end`` (UTC); ``asap`` from the start, no end."""
+
+    start: datetime
+    end: datetime | None = None
+    asap: bool = False
+
+
+class CallbackAttempt(BaseModel):
+    """One try at keeping a callback: offered to an agent, the agent's leg, then the customer's."""
+
+    n: int
+    # offering | dialling | connected | failed | completed | cancelled
+    state: str = "offering"
+    started_at: datetime
+    ended_at: datetime | None = None
+    agent: str | None = None
+    agent_call: str | None = None
+    customer_call: str | None = None
+    # busy | no-answer | failed | machine | agent_declined | no_agent | unknown (never heard back)
+    outcome: str | None = None
+
+
+class CallbackRequest(BaseModel):
+    """A callback promised to a customer, kept on the conversation itself (its state is ``callback`` while
+    it waits for its slot). ``state`` is the promise's own step."""
+
+    # choosing (the customer is picking a number or a slot) | declined (they said no: not offered unasked
+    # again) | scheduled | offering | dialling | failed | completed | cancelled
+    state: str = "choosing"
+    queue: str
+    number: str | None = None
+    slot: CallbackSlot | None = None
+    # The slots the customer was shown, so "2" means the slot they saw as 2.
+    choices: list[CallbackSlot] = Field(default_factory=list)
+    # The customer's time zone (IANA), when known; otherwise the team's is used for the times they are told.
+    timezone: str | None = None
+    requested_at: datetime
+    # Why it was offered: asked | after_hours | unstaffed | wait_over
+    why: str = "asked"
+    confirmed_at: datetime | None = None
+    # When the next attempt is due (the slot's start, then after each failure ``retry_minutes`` later).
+    due_at: datetime | None = None
+    max_attempts: int = 3
+    retry_minutes: int = 30
+    attempts: list[CallbackAttempt] = Field(default_factory=list)
+    note: str = ""
+
+    @property
+    def current(self) -> CallbackAttempt | None:
+        return self.attempts[-1] if self.attempts else None
+
+
 class Conversation(BaseModel):
     id: str
     state: ConversationState = ConversationState.BOT
@@ -213,6 +285,8 @@ class Conversation(BaseModel):
     handoff: HandoffRecord | None = None
     # Notes agents leave for each other (transfers, hand-backs), oldest first.
     notes: list[dict[str, Any]] = Field(default_factory=list)
+    # A callback the customer asked for or is choosing (state ``callback`` while it waits for its slot).
+    callback: CallbackRequest | None = None
 
     @field_validator(
         "last_intent", "queue", "agent", "assigned_at", "last_agent", "resolved_at", "last_inbound_at",
@@ -248,6 +322,8 @@ class StatusKind(StrEnum):
     RESOLVED = "resolved"
     BACK_TO_BOT = "back_to_bot"
     ABANDONED = "abandoned"
+    # A callback was scheduled, rescheduled, cancelled or given up on: the customer is told in their channel.
+    CALLBACK = "callback"
 
 
 # The event each desk or pipeline step records, and the status it means for the customer's channel.
@@ -263,6 +339,7 @@ _STATUS_OF_EVENT: dict[str, StatusKind] = {
     "handoff.requeued": StatusKind.REQUEUED,
     "handoff.resolved": StatusKind.RESOLVED,
     "handoff.abandoned": StatusKind.ABANDONED,
+    "handoff.callback": StatusKind.CALLBACK,
 }
 
 

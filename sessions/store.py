@@ -45,7 +45,7 @@ log = structlog.get_logger(__name__)
 # acts on it (speaks it on a call, texts it, dials an agent) exactly once.
 StatusListener = Callable[[StatusUpdate], Awaitable[None]]
 
-_JSON_FIELDS = ("customer", "tags", "signals", "handoff", "notes")
+_JSON_FIELDS = ("customer", "tags", "signals", "handoff", "notes", "callback")
 _JSON_FIELD_NAMES = " ".join(_JSON_FIELDS)
 # A message as its stream entry holds it (the entry's id is its id). Excluded as a mapping: pydantic takes a
 # set more slowly, a third of the whole dump. The JSON is the same.
@@ -125,7 +125,10 @@ def conversation_from_hash(raw: Mapping[Any, Any] | list[Any]) -> Conversation:
     data: dict[str, Any] = {_decode(k): _decode(v) for k, v in pairs.items()}
     for field in _JSON_FIELDS:
         if field in data:
-            data[field] = json.loads(data[field])
+            if data[field]:
+                data[field] = json.loads(data[field])
+            else:  # cleared ("" in an update): the model's default
+                del data[field]
     data.pop("token_hash", None)
     return Conversation.model_validate(data)
 

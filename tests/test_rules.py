@@ -272,3 +272,32 @@ def test_sentiment_without_a_lexicon_word_is_what_vader_says() -> None:
     for text in texts:
         expected = float(analyzer.polarity_scores(text)["compound"]) if text.strip() else 0.0
         assert vader.score(text) == expected, text
+
+
+# -- callbacks -------------------------------------------------------------------------------------------
+def test_callback_settings_that_cannot_work_are_refused_or_flagged(copy_rules: Callable[..., Path]) -> None:
+    directory = copy_rules("queues.yaml", "      offer_when: [after_hours, unstaffed, wait_over]\n"
+                           "      callback_after_seconds: 600\n", "      offer_when: [wait_over]\n")
+    assert any("offer_when: wait_over needs callback_after_seconds" in p for p in problems_of(directory))
+    directory = copy_rules("queues.yaml", "      offer_when: [wait_over]\n",
+                           "      offer_when: []\n      callback_after_seconds: 600\n")
+    # A callback promised after hours by a queue without callback settings is an error.
+    billing = ("    skills: [billing]\n    after_hours:\n      default: async\n      voice: voicemail\n"
+               "    callbacks:\n      offer_when: [unstaffed]\n      max_attempts: 2\n      retry_minutes: 20\n")
+    without = "    skills: [billing]\n    after_hours:\n      default: async\n      voice: callback\n"
+    copy_rules("queues.yaml", billing, without)
+    assert any("queues.billing.after_hours.voice: after hours promises a callback" in p
+               for p in problems_of(directory))
+    copy_rules("queues.yaml", without, billing)
+    copy_rules("queues.yaml", "    name: Extended Support\n    hours: always\n",
+               "    name: Extended Support\n    hours: always\n    callbacks:\n      offer_when: [after_hours]\n")
+    found = [str(p) for p in lint(load_rules(directory)) if p.severity == "warning"]
+    assert any("queues.general.callbacks.callback_after_seconds: set, but offer_when lacks wait_over" in p
+               for p in found)
+    assert any("queues.partner_overflow.callbacks.offer_when: offered after hours, but this queue is never "
+               "closed" in p for p in found)
+
+
+def test_a_queue_that_takes_callbacks_needs_their_messages(copy_rules: Callable[..., Path]) -> None:
+    directory = copy_rules("messages.yaml", "  callback_cancelled:\n", "  callback_cancelled_old:\n")
+    assert any("message 'callback_cancelled' is required and missing" in p for p in problems_of(directory))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime
 from typing import Any
 from xml.etree import ElementTree
 
@@ -374,8 +375,12 @@ async def test_after_hours_the_caller_is_told_when_the_team_is_back_and_never_pu
     await leg.wait_ended()
     assert not any(w for w in rig.emulator.webhooks if "/twilio/voice/wait" in w.url)
     conversation = await rig.conversation(leg)
-    assert conversation.state.value == "async" and conversation.handoff is not None
-    assert conversation.handoff.mode == "callback"
+    assert conversation.handoff is not None and conversation.handoff.mode == "callback"
+    # A promise kept by the desk: the caller's number, as soon as the team opens (docs/callbacks.md).
+    assert conversation.state.value == "callback" and conversation.callback is not None
+    assert conversation.callback.number == CALLER and conversation.callback.state == "scheduled"
+    assert conversation.callback.slot is not None and conversation.callback.slot.asap
+    assert conversation.callback.due_at == datetime(2026, 11, 30, 13, 0, tzinfo=UTC)  # Monday 08:00 New York
 
 
 async def test_a_team_that_takes_voicemail_after_hours_records_one_for_the_agents(voice: Any) -> None:
@@ -405,9 +410,11 @@ async def test_with_nobody_online_the_caller_is_told_and_called_back_not_held(vo
     heard = await said_until(leg, "Nobody from the team is free")
     assert "call you back" in heard[-1]
     await leg.wait_ended(timeout=10)
-    conversation = await rig.until_state(leg, "async")
-    assert conversation.queue == "billing"
-    assert cid in [c for c, _ in await rig.queue_backlog("billing")]
+    # Billing takes callbacks when nobody is online: the caller's number, as soon as possible.
+    conversation = await rig.until_state(leg, "callback")
+    assert conversation.queue == "billing" and conversation.callback is not None
+    assert conversation.callback.number == CALLER and conversation.callback.why == "unstaffed"
+    assert cid not in [c for c, _ in await rig.queue_backlog("billing")]
 
 
 async def test_the_console_api_shows_the_call_its_brief_and_every_turn_as_it_happens(voice: Any) -> None:

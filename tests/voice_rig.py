@@ -81,9 +81,12 @@ class VoiceRig:
         return (await self.conversation(leg)).state.value
 
     async def until_state(self, leg: CallLeg, state: str, timeout: float = 10.0) -> Conversation:
+        return await self.until_state_of(conversation_of_call(leg.sid), state, timeout)
+
+    async def until_state_of(self, cid: str, state: str, timeout: float = 10.0) -> Conversation:
         deadline = time.monotonic() + timeout
         while True:
-            conversation = await self.conversation(leg)
+            conversation = await self.store.get(cid)
             if conversation.state.value == state:
                 return conversation
             assert time.monotonic() < deadline, f"still {conversation.state.value}, not {state}"

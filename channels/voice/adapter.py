@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 import structlog
 
 from channels.base import Capabilities
+from channels.voice.callback_legs import CallbackLegs
 from channels.voice.runtime import CHANNEL, VoiceRuntime
 from channels.voice.steps import CallSteps
 from sessions.models import (
@@ -37,12 +38,13 @@ class VoiceAdapter:
     name: ClassVar[str] = CHANNEL
     capabilities: ClassVar[Capabilities] = Capabilities(
         max_text_chars=4000, attachments=False, push=False, live_updates=True, warm_transfer=True,
-        agents_by_phone=True,
+        agents_by_phone=True, callback_menu=False, places_callbacks=True,
     )
 
-    def __init__(self, rt: VoiceRuntime) -> None:
+    def __init__(self, rt: VoiceRuntime, callbacks: CallbackLegs) -> None:
         self.rt = rt
         self.steps = CallSteps(rt)
+        self.callbacks = callbacks
 
     async def deliver(self, conversation: Conversation, message: Message) -> None:
         if self.rt.collector.take(conversation.id, message):
@@ -77,6 +79,11 @@ class VoiceAdapter:
     async def on_status(self, update: StatusUpdate) -> None:
         """REST calls to Twilio run in the background: the desk step that told us is done already, and a
         slow Twilio must not slow the desk's clockwork."""
+        if update.kind is StatusKind.ASSIGNED and "callback_attempt" in update.data:
+            # A callback an agent took, on whatever channel the customer asked: the agent is called first.
+            self.rt.spawn(self.callbacks.start(update), name=f"voice-callback-{update.conversation_id}",
+                          after=update.conversation_id)
+            return
         handler = {
             StatusKind.OFFERED: self._offered,
             StatusKind.ASSIGNED: self._assigned,

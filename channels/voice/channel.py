@@ -19,6 +19,7 @@ from channels.twilio.rest import TwilioRest
 from channels.twilio.webhooks import SignedHandler, TwilioWebhooks, signed
 from channels.voice.adapter import VoiceAdapter
 from channels.voice.agent_legs import AgentLegs
+from channels.voice.callback_legs import CallbackLegs
 from channels.voice.caller import BadRequest, CallerFlow
 from channels.voice.calls import CallStore
 from channels.voice.config import VoiceConfig
@@ -52,6 +53,7 @@ class VoiceChannel:
         self.runtime: VoiceRuntime | None = None
         self.caller: CallerFlow | None = None
         self.agents: AgentLegs | None = None
+        self.callback_legs: CallbackLegs | None = None
 
     def _guard(self) -> TwilioWebhooks | None:
         return self.settings.webhooks if self.caller is not None else None
@@ -81,10 +83,18 @@ class VoiceChannel:
         route("/conference", lambda: self._agents().room_event)
         route("/hold", lambda: self._agents().hold)
         route("/notice", lambda: self._agents().notice)
+        route("/callback/agent", lambda: self._callbacks().agent_answered)
+        route("/callback/agent/key", lambda: self._callbacks().agent_key)
+        route("/callback/customer", lambda: self._callbacks().customer_answered)
+        route("/callback/status", lambda: self._callbacks().status)
 
     def _caller(self) -> CallerFlow:
         assert self.caller is not None, "requests arrive only after start"
         return self.caller
+
+    def _callbacks(self) -> CallbackLegs:
+        assert self.callback_legs is not None, "requests arrive only after start"
+        return self.callback_legs
 
     def _agents(self) -> AgentLegs:
         assert self.agents is not None, "requests arrive only after start"
@@ -103,7 +113,8 @@ class VoiceChannel:
             callbacks=StatusCallbacks(context.redis, context.keys), sink=context.sink, desk=settings.desk(),
             rest=rest,
         )
-        context.registry.register(VoiceAdapter(runtime))
+        self.callback_legs = CallbackLegs(runtime)
+        context.registry.register(VoiceAdapter(runtime, self.callback_legs))
         self.runtime = runtime
         if webhooks is not None:
             self.caller = CallerFlow(runtime)

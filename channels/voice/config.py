@@ -53,6 +53,7 @@ class VoiceConfig:
     gather_timeout_seconds: int = 6
     agent_ring_seconds: int = 25  # an offered agent's phone rings this long; the offer lapses after
     agent_key_seconds: int = 10  # time to press 1 once the brief is read
+    customer_ring_seconds: int = 30  # a callback's customer leg rings this long before it counts as no answer
     brief_seconds: int = 60  # an answered offer stays the agent's this long: to hear the brief and press 1
     voicemail_seconds: int = 120
     languages: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_LANGUAGES))

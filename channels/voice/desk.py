@@ -75,3 +75,22 @@ class VoiceDesk(Protocol):
         """Nobody can take the call now: it leaves the live queue for the queue's follow-ups (a call
         back), so nobody is left holding."""
         ...
+
+    # -- callbacks (a conversation on any channel whose customer chose to be called back) -----------------
+    async def callback_brief(self, conversation_id: str) -> list[str]:
+        """The brief, opened by what kind of call this is: "a callback the customer asked for at 14:05"."""
+        ...
+
+    async def callback_step(self, conversation_id: str, attempt: int, step: str, **changes: str) -> bool:
+        """Record an attempt's progress (``dialling`` with the agent's CallSid, ``connected`` with the
+        customer's). False when the attempt is no longer the current one (cancelled, failed, moved on)."""
+        ...
+
+    async def callback_failed(self, conversation_id: str, attempt: int, outcome: str) -> None:
+        """The attempt did not reach the customer (busy, no-answer, machine, the agent declined): retried
+        later or given up, and the customer told in their channel."""
+        ...
+
+    async def callback_greeting(self, conversation_id: str) -> str:
+        """What the customer hears when they pick up: who is calling and why, before the agent speaks."""
+        ...

@@ -58,3 +58,7 @@ class VoiceUrls:
 
     def agent_status(self, cid: str, agent_id: str, kind: str) -> str:
         return self._url("/agent/status", c=cid, a=agent_id, k=kind)
+
+    def callback(self, path: str, cid: str, attempt: int, **extra: str) -> str:
+        """A callback attempt's legs (``/callback/...``): the attempt's number travels with every step."""
+        return self._url(f"/callback{path}", c=cid, n=attempt, **extra)

@@ -112,6 +112,9 @@ def message_frame(message: Message) -> dict[str, Any]:
         frame["client_id"] = message.client_id
     if message.attachments:
         frame["attachments"] = [a.model_dump(exclude_none=True) for a in message.attachments]
+    offer = message.channel_metadata.get("callback_offer")
+    if offer is not None:  # the widget shows a form (number, time) over the text's numbered choices
+        frame["callback_offer"] = offer
     return frame
 
 

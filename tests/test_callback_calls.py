@@ -1,0 +1,133 @@
+"""Callbacks on the phone: the agent who took one is called first, then the customer, in one room.
+
+Twilio's side is played by the emulator (tests/voice_rig.py): signed webhooks, TwiML followed as Twilio
+would, the gateway's REST calls answered, and phones that answer as a person, a machine, or not at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from gateway.app import SWEEP_SECONDS
+from gateway.twilio_voice_emulator import CallLeg
+from sessions.models import Conversation, ConversationState
+from tests.test_twilio_messaging import sms_form
+from tests.voice_rig import VoiceRig, eventually, said_until
+
+CUSTOMER = "+14155550123"
+
+
+async def text(rig: VoiceRig, body: str) -> str:
+    status, reply = await rig.signed_post("/twilio/messaging", sms_form(body, sender=CUSTOMER))
+    assert status == 200
+    return reply
+
+
+async def promised(rig: VoiceRig) -> Conversation:
+    """A customer texts for a person while nobody is online: offered a callback, they take the first time."""
+    await asyncio.sleep(SWEEP_SECONDS + 0.5)  # the desk has looked: it knows nobody is online
+    reply = ""
+    for body in ("I need to talk to a real person please", "no, just put me through to a human now",
+                 "my parcel 88123 never arrived", "I still want a person to sort it out"):
+        reply = await text(rig, body)
+        if "When suits you?" in reply:
+            break
+    if "When suits you?" not in reply:
+        [cid] = await rig.store.recent()
+        for m in await rig.store.transcript(cid):
+            print(m.sender.value, m.text[:150])
+        print((await rig.store.get(cid)).state, (await rig.store.get(cid)).queue)
+    assert "When suits you?" in reply, reply
+    reply = await text(rig, "1")
+    assert "will call you on +1 415-555-0123" in reply, reply
+    [cid] = await rig.store.recent()
+    conversation = await rig.store.get(cid)
+    assert conversation.state is ConversationState.CALLBACK
+    return conversation
+
+
+async def taken(rig: VoiceRig, conversation: Conversation, agent_phone: str) -> tuple[Any, CallLeg]:
+    """The callback comes due (as soon as possible: now), an agent with a phone takes it in the console,
+    and the gateway calls the agent."""
+    alex = await rig.agent("Alex", agent_phone, skills=[])
+
+    async def queued() -> bool:
+        return (await rig.store.get(conversation.id)).state in (ConversationState.QUEUED, ConversationState.OFFERED)
+
+    for _ in range(200):
+        if await queued():
+            break
+        await eventually(lambda: True, timeout=0.05)
+    status, body = await alex.call("POST", f"/api/conversations/{conversation.id}/claim")
+    assert status == 200, body
+    phone = await rig.emulator.next_incoming(agent_phone, timeout=10)
+    return alex, phone
+
+
+def dialled(rig: VoiceRig, number: str) -> int:
+    """Calls the gateway asked Twilio to place to ``number`` (calls-create requests)."""
+    return sum(1 for leg in rig.emulator.calls.values() if leg.direction != "inbound" and leg.to == number)
+
+
+async def test_the_agent_is_called_first_then_the_customer_who_hears_why_before_joining(voice: Any) -> None:
+    rig = await voice()
+    conversation = await promised(rig)
+    _, phone = await taken(rig, conversation, "+15550001111")
+    brief = await said_until(phone, "press 1")
+    assert brief[0] == "This is a callback the customer asked for at 10:00."
+    assert any("Customer Support" in line for line in brief)
+    await phone.press("1")
+    assert "Calling the customer now" in await phone.next_said()
+    customer = await rig.emulator.next_incoming(CUSTOMER, timeout=10)
+    greeting = await customer.next_said()
+    assert greeting.startswith("Hello, this is Northwind Goods calling you back, as you asked")
+    assert "Alex is on the line now" in greeting
+    await customer.wait_until(lambda: phone in rig.emulator.hearing(customer), timeout=10)
+    current = await rig.store.get(conversation.id)
+    assert current.state is ConversationState.ASSIGNED and current.callback is not None
+    assert current.callback.current is not None and current.callback.current.state == "connected"
+    await customer.hang_up()
+
+    async def completed() -> bool:
+        found = await rig.store.get(conversation.id)
+        return found.callback is not None and found.callback.state == "completed"
+
+    for _ in range(100):
+        if await completed():
+            break
+        await asyncio.sleep(0.05)
+    assert await completed()
+    assert dialled(rig, "+15550001111") == 1 and dialled(rig, CUSTOMER) == 1
+    assert rig.emulator.errors == []
+
+
+async def test_an_answering_machine_hears_nothing_personal_and_the_attempt_is_retried_later(voice: Any) -> None:
+    rig = await voice()
+    conversation = await promised(rig)
+    rig.emulator.phone(CUSTOMER, "machine")
+    _, phone = await taken(rig, conversation, "+15550001111")
+    await said_until(phone, "press 1")
+    await phone.press("1")
+    customer = await rig.emulator.next_incoming(CUSTOMER, timeout=10)
+    said = await customer.next_said()
+    assert said == "Hello, this is a call back you asked us for. We'll try again later. Goodbye."
+    await said_until(phone, "The customer didn't answer")  # the agent waiting in the room is told
+    back = await rig.until_state_of(conversation.id, "callback")
+    assert back.callback is not None and back.callback.attempts[0].outcome == "machine"
+    assert back.callback.state == "scheduled" and back.callback.due_at is not None
+    transcript = await rig.store.transcript(conversation.id)
+    assert "couldn't reach you" in transcript[-1].text
+    assert dialled(rig, CUSTOMER) == 1
+
+
+async def test_an_agent_who_passes_fails_the_attempt_and_the_customer_is_never_called(voice: Any) -> None:
+    rig = await voice()
+    conversation = await promised(rig)
+    _, phone = await taken(rig, conversation, "+15550001111")
+    await said_until(phone, "press 1")
+    await phone.press("2")
+    assert "passed back" in await phone.next_said()
+    back = await rig.until_state_of(conversation.id, "callback")
+    assert back.callback is not None and back.callback.attempts[0].outcome == "agent_declined"
+    assert dialled(rig, CUSTOMER) == 0
