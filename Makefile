@@ -27,11 +27,12 @@ lint: $(STAMP)
 
 check: lint test
 
-## bench: web chat, handoff policy, desk claim, SMS webhook and voice turn benchmarks (tests/bench/README.md)
+## bench: web chat, handoff policy, desk claim, callbacks, SMS webhook and voice turn benchmarks (tests/bench/README.md)
 bench: $(STAMP)
 	$(BIN)/python tests/bench/bench_webchat.py --sessions 200
 	$(BIN)/python tests/bench/bench_policy.py
 	$(BIN)/python tests/bench/bench_desk.py
+	$(BIN)/python tests/bench/bench_callbacks.py
 	$(BIN)/python tests/bench/bench_sms.py
 	$(BIN)/python tests/bench/bench_voice.py
 

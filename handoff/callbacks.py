@@ -12,6 +12,7 @@ between leaves an entry the sweeper recognises and drops, never a promise nobody
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any
@@ -39,6 +40,11 @@ from sessions.store import AppendResult, ConversationNotFound, TransitionRefused
 log = structlog.get_logger(__name__)
 
 _LEASE_MS = 60_000
+# Batches one sweep takes at most: the rest waits for the next sweep, so one sweep never runs for long.
+_MAX_BATCHES = 20
+# Callbacks of a batch moved at the same time: enough to hide round trips, few enough to leave the
+# connection pool to everyone else.
+_AT_ONCE = 16
 # A promise still being kept (or given up on) stays in the agents' list this long after its last step.
 OPEN = ("scheduled", "offering", "dialling")
 WAITING_STATES = (ConversationState.QUEUED, ConversationState.OFFERED, ConversationState.ASYNC)
@@ -364,18 +370,26 @@ class CallbackBook:
 
     # -- keeping the promise -------------------------------------------------------------------------------
     async def run_due(self, rules: RuleSet, now: datetime | None = None, limit: int = 200) -> list[str]:
-        """Callbacks whose time has come join their live queue (each on exactly one instance)."""
+        """Callbacks whose time has come join their live queue (each on exactly one instance). Batches of
+        ``limit`` are taken until none is full, each batch's callbacks moved concurrently."""
         now = now or self.clock()
-        raw = await self._pop_due(keys=[self._due], args=[_ms(now), _LEASE_MS, limit])
         started: list[str] = []
-        if not raw:
-            return started
-        ids = [decode_text(r) for r in raw]
-        conversations = {c.id: c for c in await self.store.get_many(ids)}
-        for cid in ids:
-            conversation = conversations.get(cid)
-            if await self._due_one(conversation, cid, rules, now):
-                started.append(cid)
+        for _ in range(_MAX_BATCHES):
+            raw = await self._pop_due(keys=[self._due], args=[_ms(now), _LEASE_MS, limit])
+            if not raw:
+                break
+            ids = [decode_text(r) for r in raw]
+            found = {c.id: c for c in await self.store.get_many(ids)}
+            gate = asyncio.Semaphore(_AT_ONCE)
+
+            async def move(cid: str) -> bool:
+                async with gate:
+                    return await self._due_one(found.get(cid), cid, rules, now)
+
+            moved = await asyncio.gather(*(move(cid) for cid in ids))
+            started += [cid for cid, ok in zip(ids, moved, strict=True) if ok]
+            if len(ids) < limit:
+                break
         return started
 
     async def _due_one(
