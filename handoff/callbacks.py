@@ -374,23 +374,25 @@ class CallbackBook:
         ``limit`` are taken until none is full, each batch's callbacks moved concurrently."""
         now = now or self.clock()
         started: list[str] = []
+        gate = asyncio.Semaphore(_AT_ONCE)
         for _ in range(_MAX_BATCHES):
             raw = await self._pop_due(keys=[self._due], args=[_ms(now), _LEASE_MS, limit])
             if not raw:
                 break
             ids = [decode_text(r) for r in raw]
             found = {c.id: c for c in await self.store.get_many(ids)}
-            gate = asyncio.Semaphore(_AT_ONCE)
-
-            async def move(cid: str) -> bool:
-                async with gate:
-                    return await self._due_one(found.get(cid), cid, rules, now)
-
-            moved = await asyncio.gather(*(move(cid) for cid in ids))
+            moved = await asyncio.gather(*(self._gated(gate, found.get(cid), cid, rules, now) for cid in ids))
             started += [cid for cid, ok in zip(ids, moved, strict=True) if ok]
             if len(ids) < limit:
                 break
         return started
+
+    async def _gated(
+        self, gate: asyncio.Semaphore, conversation: Conversation | None, cid: str, rules: RuleSet,
+        now: datetime,
+    ) -> bool:
+        async with gate:
+            return await self._due_one(conversation, cid, rules, now)
 
     async def _due_one(
         self, conversation: Conversation | None, cid: str, rules: RuleSet, now: datetime
