@@ -17,7 +17,8 @@ import structlog
 
 from channels.base import ChannelRegistry
 from gateway.bots.base import Bot
-from handoff import callback_texts, messages
+from handoff import messages
+from handoff.callback_offers import offer_reason
 from handoff.callbacks import CallbackBook, CallbackError
 from handoff.holder import RulesHolder
 from handoff.policy import Action, Decision, TurnInput, decide, needs_load, reroute
@@ -223,17 +224,8 @@ class Pipeline:
         if book is None or route is None:
             return
         rules = self.rules.rules
-        if route.mode == "callback":
-            why = "after_hours"
-        elif route.unstaffed:
-            why = "unstaffed"
-        elif route.mode != LIVE and route.back_at is not None:
-            why = "after_hours"
-        elif callback_texts.asks_for_callback(message.text, anywhere=True):
-            why = "asked"
-        else:
-            return
-        if not book.offered(rules, conversation, why) and route.mode != "callback":
+        why = offer_reason(rules, route, message.text)
+        if why is None:
             return
         adapter = self.channels.get(conversation.channel)
         if not adapter.capabilities.callback_menu and route.mode == LIVE:

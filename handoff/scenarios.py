@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import yaml
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
+from handoff.callback_offers import offer_reason
 from handoff.policy import Action, Decision, TurnInput, decide
 from handoff.problems import Problem, RulesError
 from handoff.routing import QueueLoad
@@ -46,6 +47,8 @@ class Expect(_Strict):
     mode: str | None = None
     locale: str | None = None
     overflow_from: str | None = None
+    # Why a callback is offered right after the handoff (after_hours, unstaffed, asked), or "none".
+    callback: str | None = None
     # Parts of the customer-facing text that must appear in it.
     message: list[str] = Field(default_factory=list)
 
@@ -142,7 +145,7 @@ def run_scenario(
         decision = decide(TurnInput(conversation, turn.say, bot, read, now), rules, load)
         outcome.decisions.append(decision)
         if turn.expect is not None:
-            failures = _compare(turn.expect, decision)
+            failures = _compare(turn.expect, decision, rules, turn.say)
             outcome.failures.extend(f"turn {number} ({turn.say!r}): {f}" for f in failures)
         if decision.leaves_bot and number < len(scenario.turns):
             outcome.failures.append(f"turn {number} handed off; the later turns would never reach the bot")
@@ -151,7 +154,7 @@ def run_scenario(
     return outcome
 
 
-def _compare(expect: Expect, decision: Decision) -> list[str]:
+def _compare(expect: Expect, decision: Decision, rules: RuleSet, said: str) -> list[str]:
     route = decision.route
     actual: dict[str, Any] = {
         "action": decision.action,
@@ -163,6 +166,7 @@ def _compare(expect: Expect, decision: Decision) -> list[str]:
         "mode": route.mode if route else None,
         "locale": decision.locale,
         "overflow_from": route.overflow_from if route else None,
+        "callback": (offer_reason(rules, route, said) or "none") if route and decision.leaves_bot else None,
     }
     failures = [
         f"expected {name} {wanted}, got {actual[name]} ({decision.explanation})"
