@@ -6,8 +6,9 @@ import asyncio
 import functools
 import signal
 import socket
-from collections.abc import AsyncIterator
-from datetime import datetime
+import time
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
 
 import structlog
 from aiohttp import web
@@ -226,7 +227,7 @@ async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
                         return_window_seconds=settings.return_window_seconds,
                         staffing=lambda: app[appkeys.DISPATCHER].online_by_queue,
                         queue_figures=lambda: app[appkeys.QUEUE_UPDATES].last_staffing,
-                        callbacks=app[appkeys.CALLBACKS])
+                        callbacks=app[appkeys.CALLBACKS], clock=business_clock(settings))
     app[appkeys.PIPELINE] = pipeline
     context = ChannelContext(
         redis=app[appkeys.REDIS], keys=Keys(settings.redis_namespace), store=app[appkeys.STORE],
@@ -245,6 +246,21 @@ async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
         app[appkeys.STORE].on_status = None
         for channel in reversed(started):
             await channel.aclose()
+
+
+def business_clock(settings: Settings) -> Callable[[], datetime]:
+    """The time business hours and callbacks follow: the real one, or for a demo one that starts at
+    BUSINESS_CLOCK_START and runs BUSINESS_CLOCK_SPEED times as fast."""
+    start, speed = settings.business_clock_start, settings.business_clock_speed
+    if start is None and speed == 1:
+        return utcnow
+    began = time.monotonic()
+    origin = start.astimezone(UTC) if start is not None else utcnow()
+
+    def clock() -> datetime:
+        return origin + timedelta(seconds=(time.monotonic() - began) * speed)
+
+    return clock
 
 
 async def _shutdown(app: web.Application) -> None:

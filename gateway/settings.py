@@ -6,7 +6,15 @@ from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, HttpUrl, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    AwareDatetime,
+    Field,
+    HttpUrl,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from gateway.simulator import (
@@ -61,6 +69,10 @@ class Settings(BaseSettings):
     rules_dir: Path = DEMO_RULES
     offer_timeout_seconds: float = Field(30.0, ge=5, le=600)
     return_window_seconds: float = Field(1800.0, ge=0, le=7 * 24 * 3600)
+    # For demos and trials: the time business hours and callbacks follow starts here (ISO 8601 with an
+    # offset) and runs this many times as fast; offers, heartbeats and expiry keep real time.
+    business_clock_start: AwareDatetime | None = None
+    business_clock_speed: float = Field(1.0, ge=1, le=3600)
     # Twilio messaging: the public URL Twilio calls (its signature covers it) and the account's auth token.
     public_url: HttpUrl | None = None
     twilio_account_sid: str | None = Field(None, pattern=r"^AC[0-9a-fA-F]{32}$")

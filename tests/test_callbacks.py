@@ -8,6 +8,7 @@ Saturdays 10:00-16:00, US holidays and two early closures.
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -16,6 +17,7 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 
+from gateway.app import business_clock
 from gateway.embedded_redis import free_port
 from gateway.settings import DEMO_RULES
 from handoff import callback_slots
@@ -27,6 +29,7 @@ from handoff.queues import QueueStore, queue_score
 from sessions.keys import Keys
 from sessions.models import CallbackSlot, Conversation, ConversationState
 from sessions.store import ConversationStore
+from tests.conftest import make_settings
 from tests.test_desk import AgentClient
 from tests.test_twilio_messaging import ACCOUNT, AUTH_TOKEN, PUBLIC, post, sms_form
 
@@ -346,3 +349,17 @@ async def test_agents_list_move_and_cancel_callbacks_of_their_own_queues(
     assert (await store.get(conversation.id)).state is ConversationState.RESOLVED
     status, body = await alex.call("POST", f"/api/callbacks/{conversation.id}/cancel", {})
     assert status == 409 and body["code"] == "not_cancellable"
+
+
+def test_a_demo_business_clock_starts_where_it_is_told_and_runs_faster(tmp_path: Any) -> None:
+    """BUSINESS_CLOCK_START and BUSINESS_CLOCK_SPEED: a slot an hour away comes due in a minute."""
+    start = datetime(2026, 11, 27, 19, 55, tzinfo=NEW_YORK)
+    settings = make_settings("redis://unused", "x", tmp_path, business_clock_start=start.isoformat(),
+                             business_clock_speed=60)
+    clock = business_clock(settings)
+    first = clock()
+    assert timedelta(0) <= first - start < timedelta(seconds=30)
+    time.sleep(0.2)
+    assert timedelta(seconds=10) <= clock() - first < timedelta(seconds=60)  # 0.2 s real is ~12 s
+    plain = business_clock(make_settings("redis://unused", "x", tmp_path))
+    assert abs((plain() - datetime.now(UTC)).total_seconds()) < 1
