@@ -137,10 +137,11 @@ class CallbackBook:
         return await self._note(conversation, message, [event], request, list(WAITING_STATES))
 
     async def offer_if_long_wait(
-        self, conversation_id: str, eta_seconds: int, rules: RuleSet
+        self, conversation_id: str, eta_seconds: int, rules: RuleSet, answers_menus: Callable[[str], bool]
     ) -> AppendResult | None:
         """A customer's expected wait passed the queue's ``callback_after_seconds``: offered a callback
-        once (not again after they chose, declined or were offered one)."""
+        once (not again after they chose, declined or were offered one), on a channel whose customers
+        can answer the written menu (``answers_menus(channel)``)."""
         try:
             conversation = await self.store.get(conversation_id)
         except ConversationNotFound:
@@ -149,7 +150,8 @@ class CallbackBook:
         settings = rules.queue(queue).callbacks if queue in rules.queues.queues else None
         if (settings is None or settings.callback_after_seconds is None or conversation.callback is not None
                 or eta_seconds <= settings.callback_after_seconds
-                or conversation.state is not ConversationState.QUEUED):
+                or conversation.state is not ConversationState.QUEUED
+                or not answers_menus(conversation.channel)):
             return None
         return await self.offer(conversation, rules, "wait_over")
 

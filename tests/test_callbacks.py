@@ -363,3 +363,27 @@ def test_a_demo_business_clock_starts_where_it_is_told_and_runs_faster(tmp_path:
     assert timedelta(seconds=10) <= clock() - first < timedelta(seconds=60)  # 0.2 s real is ~12 s
     plain = business_clock(make_settings("redis://unused", "x", tmp_path))
     assert abs((plain() - datetime.now(UTC)).total_seconds()) < 1
+
+
+async def test_a_long_expected_wait_offers_a_callback_once_where_the_customer_can_answer_a_menu(
+    start_gateway: Any, http: aiohttp.ClientSession, redis: Redis, namespace: str
+) -> None:
+    clock = Clock(FRIDAY_MORNING)
+    base = await sms_gateway(start_gateway, clock)
+    book, store, _ = book_for(redis, namespace, clock)
+    _, token = await AgentStore(redis, Keys(namespace)).add("Busy", [], ["en"], [])
+    await AgentClient(http, base, token).online(capacity=0)  # online, but with no free slot
+    await asyncio.sleep(2.5)  # the desk has looked: someone serves the queue, so it is not unstaffed
+    for body in ("I need to talk to a real person please", "no, just put me through to a human now"):
+        await text(http, base, body)
+    [cid] = await store.recent()
+    waiting = await store.get(cid)
+    assert waiting.state is ConversationState.QUEUED and waiting.callback is None
+    assert await book.offer_if_long_wait(cid, 900, RULES, lambda channel: False) is None  # a caller
+    assert await book.offer_if_long_wait(cid, 600, RULES, lambda channel: True) is None  # not over 600 s
+    offered = await book.offer_if_long_wait(cid, 900, RULES, lambda channel: True)
+    assert offered is not None and "When suits you?" in offered.message.text
+    assert offered.conversation.callback is not None and offered.conversation.callback.why == "wait_over"
+    assert await book.offer_if_long_wait(cid, 1800, RULES, lambda channel: True) is None  # once
+    assert "You keep your place" in await text(http, base, "no callback")
+    assert await book.offer_if_long_wait(cid, 1800, RULES, lambda channel: True) is None  # said no
