@@ -25,6 +25,7 @@ from sessions.batching import RedisBatcher
 from sessions.keys import Keys
 from sessions.store import ConversationStore
 from tests import prism
+from tests.test_twilio_messaging import sms_form
 from tests.voice_rig import ACCOUNT, AUTH_TOKEN, BUSINESS, CALLER, FRIDAY_MORNING, PUBLIC, Agent
 
 
@@ -151,4 +152,47 @@ async def test_a_caller_hanging_up_stops_the_agents_phone_with_a_request_twilio_
         await until(ringing)
         await twilio.post("/twilio/voice/status", call_form(caller, CallStatus="completed", CallDuration="30"))
         assert (await store.get(cid)).state.value == "abandoned"
+        assert [e for e in await store.events(cid) if e.type == "voice.rest_failed"] == []
+
+
+async def test_a_callbacks_agent_and_customer_legs_are_calls_twilio_accepts(
+    start_gateway: Any, redis: Redis, namespace: str, prism_url: str,
+) -> None:
+    """The agent's leg, then the customer's, each a calls create with MachineDetection (docs/callbacks.md)."""
+    base = await gateway_on_prism(start_gateway, prism_url)
+    keys = Keys(namespace)
+    store = ConversationStore(redis, keys, 60)
+    calls = CallStore(RedisBatcher(redis), keys, 60)
+    customer = "+14155550123"
+    async with aiohttp.ClientSession() as http:
+        twilio = Twilio(http, base)
+        await asyncio.sleep(2.5)  # the desk has looked: nobody is online, so a callback is offered
+        reply = ""
+        for body in ("I need to talk to a real person please", "no, just put me through to a human now"):
+            reply = await twilio.post("/twilio/messaging", sms_form(body, sender=customer))
+        assert "When suits you?" in reply
+        await twilio.post("/twilio/messaging", sms_form("1", sender=customer))
+        [cid] = await store.recent()
+        added, token = await AgentStore(redis, keys).add("Alex", [], ["en"], [], "+15550001111")
+        alex = Agent(added.id, token, "+15550001111", http, base)
+        await alex.online()
+
+        async def due() -> bool:
+            return (await store.get(cid)).state.value in ("queued", "offered")
+
+        await until(due)
+        status, body = await alex.call("POST", f"/api/conversations/{cid}/claim")
+        assert status == 200, body
+
+        async def leg(field: str) -> str | None:
+            return (await calls.get(cid)).get(field)
+
+        agent_sid = await until(lambda: leg("cb_agent:1"))
+        assert str(agent_sid).startswith("CA")  # Prism took the agent's calls create
+        agent_form = {**call_form(new_sid("CA")), "Direction": "outbound-api", "From": BUSINESS,
+                      "To": "+15550001111", "AnsweredBy": "human"}
+        brief = await twilio.post(f"/twilio/voice/callback/agent?c={cid}&n=1", agent_form)
+        assert "This is a callback the customer asked for" in brief
+        await twilio.post(f"/twilio/voice/callback/agent/key?c={cid}&n=1", {**agent_form, "Digits": "1"})
+        assert str(await until(lambda: leg("cb_customer_sid:1"))).startswith("CA")  # and the customer's
         assert [e for e in await store.events(cid) if e.type == "voice.rest_failed"] == []
