@@ -13,6 +13,7 @@ import hmac
 import json
 import secrets
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -34,7 +35,9 @@ from sessions.models import (
     ConversationState,
     Customer,
     Direction,
+    HandoffRecord,
     Message,
+    PolicySignals,
     StatusUpdate,
     utcnow,
 )
@@ -50,6 +53,16 @@ _JSON_FIELD_NAMES = " ".join(_JSON_FIELDS)
 # A message as its stream entry holds it (the entry's id is its id). Excluded as a mapping: pydantic takes a
 # set more slowly, a third of the whole dump. The JSON is the same.
 _WITHOUT_ID: dict[str, bool] = {"id": True}
+# How many conversations' latest state this process remembers as its own last step left it (see _Known).
+KNOWN_CONVERSATIONS = 10_000
+# Fields whose update values, of exactly these types, become on the conversation what reading the state hash
+# back would give ("" clears the text ones, as their validator does): only steps whose updates are all of
+# these are remembered, so a remembered state is the stored one, never an approximation of it.
+_EXACT_UPDATES: dict[str, type] = {
+    "last_inbound_at": datetime, "assigned_at": datetime, "resolved_at": datetime,
+    "last_intent": str, "queue": str, "agent": str, "last_agent": str,
+    "last_confidence": float, "priority": int, "signals": PolicySignals, "handoff": HandoffRecord,
+}
 
 
 class ConversationNotFound(LookupError):
@@ -133,6 +146,50 @@ def conversation_from_hash(raw: Mapping[Any, Any] | list[Any]) -> Conversation:
     return Conversation.model_validate(data)
 
 
+def _exactly(updates: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """``updates`` as the conversation's fields would read back from the state hash, or None when one of them
+    might read back otherwise (a type this does not know to round-trip)."""
+    applied: dict[str, Any] = {}
+    for key, value in (updates or {}).items():
+        if type(value) is not _EXACT_UPDATES.get(key):
+            return None
+        applied[key] = None if value == "" and type(value) is str else value
+    return applied
+
+
+class _Known:
+    """The state each recent conversation was left in by this process's own last step on it, with the
+    updated_at that step wrote. Every write to a state hash sets updated_at, so when a script finds it still
+    the same, nobody changed the conversation since, and the state need not travel back nor be parsed again.
+    A remembered state is exact by construction: parsed from the stored state, or a remembered one with the
+    step's own changes applied after the script confirmed nothing else changed."""
+
+    __slots__ = ("_states",)
+
+    def __init__(self) -> None:
+        self._states: OrderedDict[str, tuple[str, Conversation]] = OrderedDict()
+
+    def get(self, cid: str) -> tuple[str, Conversation] | None:
+        """The updated_at this process last wrote to ``cid`` and the state that write left."""
+        return self._states.get(cid)
+
+    def stamp(self, cid: str, conversation: Conversation | None) -> str:
+        """The updated_at this process last wrote to ``cid`` when ``conversation`` is the very state that
+        write left, else ""."""
+        known = self._states.get(cid)
+        return known[0] if known is not None and known[1] is conversation else ""
+
+    def remember(self, stamp: str, conversation: Conversation) -> None:
+        states = self._states
+        states[conversation.id] = (stamp, conversation)
+        states.move_to_end(conversation.id)
+        if len(states) > KNOWN_CONVERSATIONS:
+            states.popitem(last=False)
+
+    def forget(self, cid: str) -> None:
+        self._states.pop(cid, None)
+
+
 def message_from_entry(entry_id: Any, payload: Any) -> Message:
     message = Message.model_validate_json(payload)
     message.id = _decode(entry_id)
@@ -162,6 +219,7 @@ class ConversationStore:
         # The hot steps (a message in, a reply out, a conversation opened) share pipelines under load.
         self.batcher = batcher or RedisBatcher(redis)
         self.on_status: StatusListener | None = None
+        self._known = _Known()
 
     async def _tell(self, events: Iterable[ConversationEvent], channel: str) -> None:
         """Hand each stored handoff step to the status listener. The step is already durable: a listener
@@ -272,6 +330,11 @@ class ConversationStore:
         cid = message.conversation_id
         keys = self.keys
         ext_key = keys.external_id(cid, external_id) if external_id else keys.external_id(cid, "-")
+        now = utcnow()
+        stamp = now.isoformat()
+        applied = _exactly(updates)
+        # The state this process's last step here left, to start from if nobody changed it since.
+        known = self._known.get(cid) if applied is not None else None
         result = await self.batcher.script(
             self._append,
             [keys.conversation(cid), keys.transcript(cid), keys.events(cid), ext_key],
@@ -280,9 +343,10 @@ class ConversationStore:
                 message.model_dump_json(exclude=_WITHOUT_ID),
                 keys.live_channel(cid),
                 "1" if external_id else "0",
-                utcnow().isoformat(),
+                stamp,
                 _JSON_FIELD_NAMES,
                 self.max_messages if message.direction is Direction.INBOUND else 0,
+                known[0] if known is not None else "",
                 *_encode_fields(updates or {}),
             ],
         )
@@ -290,9 +354,15 @@ class ConversationStore:
             if result and len(result) > 1:
                 raise ConversationFull(cid, self.max_messages)
             raise ConversationNotFound(cid)
-        message_id, duplicate, state = result
-        message.id = _decode(message_id)  # the caller's message, now stored under this id
-        return AppendResult(message, bool(duplicate), Conversation.model_validate_json(state))
+        message.id = _decode(result[0])  # the caller's message, now stored under this id
+        if result[1]:  # a retry: nothing written
+            return AppendResult(message, True, Conversation.model_validate_json(result[2]))
+        if len(result) == 2 and known is not None and applied is not None:  # unchanged since ``known``
+            conversation = known[1].model_copy(update={**applied, "updated_at": now})
+        else:
+            conversation = Conversation.model_validate_json(result[2])
+        self._known.remember(stamp, conversation)
+        return AppendResult(message, False, conversation)
 
     async def append_and_move(
         self,
@@ -314,6 +384,8 @@ class ConversationStore:
         cid = message.conversation_id
         keys = self.keys
         now = utcnow()
+        stamp = now.isoformat()
+        applied = _exactly(updates) if snapshot is not None else None
         result = await self.batcher.script(
             self._append_and_move,
             [keys.conversation(cid), keys.transcript(cid), keys.events(cid)],
@@ -321,11 +393,12 @@ class ConversationStore:
                 self.ttl_ms,
                 message.model_dump_json(exclude=_WITHOUT_ID),
                 keys.live_channel(cid),
-                now.isoformat(),
+                stamp,
                 " ".join(s.value for s in allowed_from),
                 to.value,
                 len(events),
                 "0" if snapshot is not None else "1",
+                self._known.stamp(cid, snapshot) if applied is not None else "",
                 *(e.model_dump_json() for e in events),
                 *_encode_fields(updates or {}),
             ],
@@ -338,6 +411,10 @@ class ConversationStore:
         if snapshot is not None:
             changed = {k: None if v == "" else v for k, v in (updates or {}).items()}  # "" clears a field
             conversation = snapshot.model_copy(update={**changed, "state": to, "updated_at": now})
+            if applied is not None and result[3]:  # the snapshot was the stored state: this is, now
+                self._known.remember(stamp, conversation)
+            else:
+                self._known.forget(cid)
         else:
             conversation = conversation_from_hash(result[2])
         if events:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -9,6 +11,7 @@ from structlog.testing import capture_logs
 
 from sessions.keys import Keys
 from sessions.models import (
+    Conversation,
     ConversationEvent,
     ConversationState,
     Customer,
@@ -82,6 +85,69 @@ async def test_a_step_that_needs_no_state_back_returns_the_callers_snapshot_with
     assert result.message.id and result.message.id == (await store.transcript(cid))[-1].id
     for field in ("state", "last_intent", "signals", "updated_at", "customer"):
         assert getattr(result.conversation, field) == getattr(stored, field), field
+
+
+def bot_says(conversation_id: str, text: str) -> Message:
+    return Message(conversation_id=conversation_id, direction=Direction.OUTBOUND, sender=SenderKind.BOT,
+                   text=text, channel="webchat")
+
+
+async def bot_turn(store: ConversationStore, snapshot: Conversation, intent: str, confidence: float,
+                   signals: PolicySignals) -> Conversation:
+    """The pipeline's reply step: the bot's answer, its intent and the policy's memory, from the turn's
+    snapshot."""
+    result = await store.append_and_move(
+        bot_says(snapshot.id, "y"), ConversationState.BOT, [],
+        updates={"last_intent": intent, "last_confidence": confidence, "signals": signals},
+        allowed_from=[ConversationState.BOT], snapshot=snapshot)
+    return result.conversation
+
+
+async def test_turns_after_this_process_own_step_skip_the_state_and_still_return_the_stored_one(
+    store: ConversationStore, redis: Redis,
+) -> None:
+    cid = (await store.create(Customer(id="cu1", tier="gold"), "webchat")).conversation.id
+    script_replies: list[object] = []
+    send = store.batcher.script
+
+    def recording(*args: object, **kwargs: object) -> asyncio.Future[object]:
+        future = send(*args, **kwargs)  # type: ignore[arg-type]
+        future.add_done_callback(lambda f: script_replies.append(f.result()))
+        return future
+
+    store.batcher.script = recording  # type: ignore[method-assign]
+    for turn in range(4):
+        said = customer_says(cid, f"question {turn}")
+        accepted = await store.append(said, external_id=f"ws:{turn}", updates={"last_inbound_at": said.ts})
+        assert accepted.conversation == await store.get(cid)
+        signals = PolicySignals(sentiment=[0.1234, -0.5][: turn % 3], language="en" if turn else None)
+        replied = await bot_turn(store, accepted.conversation, "" if turn == 2 else f"i{turn}", 0.1 * turn, signals)
+        assert replied == await store.get(cid)
+    # The first append had no state of this process's own to start from; every later one did, and the
+    # reply steps confirmed theirs.
+    appends = script_replies[0::2]
+    assert len(appends[0]) == 3 and all(len(reply) == 2 for reply in appends[1:])  # type: ignore[arg-type]
+    assert all(reply[3] == 1 for reply in script_replies[1::2])  # type: ignore[index]
+
+
+async def test_a_change_made_elsewhere_is_read_back_in_full(store: ConversationStore, redis: Redis,
+                                                            namespace: str) -> None:
+    cid = (await store.create(Customer(id="cu1"), "webchat")).conversation.id
+    accepted = await store.append(customer_says(cid, "hi"))
+    await bot_turn(store, accepted.conversation, "greeting", 0.9, PolicySignals())
+    other = ConversationStore(redis, Keys(namespace), TTL)  # another instance
+    event = ConversationEvent(type="conversation.resolved", conversation_id=cid)
+    await other.transition(cid, ConversationState.RESOLVED, event, updates={"tags": ["vip"]})
+    again = await store.append(customer_says(cid, "back again"))
+    assert again.conversation.state is ConversationState.RESOLVED and again.conversation.tags == ["vip"]
+    assert again.conversation == await store.get(cid)
+    # A reply from a snapshot the store does not know as its own last step is not remembered either.
+    stale = accepted.conversation
+    moved = await store.append_and_move(bot_says(cid, "z"), ConversationState.BOT, [], updates={"last_intent": "x"},
+                                        allowed_from=[ConversationState.RESOLVED], snapshot=stale)
+    assert moved.conversation.tags == []  # the caller's snapshot, as documented ...
+    after = await store.append(customer_says(cid, "and again"))
+    assert after.conversation.tags == ["vip"] and after.conversation == await store.get(cid)  # ... not kept
 
 
 async def test_a_transcript_entry_is_the_message_as_json_without_its_id(

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
+from types import TracebackType
 
 from sessions.models import Message
 
@@ -14,15 +13,9 @@ class ReplyCollector:
     def __init__(self) -> None:
         self._open: dict[str, list[Message]] = {}
 
-    @contextlib.contextmanager
-    def collecting(self, conversation_id: str) -> Iterator[list[Message]]:
-        replies: list[Message] = []
-        self._open[conversation_id] = replies
-        try:
-            yield replies
-        finally:
-            if self._open.get(conversation_id) is replies:
-                del self._open[conversation_id]
+    def collecting(self, conversation_id: str) -> _Collecting:
+        """``with collector.collecting(cid) as replies:`` the conversation's outbound messages meanwhile."""
+        return _Collecting(self._open, conversation_id)
 
     def take(self, conversation_id: str, message: Message) -> bool:
         replies = self._open.get(conversation_id)
@@ -30,3 +23,23 @@ class ReplyCollector:
             return False
         replies.append(message)
         return True
+
+
+class _Collecting:
+    """One webhook's collection (a class, not a generator: every turn of every call opens one)."""
+
+    __slots__ = ("_conversation_id", "_open", "_replies")
+
+    def __init__(self, open_: dict[str, list[Message]], conversation_id: str) -> None:
+        self._open = open_
+        self._conversation_id = conversation_id
+        self._replies: list[Message] = []
+
+    def __enter__(self) -> list[Message]:
+        self._open[self._conversation_id] = self._replies
+        return self._replies
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        if self._open.get(self._conversation_id) is self._replies:
+            del self._open[self._conversation_id]
