@@ -38,16 +38,18 @@ class Guess:
 
 
 def examples_of(items: Iterable[Item], labels: Sequence[str]) -> tuple[list[str], list[str]]:
-    """(texts, labels) to learn from. A conversation's label belongs to its last message, every message of
-    a conversation labelled none is an example of none, and labels outside ``labels`` (a trigger the
-    classifier does not decide, such as negative_sentiment) are left out."""
+    """(texts, labels) to learn from. A conversation's label belongs to its last message. Every message of
+    a conversation labelled none, or labelled with a trigger the classifier does not decide (such as
+    negative_sentiment), is an example of none: none of its messages asked for what the classifier decides,
+    or that would have been the label. Angry messages that ask for nothing teach it that anger alone is not
+    a request for a person."""
     texts: list[str] = []
     targets: list[str] = []
     for item in items:
-        if item.expect == NONE:
+        if item.expect == NONE or item.expect not in labels:
             texts.extend(item.messages)
             targets.extend([NONE] * len(item.messages))
-        elif item.expect in labels:
+        else:
             texts.append(item.messages[-1])
             targets.append(item.expect)
     return texts, targets

@@ -13,6 +13,7 @@ from sklearn.linear_model import LogisticRegression
 
 from gateway.settings import DEMO_RULES
 from handoff.classifier import REGULARISATION, TriggerClassifier, examples_of
+from handoff.labelled import Item
 from handoff.loader import load_rules
 from handoff.policy import Action, Decision, TurnInput, decide
 from handoff.problems import RulesError
@@ -48,6 +49,20 @@ def test_its_scores_are_scikit_learns(rules: RuleSet) -> None:
         guess = ours.guess(text)
         assert guess.label == model.classes_[best]
         assert guess.probability == pytest.approx(probabilities[best], abs=0.001)
+
+
+def test_a_conversation_labelled_with_a_trigger_it_does_not_decide_teaches_none() -> None:
+    items = [
+        Item(id="a", locale="en", turns=["Where is my parcel?", "Get me a person"], expect="explicit_request"),
+        Item(id="b", locale="en", turns=["Late again.", "Ridiculous, so fed up"], expect="negative_sentiment"),
+        Item(id="c", locale="en", says="Thanks!", expect="none"),
+    ]
+    texts, labels = examples_of(items, ["explicit_request"])
+    assert list(zip(texts, labels, strict=True)) == [
+        ("Get me a person", "explicit_request"),  # a conversation's label is its last message's
+        ("Late again.", "none"), ("Ridiculous, so fed up", "none"),  # angry, but asked for no person
+        ("Thanks!", "none"),
+    ]
 
 
 @pytest.mark.parametrize(("text", "trigger"), [
