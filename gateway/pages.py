@@ -14,7 +14,7 @@ from gateway import appkeys
 
 # The demo page acts as the shop's own backend would: it signs its signed-in customer for the widget.
 _DEMO_CUSTOMER = {"id": "cust-1001", "name": "Jane Doe", "email": "jane@example.test", "tier": "gold",
-                  "language": "en"}
+                  "language": "en", "phone": "+14155550123"}
 
 
 # The gateway's own pages (the demo shop and the agent console, which holds an agent's token): scripts, styles

@@ -8,6 +8,7 @@
   var offers = {};
   var lastSeen = {};    // conversation id -> last message id shown: a re-follow replays only what came after
   var signedOut = null; // why the server signed this console out (close code 4401): do not reconnect
+  var callbackRows = {}; // conversation id -> its row in Callbacks: an open Move or Cancel form survives refreshes
 
   function api(method, path, body) {
     return fetch(path, {
@@ -115,6 +116,138 @@
     api("GET", "/api/conversations?state=assigned").then(function (d) { renderList("mine", d.conversations, false); });
     Promise.all([api("GET", "/api/conversations?state=queued"), api("GET", "/api/conversations?state=async")])
       .then(function (r) { renderList("waiting", r[0].conversations.concat(r[1].conversations), true); });
+    refreshCallbacks();
+  }
+
+  // -- callbacks: upcoming (scheduled), due (being offered or dialled) and failed, of the queues you serve --
+  function refreshCallbacks() {
+    api("GET", "/api/callbacks").then(function (d) { renderCallbacks(d.callbacks); })
+      .catch(function (e) { toast("Callbacks: " + e.message); });
+  }
+
+  function pad(n) { return (n < 10 ? "0" : "") + n; }
+
+  function when(iso) {
+    return new Date(iso).toLocaleString([], { weekday: "short", day: "numeric", month: "short", hour: "2-digit",
+                                                minute: "2-digit", hour12: false });
+  }
+
+  function slotText(c) {
+    if (!c.slot_start) return "no slot";
+    if (c.asap) return "as soon as possible from " + when(c.slot_start);
+    if (!c.slot_end) return "from " + when(c.slot_start);
+    var end = new Date(c.slot_end);
+    return when(c.slot_start) + "-" + pad(end.getHours()) + ":" + pad(end.getMinutes());
+  }
+
+  // A datetime-local value is the browser's local time: sent with the browser's offset, so the gateway
+  // knows exactly which moment the agent meant.
+  function withOffset(d) {
+    var offset = -d.getTimezoneOffset(), sign = offset >= 0 ? "+" : "-";
+    offset = Math.abs(offset);
+    return d.getFullYear() + "-" + pad(d.getMonth() + 1) + "-" + pad(d.getDate()) + "T" + pad(d.getHours()) + ":" +
+      pad(d.getMinutes()) + ":" + pad(d.getSeconds()) + sign + pad(Math.floor(offset / 60)) + ":" + pad(offset % 60);
+  }
+
+  function localInput(iso) {
+    var d = new Date(iso);
+    return d.getFullYear() + "-" + pad(d.getMonth() + 1) + "-" + pad(d.getDate()) + "T" + pad(d.getHours()) + ":" + pad(d.getMinutes());
+  }
+
+  function renderCallbacks(list) {
+    var box = $("callbacks"), seen = {};
+    var none = box.querySelector(".none");
+    list.forEach(function (c, i) {
+      var row = callbackRows[c.conversation_id] || callbackRow(c.conversation_id);
+      seen[c.conversation_id] = true;
+      row.data = c;
+      row.className = "item callback " + c.state;
+      row.info.textContent = "";
+      var head = el("div");
+      head.appendChild(el("span", "state", c.state));
+      head.appendChild(document.createTextNode(" " + slotText(c)));
+      row.info.appendChild(head);
+      row.info.appendChild(el("div", "", (c.customer_name || "Customer") + " · " + (c.number || "no number") + " · " + c.channel));
+      var facts = [c.queue, "attempts " + c.attempts + "/" + c.max_attempts];
+      if (c.last_outcome) facts.push("last outcome: " + c.last_outcome);
+      if (c.due_at && c.state !== "failed" && c.due_at !== c.slot_start) facts.push("next try " + when(c.due_at));
+      row.info.appendChild(el("div", "meta", facts.join(" · ")));
+      if (c.note) row.info.appendChild(el("div", "meta", "Note: " + c.note));
+      row.moveButton.classList.toggle("hidden", c.state !== "scheduled");
+      row.cancelButton.classList.toggle("hidden", c.state === "failed");
+      if (row.form && ((row.form.kind === "move" && c.state !== "scheduled") || c.state === "failed")) closeForm(row);
+      if (box.children[i] !== row) box.insertBefore(row, box.children[i] || null);  // moved only when out of place
+    });
+    Object.keys(callbackRows).forEach(function (id) {
+      if (!seen[id]) { box.removeChild(callbackRows[id]); delete callbackRows[id]; }
+    });
+    if (!list.length && !none) box.appendChild(el("div", "meta none", "None."));
+    if (list.length && none) box.removeChild(none);
+  }
+
+  function callbackRow(id) {
+    var row = el("div", "item callback");
+    row.dataset.id = id;
+    row.info = el("div");
+    row.moveButton = el("button", "", "Move");
+    row.cancelButton = el("button", "", "Cancel");
+    row.moveButton.type = row.cancelButton.type = "button";
+    row.moveButton.onclick = function () { openForm(row, "move"); };
+    row.cancelButton.onclick = function () { openForm(row, "cancel"); };
+    row.appendChild(row.info); row.appendChild(row.moveButton); row.appendChild(row.cancelButton);
+    callbackRows[id] = row;
+    return row;
+  }
+
+  function closeForm(row) {
+    if (row.form && row.form.parentNode) row.removeChild(row.form);
+    row.form = null;
+  }
+
+  function openForm(row, kind) {
+    closeForm(row);
+    var form = el("form"), error = el("p", "error"), note = el("input"), start = null;
+    form.kind = kind;
+    error.setAttribute("role", "alert");
+    note.type = "text";
+    note.maxLength = 2000;
+    note.placeholder = "Note (optional)";
+    if (kind === "move") {
+      start = el("input");
+      start.type = "datetime-local";
+      start.required = true;
+      start.setAttribute("aria-label", "New start");
+      if (row.data.slot_start) start.value = localInput(row.data.slot_start);
+      form.appendChild(start);
+      note.setAttribute("aria-label", "Move note");
+    } else {
+      note.setAttribute("aria-label", "Cancel note");
+    }
+    form.appendChild(note);
+    var go = el("button", "", kind === "move" ? "Move callback" : "Cancel callback"), close = el("button", "", "Close");
+    close.type = "button";
+    close.onclick = function () { closeForm(row); };
+    form.appendChild(go); form.appendChild(close); form.appendChild(error);
+    form.onsubmit = function (e) {
+      e.preventDefault();
+      var c = row.data, body = { note: note.value.trim() }, path = "/api/callbacks/" + c.conversation_id + "/";
+      if (kind === "move") {
+        var at = new Date(start.value);  // "2026-11-30T14:00": the browser's local time
+        if (isNaN(at.getTime())) { error.textContent = "Choose a date and time."; return; }
+        body.start = withOffset(at);
+        if (c.slot_start && c.slot_end && !c.asap) {  // the same length of window as before
+          body.end = withOffset(new Date(at.getTime() + (new Date(c.slot_end) - new Date(c.slot_start))));
+        }
+      }
+      go.disabled = true; error.textContent = "";
+      api("POST", path + (kind === "move" ? "reschedule" : "cancel"), body).then(function () {
+        closeForm(row); toast(kind === "move" ? "Callback moved; the customer was told." : "Callback cancelled; the customer was told.");
+        refreshCallbacks();
+      }).catch(function (err) { go.disabled = false; error.textContent = err.message; });
+    };
+    row.form = form;
+    row.appendChild(form);
+    (start || note).focus();
   }
 
   function renderOffers() {

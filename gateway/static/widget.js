@@ -51,7 +51,20 @@
     "form{display:flex;border-top:1px solid #dfe3ec;background:#fff}",
     "textarea{flex:1;border:0;padding:12px;font:inherit;resize:none;height:44px;outline:none}",
     "button.send{border:0;background:none;color:#2f5bea;font-weight:600;padding:0 16px;cursor:pointer}",
-    "button.send:disabled{color:#aab}"
+    "button.send:disabled{color:#aab}",
+    // The callback form under an offer's message, and the banner's cancel button.
+    "form.callback{display:block;align-self:stretch;border:1px solid #dfe3ec;border-radius:12px;background:#fff;padding:10px 12px;font-size:14px}",
+    "form.callback fieldset{border:0;margin:0 0 8px;padding:0}",
+    "form.callback legend{font-weight:600;padding:0;margin-bottom:4px}",
+    "form.callback label{display:block;margin:3px 0}",
+    "form.callback label.choice{display:flex;gap:6px;align-items:baseline}",
+    "form.callback input[type=tel]{display:block;width:100%;box-sizing:border-box;margin-top:3px;padding:6px 8px;font:inherit;border:1px solid #c5cbd8;border-radius:6px}",
+    "form.callback .hint{color:#a33;font-size:13px;margin:0 0 6px}",
+    "form.callback .hint:empty{display:none}",
+    "form.callback button,.callback-bar button{border:0;border-radius:8px;background:#2f5bea;color:#fff;font:inherit;font-weight:600;padding:7px 14px;cursor:pointer}",
+    "form.callback button:disabled,.callback-bar button:disabled{background:#aab;cursor:default}",
+    ".callback-bar{display:none;padding:8px 12px;border-top:1px solid #dfe3ec;background:#fff}",
+    ".callback-bar.show{display:block}"
   ].join("");
 
   function uuid() {
@@ -77,6 +90,8 @@
     this.state = this.load();
     this.rendered = {};          // message id -> element
     this.byClientId = {};        // client_id -> element, for our own messages
+    this.offerForm = null;       // the callback form of the latest offer, while it can still be answered
+    this.pendingChoice = null;   // a choice waiting for the menu that confirms a changed number
     this.ws = null;
     this.attempt = 0;
     this.connected = false;
@@ -120,12 +135,14 @@
       '<button class="close" aria-label="Close chat">&times;</button></div>' +
       '<div class="banner" role="status"></div>' +
       '<div class="log" role="log" aria-live="polite"></div>' +
+      '<div class="callback-bar"></div>' +
       '<form><textarea placeholder="Type your message" aria-label="Message" maxlength="4000"></textarea>' +
       '<button class="send" type="submit">Send</button></form></section>';
     this.panel = root.querySelector(".panel");
     this.log = root.querySelector(".log");
     this.status = root.querySelector(".status");
     this.banner = root.querySelector(".banner");
+    this.callbackBar = root.querySelector(".callback-bar");
     this.input = root.querySelector("textarea");
     root.querySelector(".title").textContent = this.options.title || "Chat with us";
     var self = this;
@@ -289,6 +306,155 @@
     }
     el.dataset.id = m.id;
     this.rendered[m.id] = el;
+    if (m.callback_offer) this.showCallbackOffer(m, el);
+    else if (m.sender !== "customer") this.offerAnswered(m);
+  };
+
+  // -- callbacks ------------------------------------------------------------------------------------------
+  // An offer's message already lists the times as a numbered menu; the form only answers it the same way a
+  // customer would by typing: the number (when it changed), then the chosen choice's n, as ordinary messages.
+
+  Widget.prototype.showCallbackOffer = function (m, after) {
+    var self = this, offer = m.callback_offer, choices = offer.choices || [];
+    this.dropOfferForm();                       // a newer menu (a changed number) replaces the last one
+    var form = document.createElement("form");
+    form.className = "callback";
+    form.setAttribute("aria-label", "Arrange a callback");
+    var number = document.createElement("label");
+    number.appendChild(document.createTextNode("Your phone number"));
+    var input = document.createElement("input");
+    input.type = "tel";
+    input.name = "number";
+    input.autocomplete = "tel";
+    input.required = true;
+    input.maxLength = 40;
+    input.value = offer.number || "";
+    number.appendChild(input);
+    var times = document.createElement("fieldset");
+    var legend = document.createElement("legend");
+    legend.textContent = "When should we call?";
+    times.appendChild(legend);
+    var group = "callback-" + m.id;
+    for (var i = 0; i < choices.length; i++) {
+      var option = document.createElement("label");
+      option.className = "choice";
+      var radio = document.createElement("input");
+      radio.type = "radio";
+      radio.name = group;
+      radio.value = String(choices[i].n);
+      radio.required = true;
+      if (i === 0) radio.checked = true;
+      option.appendChild(radio);
+      option.appendChild(document.createTextNode(choices[i].label));
+      times.appendChild(option);
+    }
+    var hint = document.createElement("p");
+    hint.className = "hint";
+    hint.setAttribute("role", "alert");
+    var button = document.createElement("button");
+    button.type = "submit";
+    button.textContent = "Call me back";
+    form.appendChild(number);
+    form.appendChild(times);
+    form.appendChild(hint);
+    form.appendChild(button);
+    form.addEventListener("submit", function (e) { e.preventDefault(); self.answerOffer(form); });
+    form.offer = offer;
+    this.lastOffer = offer;
+    if (after.nextSibling) this.log.insertBefore(form, after.nextSibling); else this.log.appendChild(form);
+    this.offerForm = form;
+    this.scroll();
+    var pending = this.pendingChoice;
+    if (pending) {                               // the changed number was accepted: now the time
+      this.pendingChoice = null;
+      var again = this.matchChoice(choices, pending);
+      if (again) { this.setFormBusy(form, true); this.sendText(String(again.n)); }
+    }
+  };
+
+  Widget.prototype.answerOffer = function (form) {
+    var offer = form.offer, hint = form.querySelector(".hint");
+    var typed = form.querySelector("input[type=tel]").value.trim();
+    var picked = form.querySelector("input[type=radio]:checked");
+    if (!typed) { hint.textContent = "Please enter a phone number."; return; }
+    if (!picked) { hint.textContent = "Please choose a time."; return; }
+    hint.textContent = "";
+    var choice = null;
+    for (var i = 0; i < (offer.choices || []).length; i++) {
+      if (String(offer.choices[i].n) === picked.value) choice = offer.choices[i];
+    }
+    if (!choice) return;
+    this.setFormBusy(form, true);
+    var digits = function (s) { return String(s || "").replace(/[^0-9]/g, ""); };
+    if (!offer.number || digits(typed) !== digits(offer.number)) {
+      // The gateway answers a number with the menu again (for the new number); the choice follows it, so
+      // a number it cannot read never sends a time for the old one.
+      this.pendingChoice = choice;
+      this.sendText(typed);
+    } else {
+      this.sendText(String(choice.n));
+    }
+  };
+
+  Widget.prototype.matchChoice = function (choices, wanted) {
+    var at = function (c) { return c.asap ? "asap" : new Date(c.start).getTime(); };
+    for (var i = 0; i < choices.length; i++) if (at(choices[i]) === at(wanted)) return choices[i];
+    return null;
+  };
+
+  Widget.prototype.setFormBusy = function (form, busy) {
+    var fields = form.querySelectorAll("input,button");
+    for (var i = 0; i < fields.length; i++) fields[i].disabled = busy;
+  };
+
+  // Any later word from the gateway or an agent settles the offer: the confirmation, "not now", a refused
+  // number (then the form is usable again, to correct it).
+  Widget.prototype.offerAnswered = function (m) {
+    if (!this.offerForm) return;
+    if (this.pendingChoice && m.sender === "system") {
+      this.pendingChoice = null;
+      this.setFormBusy(this.offerForm, false);
+      this.offerForm.querySelector(".hint").textContent = "That number didn't work: please check it.";
+      return;
+    }
+    this.dropOfferForm();
+  };
+
+  Widget.prototype.dropOfferForm = function () {
+    if (this.offerForm && this.offerForm.parentNode) this.offerForm.parentNode.removeChild(this.offerForm);
+    this.offerForm = null;
+  };
+
+  // In the time zone the offer's times were written in (the number's), named, as the messages say it.
+  Widget.prototype.callbackTime = function (iso) {
+    var at = new Date(iso), zone = this.lastOffer && this.lastOffer.timezone;
+    var style = { weekday: "long", day: "numeric", month: "short", hour: "2-digit", minute: "2-digit", timeZoneName: "short" };
+    if (isNaN(at.getTime())) return iso;
+    if (zone) {
+      try { return at.toLocaleString([], Object.assign({ timeZone: zone }, style)); } catch (e) { /* unknown zone */ }
+    }
+    return at.toLocaleString([], style);
+  };
+
+  Widget.prototype.showCancelCallback = function (show) {
+    var self = this;
+    this.callbackBar.classList.toggle("show", !!show);
+    if (!show) {
+      if (this.cancelButton && this.cancelButton.parentNode) this.cancelButton.parentNode.removeChild(this.cancelButton);
+      return;
+    }
+    if (!this.cancelButton) {
+      this.cancelButton = document.createElement("button");
+      this.cancelButton.type = "button";
+      this.cancelButton.className = "cancel-callback";
+      this.cancelButton.textContent = "Cancel callback";
+      this.cancelButton.addEventListener("click", function () {
+        self.cancelButton.disabled = true;
+        self.sendText("cancel callback");
+      });
+    }
+    this.cancelButton.disabled = false;
+    this.callbackBar.appendChild(this.cancelButton);
   };
 
   Widget.prototype.bubble = function (sender, text) {
@@ -345,9 +511,22 @@
       }
       text += ". You don't need to wait here.";
     }
+    // A promised callback: a session frame (a reload) says only "callback"; live frames say which step.
+    var step = frame.status === "callback" ? (frame.callback || "scheduled") : "";
+    var promised = step === "scheduled" || step === "rescheduled" || step === "retry";
+    if (promised) {
+      this.dropOfferForm();
+      text = team + " will call you back";
+      var when = step === "retry" ? frame.due_at || frame.slot_start : frame.slot_start;
+      if (when) text += " (" + this.callbackTime(when) + ")";
+      text += ".";
+    }
+    else if (step === "due") text = team + " is about to call you back.";
     this.banner.textContent = text;
     this.banner.setAttribute("data-status", frame.status || "");
+    this.banner.setAttribute("data-callback", step);
     this.banner.classList.toggle("show", !!text);
+    this.showCancelCallback(promised);
   };
 
   Widget.prototype.showNotice = function (text) {
@@ -364,6 +543,12 @@
     var text = this.input.value.trim();
     if (!text) return;
     this.input.value = "";
+    this.sendText(text);
+  };
+
+  // Every customer message (typed, or from the callback form) goes this way: outbox, pending bubble, resent
+  // with the same client_id until acknowledged.
+  Widget.prototype.sendText = function (text) {
     var item = { client_id: uuid(), text: text };
     this.state.outbox.push(item);
     this.save();
