@@ -187,6 +187,8 @@ class CallbackBook:
         """A customer's message while they wait, choose or hold a callback: answered when it is about the
         callback (a choice, a number, CANCEL, "call me back"), else None and it stays for the agent."""
         now = self.clock()
+        if conversation.callback is None and not callback_texts.asks_for_callback(message.text):
+            return None  # most messages while waiting or talking to an agent: nothing to read
         # Read afresh: a form answers with two messages (a number, then a choice), each judged on the
         # previous one's outcome.
         try:
