@@ -19,6 +19,7 @@ from redis.commands.core import AsyncScript
 
 from handoff import messages
 from handoff.agents import Agent, AgentStore, Presence
+from handoff.callback_texts import shown_number
 from handoff.queues import QueueStore, queue_score
 from handoff.ruleset import RuleSet
 from sessions.keys import Keys
@@ -192,7 +193,7 @@ class Desk:
             raise DeskError(409, "at_capacity", "You are at your capacity; resolve or transfer one first.")
         if code == -4:
             raise DeskError(409, "offered_to_another", "The conversation is being offered to another agent.")
-        notice = self._notice(rules, conversation, "agent_joined", agent=agent.name)
+        notice = self._joined(rules, conversation, agent)
         status = self._status(conversation, ConversationState.ASSIGNED, agent)
         try:
             stored = await self.store.append_and_move(
@@ -449,6 +450,15 @@ class Desk:
             raise DeskError(409, "not_assigned", f"The conversation is {exc.current} now.") from None
         except ConversationNotFound:
             raise DeskError(404, "conversation_not_found", "The conversation has expired.") from None
+
+    def _joined(self, rules: RuleSet, conversation: Conversation, agent: Agent) -> Message:
+        """What the customer is told when an agent takes their conversation: for a callback, that the
+        agent is about to call them (the phone rings next, not the chat)."""
+        callback = conversation.callback
+        if _callback_attempt(conversation) and callback is not None and callback.number:
+            return self._notice(rules, conversation, "callback_calling", agent=agent.name,
+                                number=shown_number(callback.number))
+        return self._notice(rules, conversation, "agent_joined", agent=agent.name)
 
     def _notice(self, rules: RuleSet, conversation: Conversation, key: str, **values: str) -> Message:
         locale = (

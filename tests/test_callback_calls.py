@@ -76,6 +76,8 @@ async def test_the_agent_is_called_first_then_the_customer_who_hears_why_before_
     _, phone = await taken(rig, conversation, "+15550001111")
     brief = await said_until(phone, "press 1")
     assert brief[0] == "This is a callback the customer asked for at 10:00."
+    told = [m.text for m in await rig.store.transcript(conversation.id)]
+    assert told[-1] == "Alex from our team is calling you now on +1 415-555-0123, with everything you've told us."
     assert any("Customer Support" in line for line in brief)
     await phone.press("1")
     assert "Calling the customer now" in await phone.next_said()
