@@ -93,6 +93,10 @@ class CallDesk:
             return False
         if conversation.state not in (ConversationState.QUEUED, ConversationState.OFFERED):
             return False
+        callback = conversation.callback
+        if callback is not None and callback.state in ("scheduled", "offering", "dialling"):
+            # Waiting for the callback they were promised, not for this call: hanging up leaves nothing.
+            return False
         if conversation.state is ConversationState.OFFERED:
             await self.dispatcher.lapse(conversation_id, passed_over=False)
         if conversation.queue:
