@@ -22,7 +22,7 @@ import structlog
 from redis.commands.core import AsyncScript
 
 from handoff import callback_slots, callback_texts, messages
-from handoff.desk import Desk, DeskError, _ms
+from handoff.desk import WAITING, Desk, DeskError, _ms
 from handoff.ruleset import RuleSet
 from sessions.jobs import POP_DUE
 from sessions.models import (
@@ -47,7 +47,6 @@ _MAX_BATCHES = 20
 _AT_ONCE = 16
 # A promise still being kept (or given up on) stays in the agents' list this long after its last step.
 OPEN = ("scheduled", "offering", "dialling")
-WAITING_STATES = (ConversationState.QUEUED, ConversationState.OFFERED, ConversationState.ASYNC)
 # An attempt with no word from its legs this long after dialling began is failed as "unknown".
 DIAL_DEADLINE_SECONDS = 600
 # Which attempt states each step on the phone may follow.
@@ -134,7 +133,7 @@ class CallbackBook:
             conversation_id=conversation.id,
             data={"why": why, "choices": len(choices), "number_known": number is not None},
         )
-        return await self._note(conversation, message, [event], request, list(WAITING_STATES))
+        return await self._note(conversation, message, [event], request, list(WAITING))
 
     async def offer_if_long_wait(
         self, conversation_id: str, eta_seconds: int, rules: RuleSet, answers_menus: Callable[[str], bool]
@@ -198,7 +197,7 @@ class CallbackBook:
         request = conversation.callback
         text = message.text
         if request is None or request.state in ("completed", "cancelled", "failed", "declined"):
-            if conversation.state in WAITING_STATES and callback_texts.asks_for_callback(text):
+            if conversation.state in WAITING and callback_texts.asks_for_callback(text):
                 return await self.offer(conversation, rules, "asked", now)
             return None
         if callback_texts.is_cancel(text):
@@ -243,7 +242,7 @@ class CallbackBook:
         """The customer's choice confirmed: the conversation leaves its queue and waits for its slot."""
         now = now or self.clock()
         request = conversation.callback
-        if request is None or request.state != "choosing" or conversation.state not in WAITING_STATES:
+        if request is None or request.state != "choosing" or conversation.state not in WAITING:
             raise CallbackError(409, "not_choosing", "No callback is being arranged in this conversation.")
         number = number or request.number
         if number is None:
@@ -275,7 +274,7 @@ class CallbackBook:
                 ConversationState.CALLBACK,
                 [event],
                 updates={"callback": request},
-                allowed_from=list(WAITING_STATES),
+                allowed_from=list(WAITING),
             )
         except TransitionRefused as exc:
             await self._unplan(conversation.id)
