@@ -48,8 +48,9 @@ HANDLE_TIMES_KEPT = 50
 WAITING = (ConversationState.QUEUED, ConversationState.OFFERED, ConversationState.ASYNC)
 
 
-def _callback_attempt(conversation: Conversation) -> dict[str, Any]:
-    """A callback an agent took: the attempt now dialled (agent first) by the channel that places calls."""
+def callback_attempt(conversation: Conversation) -> dict[str, Any]:
+    """A due callback offered to or taken by an agent: the attempt the channel that places calls rings the
+    agent for (on an offer, when they have a phone) and dials (agent first, once taken)."""
     callback = conversation.callback
     if callback is None or callback.state != "offering" or callback.current is None:
         return {}
@@ -200,7 +201,7 @@ class Desk:
                 notice,
                 ConversationState.ASSIGNED,
                 [self._event(conversation, "handoff.assigned", status, notice, agent_id=agent.id, via=via,
-                             **_callback_attempt(conversation))],
+                             **callback_attempt(conversation))],
                 updates={"agent": agent.id, "assigned_at": utcnow()},
                 allowed_from=WAITING,
             )
@@ -455,7 +456,7 @@ class Desk:
         """What the customer is told when an agent takes their conversation: for a callback, that the
         agent is about to call them (the phone rings next, not the chat)."""
         callback = conversation.callback
-        if _callback_attempt(conversation) and callback is not None and callback.number:
+        if callback_attempt(conversation) and callback is not None and callback.number:
             return self._notice(rules, conversation, "callback_calling", agent=agent.name,
                                 number=shown_number(callback.number))
         return self._notice(rules, conversation, "agent_joined", agent=agent.name)

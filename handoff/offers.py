@@ -19,7 +19,7 @@ import structlog
 from redis.commands.core import AsyncScript
 
 from handoff.agents import Agent, AgentState, Presence
-from handoff.desk import Desk, DeskError, _ms, _script
+from handoff.desk import Desk, DeskError, _ms, _script, callback_attempt
 from handoff.ruleset import RuleSet
 from sessions.jobs import POP_DUE
 from sessions.models import Conversation, ConversationEvent, ConversationState, utcnow
@@ -159,7 +159,8 @@ class Dispatcher:
         event = ConversationEvent(
             type="handoff.offered",
             conversation_id=conversation.id,
-            data={"status": status, "agent_id": agent.id, "deadline": deadline.isoformat()},
+            data={"status": status, "agent_id": agent.id, "deadline": deadline.isoformat(),
+                  **callback_attempt(conversation)},
         )
         try:
             await desk.store.transition(
@@ -207,6 +208,7 @@ class Dispatcher:
                 data={
                     "status": desk.status_of(conversation, ConversationState.QUEUED),
                     "offer_lapsed_for": agent_id,
+                    **callback_attempt(conversation),
                 },
             )
             await desk.store.transition(

@@ -148,6 +148,10 @@ class QueueUpdates:
             return False
         if conversation.state is not ConversationState.QUEUED:
             return False
+        if conversation.callback is not None and conversation.callback.state in _QUIET_CALLBACK:
+            # A due callback waits for an agent to call, not to reply: its place is noted and nothing is
+            # said (the customer was told when they would be called, and is told when an agent calls).
+            return True
         locale = (
             conversation.handoff.language if conversation.handoff else None
         ) or rules.meta.default_locale
@@ -181,6 +185,9 @@ class QueueUpdates:
         except (TransitionRefused, ConversationNotFound):
             return False
         return True
+
+
+_QUIET_CALLBACK = frozenset({"offering", "dialling"})
 
 
 def _parse(raw: str | None) -> tuple[int | None, float | None]:

@@ -48,9 +48,10 @@ async def promised(rig: VoiceRig) -> Conversation:
 
 
 async def taken(rig: VoiceRig, conversation: Conversation, agent_phone: str) -> tuple[Any, CallLeg]:
-    """The callback comes due (as soon as possible: now), an agent with a phone takes it in the console,
-    and the gateway calls the agent."""
-    alex = await rig.agent("Alex", agent_phone, skills=[])
+    """The callback comes due (as soon as possible: now), an agent takes it in the console, giving the
+    number to call them on (the desk offered it to their console only: they had no phone yet), and the
+    gateway calls the agent."""
+    alex = await rig.agent("Alex", None, skills=[])
 
     async def queued() -> bool:
         return (await rig.store.get(conversation.id)).state in (ConversationState.QUEUED, ConversationState.OFFERED)
@@ -59,7 +60,7 @@ async def taken(rig: VoiceRig, conversation: Conversation, agent_phone: str) -> 
         if await queued():
             break
         await eventually(lambda: True, timeout=0.05)
-    status, body = await alex.call("POST", f"/api/conversations/{conversation.id}/claim")
+    status, body = await alex.call("POST", f"/api/conversations/{conversation.id}/claim", {"phone": agent_phone})
     assert status == 200, body
     phone = await rig.emulator.next_incoming(agent_phone, timeout=10)
     return alex, phone
@@ -133,3 +134,77 @@ async def test_an_agent_who_passes_fails_the_attempt_and_the_customer_is_never_c
     back = await rig.until_state_of(conversation.id, "callback")
     assert back.callback is not None and back.callback.attempts[0].outcome == "agent_declined"
     assert dialled(rig, CUSTOMER) == 0
+
+
+async def due_and_offered_by_phone(rig: VoiceRig, agent_phone: str) -> tuple[Conversation, CallLeg]:
+    """A promised callback comes due while an agent with a phone is online: the desk's offer rings it."""
+    conversation = await promised(rig)
+    await rig.agent("Alex", agent_phone, skills=[])
+    phone = await rig.emulator.next_incoming(agent_phone, timeout=10)
+    return conversation, phone
+
+
+async def test_an_agent_offered_a_callback_on_the_phone_takes_it_with_1_and_the_customer_is_called(
+    voice: Any,
+) -> None:
+    rig = await voice()
+    conversation, phone = await due_and_offered_by_phone(rig, "+15550001111")
+    brief = await said_until(phone, "press 1")
+    assert brief[0] == "This is a callback the customer asked for at 10:00."
+    assert brief[-1] == "Press 1 to take it and call the customer now, or 2 to pass it to a colleague."
+    assert (await rig.store.get(conversation.id)).state is ConversationState.OFFERED
+    await phone.press("1")
+    assert "Calling the customer now" in await phone.next_said()
+    taken_by = await rig.store.get(conversation.id)
+    assert taken_by.state is ConversationState.ASSIGNED and taken_by.agent is not None
+    told = [m.text for m in await rig.store.transcript(conversation.id)]
+    assert told[-1].startswith("Alex from our team is calling you now on +1 415-555-0123")
+    customer = await rig.emulator.next_incoming(CUSTOMER, timeout=10)
+    assert "Alex is on the line now" in await customer.next_said()
+    await customer.wait_until(lambda: phone in rig.emulator.hearing(customer), timeout=10)
+    connected = await rig.store.get(conversation.id)
+    assert connected.callback is not None and connected.callback.current is not None
+    assert connected.callback.current.state == "connected"
+    assert connected.callback.current.agent == taken_by.agent
+    # One call to the agent (the offer's leg became the attempt's), one to the customer.
+    assert dialled(rig, "+15550001111") == 1 and dialled(rig, CUSTOMER) == 1
+    assert rig.emulator.errors == []
+
+
+async def test_an_agent_who_passes_a_callback_offer_on_the_phone_sends_it_on_and_the_attempt_goes_on(
+    voice: Any,
+) -> None:
+    rig = await voice()
+    conversation, phone = await due_and_offered_by_phone(rig, "+15550001111")
+    await said_until(phone, "press 1")
+    await phone.press("2")
+    assert "goes to a colleague" in await phone.next_said()
+    # Back in its queue for the next agent (Alex passed it, so it is not offered to Alex again at once);
+    # the attempt is still the first and still open: passing an offer is not a failed attempt.
+    back = await rig.until_state_of(conversation.id, "queued")
+    assert back.callback is not None and back.callback.state == "offering"
+    assert len(back.callback.attempts) == 1 and back.callback.current is not None
+    assert back.callback.current.outcome is None
+    sam = await rig.agent("Sam", None, skills=[])
+    status, body = await sam.call("POST", f"/api/conversations/{conversation.id}/claim", {"phone": "+15550002222"})
+    assert status == 200, body
+    sams = await rig.emulator.next_incoming("+15550002222", timeout=10)
+    assert (await said_until(sams, "press 1"))[0] == "This is a callback the customer asked for at 10:00."
+    assert dialled(rig, CUSTOMER) == 0
+
+
+async def test_a_callback_offer_nobody_answers_on_the_phone_lapses_to_the_next_agent(voice: Any) -> None:
+    rig = await voice()
+    rig.emulator.phone("+15550001111", "no-answer")
+    conversation = await promised(rig)
+    await rig.agent("Alex", "+15550001111", skills=[])
+    await eventually(lambda: dialled(rig, "+15550001111") == 1)
+    back = await rig.until_state_of(conversation.id, "queued", timeout=15)
+    assert back.callback is not None and back.callback.state == "offering"
+    assert back.callback.current is not None and back.callback.current.outcome is None
+    assert dialled(rig, CUSTOMER) == 0
+    # Waiting for a call, not a reply: no "a person will reply here, usually within ..." once it is due
+    # and an agent is online (the queue updates a waiting customer gets from the desk's next sweeps).
+    await asyncio.sleep(2 * SWEEP_SECONDS + 0.5)
+    told = [m.text for m in await rig.store.transcript(conversation.id)]
+    assert not [t for t in told if "usually within" in t], told

@@ -79,10 +79,14 @@ class VoiceAdapter:
     async def on_status(self, update: StatusUpdate) -> None:
         """REST calls to Twilio run in the background: the desk step that told us is done already, and a
         slow Twilio must not slow the desk's clockwork."""
-        if update.kind is StatusKind.ASSIGNED and "callback_attempt" in update.data:
-            # A callback an agent took, on whatever channel the customer asked: the agent is called first.
-            self.rt.spawn(self.callbacks.start(update), name=f"voice-callback-{update.conversation_id}",
-                          after=update.conversation_id)
+        if "callback_attempt" in update.data:
+            # A due callback, on whatever channel the customer asked for it: an agent with a phone is called
+            # when it is offered to them, and the agent who took it is called first.
+            step = {StatusKind.OFFERED: self.callbacks.offer, StatusKind.QUEUED: self.callbacks.withdrawn,
+                    StatusKind.ASSIGNED: self.callbacks.start}.get(update.kind)
+            if step is not None:
+                name = f"voice-callback-{update.kind.value}-{update.conversation_id}"
+                self.rt.spawn(step(update), name=name, after=update.conversation_id)
             return
         handler = {
             StatusKind.OFFERED: self._offered,
