@@ -38,8 +38,8 @@ class Capabilities:
     warm_transfer: bool = False
     # Agents take these conversations on their phone: a claim needs a number to call them on.
     agents_by_phone: bool = False
-    # The customer can answer a menu of callback times in writing. Where not (a call, for now), a callback
-    # is arranged on the number they use, as soon as the team can.
+    # The customer can answer the menu of callback times: in writing, or with keys on a call. Where not, a
+    # callback is arranged on the number they use, as soon as the team can.
     callback_menu: bool = True
     # This channel places the calls that keep callbacks (agent first, then the customer), whatever channel
     # the customer asked on: it is told of every callback attempt an agent takes.

@@ -97,7 +97,10 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     app[appkeys.CALLBACKS] = CallbackBook(app[appkeys.DESK], clock=clock, lapse=lapse, notify=notify)
     async def long_wait(conversation_id: str, eta_seconds: int) -> None:
         def answers_menus(channel: str) -> bool:
-            return app[appkeys.CHANNELS].get(channel).capabilities.callback_menu
+            # Written offers reach customers who can be written to unprompted; a caller is offered it on the
+            # call (channels/voice/adapter.py).
+            capabilities = app[appkeys.CHANNELS].get(channel).capabilities
+            return capabilities.callback_menu and capabilities.push
 
         stored = await app[appkeys.CALLBACKS].offer_if_long_wait(conversation_id, eta_seconds,
                                                                    app[appkeys.RULES].rules, answers_menus)

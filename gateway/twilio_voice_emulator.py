@@ -182,6 +182,7 @@ class _JoinOptions:
     status_callback_method: str = "POST"
     events: frozenset[str] = frozenset()
     coaching: bool = False
+    hangup_on_star: bool = False  # the Dial's hangupOnStar: star leaves the room, then the Dial's action
 
 
 class Participant:
@@ -196,6 +197,7 @@ class Participant:
         self.beep = options.beep
         self.label = options.label
         self.coaching = options.coaching
+        self.hangup_on_star = options.hangup_on_star
         self.wait_url = options.wait_url
         self.wait_method = options.wait_method
         self.hold = False
@@ -394,7 +396,14 @@ class CallLeg:
         await self._deliver(_Input("speech", text, confidence), timeout)
 
     async def press(self, digits: str, timeout: float = 5.0) -> None:  # noqa: ASYNC109 - the tests' API
-        """Presses keys during the current Gather (waiting up to timeout for one): Digits."""
+        """Presses keys during the current Gather (waiting up to timeout for one): Digits. In a conference
+        joined by a Dial with hangupOnStar, star leaves the room instead (the Dial's action comes next)."""
+        participant = self.participant
+        in_room = participant is not None and self._gathering is None
+        if digits == "*" and in_room and participant is not None and participant.hangup_on_star:
+            self.emulator._emit("pressed", self, digits)
+            self.emulator._remove_participant(participant, "participant_hung_up")
+            return
         await self._deliver(_Input("dtmf", digits), timeout)
 
     async def stay_silent(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109 - the tests' API
@@ -979,7 +988,8 @@ class VoiceEmulator:
             leg._hangup_action = lambda: _Nav(action, method, {"DialCallStatus": "completed"})
         try:
             if conference is not None:
-                fields = await self._dial_conference(leg, conference, base)
+                fields = await self._dial_conference(leg, conference, base,
+                                                     _flag(verb.get("hangupOnStar"), False))
             elif numbers or (verb.text or "").strip():
                 target = numbers[0] if numbers else None
                 number = (target.text if target is not None else verb.text) or ""
@@ -994,8 +1004,8 @@ class VoiceEmulator:
             leg._hangup_action = None
         return _Nav(action, method, fields) if action else None
 
-    async def _dial_conference(self, leg: CallLeg, noun: ElementTree.Element,
-                               base: str | None) -> dict[str, str]:
+    async def _dial_conference(self, leg: CallLeg, noun: ElementTree.Element, base: str | None,
+                               hangup_on_star: bool = False) -> dict[str, str]:
         wait_attr = noun.get("waitUrl")
         options = _JoinOptions(
             start_on_enter=_flag(noun.get("startConferenceOnEnter"), True),
@@ -1007,7 +1017,7 @@ class VoiceEmulator:
             status_callback=self._resolve(noun.get("statusCallback"), base, leg),
             status_callback_method=noun.get("statusCallbackMethod") or "POST",
             events=frozenset((noun.get("statusCallbackEvent") or "").split()),
-            coaching=_flag(noun.get("coach"), False))
+            coaching=_flag(noun.get("coach"), False), hangup_on_star=hangup_on_star)
         room = await self._in_conference(leg, (noun.text or "").strip(), options)
         return {"DialCallStatus": "completed", "ConferenceSid": room.sid}
 

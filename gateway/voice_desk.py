@@ -13,14 +13,15 @@ import structlog
 from aiohttp import web
 from babel.dates import format_time
 
-from channels.voice.desk import Accepted, AgentLine
+from channels.voice.desk import Accepted, AgentLine, CallbackPrompt, IntakeStep
 from gateway import appkeys
+from gateway.voice_callback_intake import KeyedIntake
 from handoff import messages
 from handoff.agents import HEARTBEAT_SECONDS
 from handoff.calls import CallDesk
 from handoff.context import build_package
 from handoff.desk import DeskError
-from sessions.models import ConversationEvent, ConversationState, SenderKind, utcnow
+from sessions.models import Conversation, ConversationEvent, ConversationState, SenderKind, utcnow
 from sessions.store import ConversationNotFound, TransitionRefused
 
 log = structlog.get_logger(__name__)
@@ -35,6 +36,7 @@ _UNABLE = frozenset({"not_online", "at_capacity"})
 class GatewayVoiceDesk:
     def __init__(self, app: web.Application) -> None:
         self.app = app
+        self.intake = KeyedIntake(app)
 
     @property
     def calls(self) -> CallDesk:
@@ -167,6 +169,21 @@ class GatewayVoiceDesk:
             conversation = await app[appkeys.STORE].get(conversation_id)
             await app[appkeys.CALLBACKS].arrange_soonest(conversation, rules, "unstaffed")
 
+
+    # -- callbacks arranged on a call (gateway/voice_callback_intake.py) ------------------------------------
+    def takes_callbacks(self, conversation: Conversation) -> bool:
+        return self.intake.takes_callbacks(conversation)
+
+    def callback_after_seconds(self, conversation: Conversation) -> int | None:
+        return self.intake.callback_after_seconds(conversation)
+
+    async def callback_offer(self, conversation_id: str, why: str, eta_seconds: int | None = None
+                             ) -> CallbackPrompt | None:
+        return await self.intake.offer(conversation_id, why, eta_seconds)
+
+    async def callback_key(self, conversation_id: str, step: IntakeStep, digits: str | None, hold: bool
+                           ) -> CallbackPrompt:
+        return await self.intake.key(conversation_id, step, digits, hold)
 
     # -- callbacks -----------------------------------------------------------------------------------------
     async def callback_brief(self, conversation_id: str) -> list[str]:

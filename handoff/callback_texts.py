@@ -166,7 +166,16 @@ def describe_slot(slot: CallbackSlot, w: Wording) -> str:
 
 
 def menu(slots: list[CallbackSlot], w: Wording) -> str:
-    return "\n".join(f"{i}. {describe_slot(slot, w)}" for i, slot in enumerate(slots, 1))
+    """One line per time, in the channel's wording of a line ("1. ..." written, "Press 1 for ..." spoken)."""
+    line = w.rules.message("callback_choice", w.locale, w.channel)[0] or "{n}. {slot}"
+    return "\n".join(line.format_map({"n": str(i), "slot": describe_slot(slot, w)})
+                     for i, slot in enumerate(slots, 1))
+
+
+def number_end(number: str | None) -> str:
+    """The last four digits, spaced, so a voice reads them one by one ("ending in 4 5 6 7")."""
+    digits = [c for c in number or "" if c.isdigit()]
+    return " ".join(digits[-4:])
 
 
 def locale_of(conversation: Conversation, rules: RuleSet) -> str:

@@ -202,7 +202,7 @@ class CallbackBook:
             return None
         if callback_texts.is_cancel(text):
             if request.state == "choosing":
-                return await self._stop_choosing(conversation, rules, now)
+                return await self.decline(conversation, rules)
             try:
                 return await self.cancel(conversation.id, rules, by="customer")
             except CallbackError as exc:
@@ -212,15 +212,7 @@ class CallbackBook:
             return None
         reply = callback_texts.read_reply(text, request, callback_texts.region_of(request.number))
         if reply.number is not None:
-            request = request.model_copy(
-                update={
-                    "number": reply.number,
-                    "timezone": self._zone_name(rules, request.queue, reply.number),
-                }
-            )
-            return await self._note(
-                conversation, self._menu(rules, conversation, request, now), [], request, [conversation.state]
-            )
+            return await self.set_number(conversation, reply.number, rules)
         if reply.choice is not None:
             if request.number is None:
                 return await self._say(conversation, rules, "callback_number", now, request)
@@ -228,6 +220,27 @@ class CallbackBook:
         if reply.bad_number or reply.out_of_range:
             return await self._say(conversation, rules, "callback_invalid", now, request)
         return None
+
+    async def set_number(
+        self, conversation: Conversation, number: str, rules: RuleSet
+    ) -> AppendResult | None:
+        """Another number to call while choosing: kept, and the menu of times shown again for it."""
+        request = conversation.callback
+        if request is None or request.state != "choosing":
+            return None
+        request = request.model_copy(
+            update={"number": number, "timezone": self._zone_name(rules, request.queue, number)}
+        )
+        menu = self._menu(rules, conversation, request, self.clock())
+        return await self._note(conversation, menu, [], request, [conversation.state])
+
+    def wording(self, conversation: Conversation, key: str, rules: RuleSet) -> str:
+        """A callback message for this conversation's promise as it stands, in its channel's words (what a
+        call speaks between key presses, without storing it again)."""
+        request = conversation.callback
+        if request is None:
+            return ""
+        return self._text(rules, conversation, key, self.clock(), request).text
 
     async def schedule(
         self,
@@ -654,6 +667,7 @@ class CallbackBook:
         values = {
             "queue": queues[request.queue].name if request.queue in queues else request.queue,
             "number": callback_texts.shown_number(request.number) if request.number else "",
+            "number_end": callback_texts.number_end(request.number),
             "slot": callback_texts.describe_slot(slot, w) if slot else "",
             "choices": callback_texts.menu(request.choices, w),
             "attempts": str(len(request.attempts)),
@@ -698,12 +712,13 @@ class CallbackBook:
             [conversation.state],
         )
 
-    async def _stop_choosing(
-        self, conversation: Conversation, rules: RuleSet, now: datetime
-    ) -> AppendResult | None:
+    async def decline(self, conversation: Conversation, rules: RuleSet) -> AppendResult | None:
+        """The customer chose no callback: they keep their place, and are not offered one again unless they
+        ask."""
         request = conversation.callback
-        assert request is not None
-        notice = self._text(rules, conversation, "callback_not_now", now, request)
+        if request is None or request.state != "choosing":
+            return None
+        notice = self._text(rules, conversation, "callback_not_now", self.clock(), request)
         event = ConversationEvent(type="callback.declined", conversation_id=conversation.id)
         declined = request.model_copy(update={"state": "declined", "choices": []})
         return await self._note(conversation, notice, [event], declined, [conversation.state])

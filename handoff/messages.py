@@ -41,14 +41,16 @@ BY_MODE = {
 CALLBACK = (
     "callback_choose", "callback_number", "callback_invalid", "callback_not_now", "callback_scheduled",
     "callback_moved", "callback_cancelled", "callback_retry", "callback_failed", "callback_asap",
-    "callback_asap_later", "callback_greeting", "callback_calling",
+    "callback_asap_later", "callback_greeting", "callback_calling", "callback_confirm_number",
+    "callback_choice",
 )
 REQUIRED = (
     DEFLECT, CLARIFY, BACK_UNKNOWN, TICKET, UNSTAFFED, VERIFY_IDENTITY, *BY_MODE.values(), *DESK, POSITION,
     POSITION_UNSTAFFED,
 )
 PLACEHOLDERS = frozenset({
-    "queue", "back_at", "back_in", "agent", "position", "wait", "slot", "number", "choices", "attempts",
+    "queue", "back_at", "back_in", "agent", "position", "wait", "slot", "number", "number_end", "choices",
+    "attempts", "n",
 })
 
 
@@ -61,6 +63,8 @@ _SAMPLE = {
     "back_in": "in 9 hours",
     "slot": "Monday 1 Dec, 15:00-16:00 Eastern Standard Time",
     "number": "+1 555-123-4567",
+    "number_end": "4 5 6 7",
+    "n": "2",
     "choices": "1. As soon as possible\n2. Monday 1 Dec, 15:00-16:00 Eastern Standard Time",
     "attempts": "3",
 }

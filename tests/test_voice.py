@@ -293,7 +293,7 @@ async def test_a_warm_transfer_holds_the_caller_briefs_the_colleague_and_bridges
                                    {"agent": "Sam", "note": "Refund of the double charge approved, needs booking"})
     assert status == 202 and body["to_agent"]["name"] == "Sam"
     await leg.wait_until(lambda: leg.on_hold, timeout=10)
-    assert "Please hold" in await leg.next_said()
+    await said_until(leg, "Please hold")
     sams = await rig.emulator.next_incoming(sam.phone, timeout=10)
     brief = await said_until(sams, "press 1")
     assert "double charge" in brief[0] and brief[0].startswith("Transfer from Alex")
@@ -370,17 +370,92 @@ async def test_after_hours_the_caller_is_told_when_the_team_is_back_and_never_pu
     await leg.speak("I want to talk to a human")
     await leg.next_said()  # the rules' one offer of help first
     await leg.speak("agent please")
-    heard = await said_until(leg, "Goodbye")
-    assert "they're back Monday" in heard[0] and "call you back on this number" in heard[0]
+    heard = await said_until(leg, "press the hash key")
+    assert "they're back Monday" in heard[0] and "call you back once they're open" in heard[0]
+    assert heard[-1].startswith("Our Customer Support team can call you back, so you don't have to hold. "
+                                "Press 1 to be called on the number ending in 0 1 4 2")
+    await leg.press("1")  # the number they call from
+    times = await said_until(leg, "for no callback")
+    # In the caller's time zone (their number's: San Francisco), Monday 08:00 in New York.
+    assert " ".join(times[-1].split()).startswith(
+        "When should our Customer Support team call you? Press 1 for as soon as we open "
+                                "(Monday 05:00 Pacific Time). Press 2 for Monday 30 Nov, 06:00-07:00 Pacific Time.")
+    await leg.press("2")  # Monday's first slot
+    done = await said_until(leg, "Goodbye")
+    assert done[-1].startswith("Done. Our Customer Support team will call you on the number ending in 0 1 4 2, "
+                               "Monday 30 Nov, 06:00-07:00 Pacific Time.")
+    assert "To cancel it, call us and press 2." in done[-1]
     await leg.wait_ended()
     assert not any(w for w in rig.emulator.webhooks if "/twilio/voice/wait" in w.url)
     conversation = await rig.conversation(leg)
     assert conversation.handoff is not None and conversation.handoff.mode == "callback"
-    # A promise kept by the desk: the caller's number, as soon as the team opens (docs/callbacks.md).
+    # A promise kept by the desk: the caller's number, at the time they chose (docs/callbacks.md).
     assert conversation.state.value == "callback" and conversation.callback is not None
     assert conversation.callback.number == CALLER and conversation.callback.state == "scheduled"
+    assert conversation.callback.slot is not None and not conversation.callback.slot.asap
+    assert conversation.callback.due_at == datetime(2026, 11, 30, 14, 0, tzinfo=UTC)  # Monday 09:00 New York
+
+
+async def asks_for_a_person_after_hours(rig: Any) -> Any:
+    """A caller asks for a person twice on Sunday: the team is closed, and the callback questions begin."""
+    leg = await rig.call()
+    await leg.next_said()
+    await leg.speak("I want to talk to a human")
+    await leg.next_said()
+    await leg.speak("agent please")
+    await said_until(leg, "press the hash key")
+    return leg
+
+
+async def test_after_hours_a_caller_keys_in_another_number_and_a_wrong_one_is_asked_again(voice: Any) -> None:
+    rig = await voice(clock=SUNDAY)
+    leg = await asks_for_a_person_after_hours(rig)
+    await leg.press("12#")  # too short to be a number
+    again = await said_until(leg, "press the hash key")
+    assert again[0] == "Sorry, that didn't work." and "Press 1 to be called on" in again[-1]
+    await leg.press("6505550199#")  # a local way of writing it: read in the caller's country
+    await said_until(leg, "for no callback")
+    await leg.press("1")  # as soon as they open
+    done = await said_until(leg, "Goodbye")
+    assert "on the number ending in 0 1 9 9, as soon as we open" in done[-1]
+    await leg.wait_ended()
+    conversation = await rig.conversation(leg)
+    assert conversation.callback is not None and conversation.callback.number == "+16505550199"
     assert conversation.callback.slot is not None and conversation.callback.slot.asap
-    assert conversation.callback.due_at == datetime(2026, 11, 30, 13, 0, tzinfo=UTC)  # Monday 08:00 New York
+    keys = [w.form.get("Digits") for w in rig.emulator.webhooks if "/callback/intake" in w.url]
+    assert keys == ["12", "6505550199", "1"]
+
+
+async def test_after_hours_a_caller_who_answers_nothing_is_called_back_as_soon_as_the_team_opens(
+    voice: Any,
+) -> None:
+    rig = await voice(clock=SUNDAY)
+    leg = await asks_for_a_person_after_hours(rig)
+    for _ in range(3):  # the question, asked again twice, then the caller's own number
+        await leg.stay_silent(timeout=10)
+    await said_until(leg, "for no callback")
+    for _ in range(3):
+        await leg.stay_silent(timeout=10)
+    done = await said_until(leg, "Goodbye")
+    assert "on the number ending in 0 1 4 2, as soon as we open" in done[-1]
+    conversation = await rig.until_state(leg, "callback")
+    assert conversation.callback is not None and conversation.callback.slot is not None
+    assert conversation.callback.slot.asap
+
+
+async def test_after_hours_a_caller_who_presses_star_gets_no_callback_and_the_team_follows_up(voice: Any) -> None:
+    rig = await voice(clock=SUNDAY)
+    leg = await asks_for_a_person_after_hours(rig)
+    await leg.press("1")
+    await said_until(leg, "for no callback")
+    await leg.press("*")
+    done = await said_until(leg, "Goodbye")
+    assert done == ["No problem, no callback. Everything you've told us stays with our Customer Support team.",
+                    "Thank you for calling. Goodbye."]
+    await leg.wait_ended()
+    conversation = await rig.conversation(leg)
+    assert conversation.callback is not None and conversation.callback.state == "declined"
+    assert conversation.state.value == "async"
 
 
 async def test_a_team_that_takes_voicemail_after_hours_records_one_for_the_agents(voice: Any) -> None:
@@ -407,8 +482,15 @@ async def test_with_nobody_online_the_caller_is_told_and_called_back_not_held(vo
     rig = await voice()
     leg = await rig.call()
     cid = await handed_off(rig, leg)
-    heard = await said_until(leg, "Nobody from the team is free")
-    assert "call you back" in heard[-1]
+    heard = await said_until(leg, "press the hash key")
+    assert any("nobody from the team is free" in line.lower() for line in heard), heard
+    assert "Press 1 to be called on the number ending in 0 1 4 2" in heard[-1]
+    await leg.press("1")
+    times = await said_until(leg, "for no callback")
+    assert times[-1].startswith("When should our Billing team call you? Press 1 for as soon as possible.")
+    await leg.press("1")
+    done = await said_until(leg, "Goodbye")
+    assert "as soon as possible" in done[-1]
     await leg.wait_ended(timeout=10)
     # Billing takes callbacks when nobody is online: the caller's number, as soon as possible. That is now,
     # so the desk may already have moved it into the queue for its first attempt; the caller hanging up on
@@ -450,8 +532,10 @@ async def test_every_webhook_of_a_whole_call_delivered_twice_changes_nothing_the
     await asyncio.sleep(0.3)
     transcript, events = await rig.store.transcript_and_events(cid)
     sent = list(rig.emulator.webhooks)
+    # (The room's wait audio may never be asked for: the agent can start the room before the caller has
+    # heard everything said on the way in.)
     assert {w.url.split("?")[0].removeprefix(PUBLIC) for w in sent} >= {
-        "/twilio/voice", "/twilio/voice/turn", "/twilio/voice/wait", "/twilio/voice/agent",
+        "/twilio/voice", "/twilio/voice/turn", "/twilio/voice/agent",
         "/twilio/voice/agent/key", "/twilio/voice/agent/status", "/twilio/voice/conference",
         "/twilio/voice/status"}
     for webhook in sent:
@@ -553,3 +637,46 @@ async def test_an_agent_who_claimed_in_the_console_but_never_answers_hands_the_c
     conversation = await rig.until_state(leg, "queued")
     assert conversation.agent is None
     assert (await nia.call("GET", "/api/agents/me"))[1]["presence"]["active"] == 0
+
+
+async def test_a_waiting_caller_presses_star_and_arranges_a_callback_instead_of_holding(voice: Any) -> None:
+    rig = await voice()
+    await rig.agent("Nia", None)  # online in the console only: the call is offered there, the caller holds
+    leg = await rig.call()
+    cid = await handed_off(rig, leg)
+    heard = await said_until(leg, "press star")
+    assert heard[-1] == "You can press star at any time to be called back instead of holding."
+    await leg.wait_until(lambda: leg.in_conference, timeout=10)
+    await leg.press("*")
+    number = await said_until(leg, "press the hash key")
+    assert number[-1].startswith("Our Billing team can call you back, so you don't have to hold. Press 1")
+    await leg.press("1")
+    await said_until(leg, "for no callback")
+    await leg.press("1")
+    done = await said_until(leg, "Goodbye")
+    assert "will call you on the number ending in 0 1 4 2, as soon as possible" in done[-1]
+    await leg.wait_ended(timeout=10)
+    conversation = await rig.store.get(cid)
+    assert conversation.callback is not None and conversation.callback.why == "asked"
+    assert conversation.callback.state in ("scheduled", "offering")  # as soon as possible: due at once
+    assert conversation.callback.number == CALLER
+
+
+async def test_a_waiting_caller_who_presses_star_then_changes_their_mind_keeps_their_place(voice: Any) -> None:
+    rig = await voice()
+    await rig.agent("Nia", None)
+    leg = await rig.call()
+    cid = await handed_off(rig, leg)
+    await said_until(leg, "press star")
+    await leg.wait_until(lambda: leg.in_conference, timeout=10)
+    await leg.press("*")
+    await said_until(leg, "press the hash key")
+    await leg.press("*")  # no callback after all
+    back = await said_until(leg, "no callback")
+    assert back[-1] == "No problem, no callback. Everything you've told us stays with our Billing team."
+    await leg.wait_until(lambda: leg.in_conference, timeout=10)  # holding again, in the same queue
+    conversation = await rig.store.get(cid)
+    assert conversation.state.value in ("queued", "offered") and conversation.queue == "billing"
+    assert conversation.callback is not None and conversation.callback.state == "declined"
+    entered = [w for w in rig.emulator.webhooks if "/twilio/voice/resume" in w.url]
+    assert len(entered) == 1  # star left the room once; the second time round it is not offered again

@@ -26,6 +26,7 @@ from sessions.models import (
     StatusKind,
     StatusUpdate,
 )
+from sessions.store import ConversationNotFound
 
 log = structlog.get_logger(__name__)
 
@@ -38,7 +39,7 @@ class VoiceAdapter:
     name: ClassVar[str] = CHANNEL
     capabilities: ClassVar[Capabilities] = Capabilities(
         max_text_chars=4000, attachments=False, push=False, live_updates=True, warm_transfer=True,
-        agents_by_phone=True, callback_menu=False, places_callbacks=True,
+        agents_by_phone=True, callback_menu=True, places_callbacks=True,
     )
 
     def __init__(self, rt: VoiceRuntime, callbacks: CallbackLegs) -> None:
@@ -189,12 +190,34 @@ class VoiceAdapter:
         if call.ended or not call.exists:
             return
         await rt.calls.set(cid, wait_text=update.text or "")
-        if update.status.get("eta_seconds") is None and call.caller_sid and rt.rest is not None:
+        eta = update.status.get("eta_seconds")
+        if isinstance(eta, int) and call.caller_sid and rt.rest is not None:
+            await self._maybe_offer_callback(cid, call.caller_sid, eta)
+            return
+        if eta is None and call.caller_sid and rt.rest is not None:
             # The caller's leg moves the conversation to the follow-ups when it gets there (/resume): never
             # a follow-up while the caller still holds.
             moved = await rt.rest.update_call(call.caller_sid, url=rt.urls.resume(cid, "unstaffed"))
             await rt.checked(cid, "tell the caller nobody is online", moved)
             log.info("voice.unstaffed_goodbye", conversation_id=cid)
+
+    async def _maybe_offer_callback(self, cid: str, caller_sid: str, eta: int) -> None:
+        """The expected wait passed the queue's limit for callbacks: the caller leaves the hold audio for the
+        offer (their place is kept), once per call."""
+        rt = self.rt
+        try:
+            conversation = await rt.store.get(cid)
+        except ConversationNotFound:
+            return
+        after = rt.desk.callback_after_seconds(conversation)
+        if after is None or eta <= after or conversation.state is not ConversationState.QUEUED:
+            return
+        if not await rt.calls.claim(cid, "cb_wait_offer", str(eta)):
+            return
+        assert rt.rest is not None
+        moved = await rt.rest.update_call(caller_sid, url=rt.urls.resume(cid, "wait_over", e=eta))
+        await rt.checked(cid, "offer the waiting caller a callback", moved)
+        log.info("voice.callback_wait_over", conversation_id=cid, eta_seconds=eta, after=after)
 
     async def _transferring(self, update: StatusUpdate) -> None:
         """Warm transfer: settle who ends the room before anyone is held (Twilio ignores changes to a held

@@ -16,9 +16,10 @@ import structlog
 from aiohttp import web
 
 from channels.voice import twiml
-from channels.voice.caller import FINAL_STATUSES, BadRequest, answer, call_sid, conversation_param
+from channels.voice.caller import FINAL_STATUSES
 from channels.voice.calls import CallState, room_of
 from channels.voice.desk import Accepted
+from channels.voice.params import BadRequest, answer, call_sid, conversation_param
 from channels.voice.runtime import VoiceRuntime
 from channels.voice.steps import TRANSFER_CLEARED, CallSteps
 

@@ -22,9 +22,10 @@ from twilio.twiml.voice_response import Dial, VoiceResponse
 
 from channels.twilio.rest import CALL_EVENTS
 from channels.voice import twiml
-from channels.voice.caller import FINAL_STATUSES, BadRequest, answer, call_sid, conversation_param
+from channels.voice.caller import FINAL_STATUSES
 from channels.voice.calls import room_of
 from channels.voice.desk import Accepted
+from channels.voice.params import BadRequest, answer, call_sid, conversation_param
 from channels.voice.runtime import VoiceRuntime
 from sessions.models import StatusUpdate
 

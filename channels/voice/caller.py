@@ -16,11 +16,11 @@ import structlog
 from aiohttp import web
 
 from channels.twilio.forms import FormError, e164
-from channels.twilio.webhooks import error
 from channels.voice import twiml
+from channels.voice.callback_intake import CallbackIntake
 from channels.voice.calls import conversation_of_call, room_of
+from channels.voice.params import BadRequest, answer, call_sid, conversation_param, int_param
 from channels.voice.runtime import CHANNEL, VoiceRuntime
-from channels.voice.twiml import TWIML
 from sessions.models import (
     Attachment,
     Conversation,
@@ -36,56 +36,21 @@ from sessions.store import ConversationNotFound
 
 log = structlog.get_logger(__name__)
 
-_CALL_SID = re.compile(r"^CA[0-9a-fA-F]{32}$")
-_CONVERSATION = re.compile(r"^[0-9a-f]{32}$")
-_DIGITS = re.compile(r"^[0-9]{1,12}$")
 _MESSAGE_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 MAX_TURNS = 10**9
 MAX_TEXT_CHARS = 4000
 # Keys on the phone menu with a meaning of their own: 0 asks for a person, in words the rules know.
 KEY_WORDS = {"0": "I'd like to speak to an agent (pressed 0)"}
+# The handoff's mode in which a caller waits on the line for a person (handoff/routing.py's LIVE).
+LIVE_MODE = "live"
 # The caller's identity on the phone is their number: the same customer as that number's SMS.
 LINKED_CHANNEL = "sms"
-
-
-def answer(document: str) -> web.Response:
-    return web.Response(text=document, content_type=TWIML)
-
-
-class BadRequest(Exception):
-    def __init__(self, code: str, detail: str) -> None:
-        super().__init__(detail)
-        self.code = code
-        self.detail = detail
-
-    def response(self) -> web.Response:
-        return error(400, self.code, self.detail)
-
-
-def conversation_param(request: web.Request) -> str:
-    cid = request.query.get("c", "")
-    if not _CONVERSATION.match(cid):
-        raise BadRequest("invalid_conversation", "The URL's c= is not a conversation id.")
-    return cid
-
-
-def int_param(request: web.Request, name: str, high: int) -> int:
-    raw = request.query.get(name, "")
-    if not _DIGITS.match(raw) or not 0 <= int(raw) <= high:
-        raise BadRequest(f"invalid_{name}", f"The URL's {name}= must be a number up to {high}.")
-    return int(raw)
-
-
-def call_sid(form: dict[str, str]) -> str:
-    sid = form.get("CallSid", "")
-    if not _CALL_SID.match(sid):
-        raise BadRequest("invalid_call_sid", "CallSid is missing or malformed.")
-    return sid
 
 
 class CallerFlow:
     def __init__(self, rt: VoiceRuntime) -> None:
         self.rt = rt
+        self.intake = CallbackIntake(rt, self.waiting_or_after)
 
     # -- POST /twilio/voice --------------------------------------------------------------------------------
     async def incoming(self, request: web.Request, form: dict[str, str]) -> web.StreamResponse:
@@ -219,6 +184,14 @@ class CallerFlow:
                         if isinstance(m.channel_metadata.get("handoff"), dict)), None)
         speech = rt.speech(conversation)
         cid = conversation.id
+        offered = next((m for m in said if "callback_offer" in m.channel_metadata), None)
+        if offered is not None:  # the handoff offered a callback (asked for, closed, nobody online): keys
+            before = [m.text for m in said if m is not offered and m.text]
+            hold = (handoff is not None and handoff.get("status") == ConversationState.QUEUED.value
+                    and handoff.get("mode") == LIVE_MODE and not handoff.get("unstaffed"))
+            document = await self.intake.offer(conversation, before, "asked", hold=hold)
+            if document is not None:
+                return document
         if handoff is None:
             if conversation.state in (ConversationState.BOT, ConversationState.RESOLVED):
                 return self._prompt(speech, cid, n + 1, texts)
@@ -227,20 +200,27 @@ class CallerFlow:
             if handoff.get("unstaffed"):
                 await rt.desk.follow_up(cid)
                 return twiml.goodbye(speech, [*texts[:-1], rt.config.texts.unstaffed])
+            # The conversation as the handoff left it (queue, callback): what the caller may press for.
+            with contextlib.suppress(ConversationNotFound):
+                conversation = await rt.store.get(cid)
             return await self.wait(conversation, texts)
         if handoff.get("mode") == "voicemail":
             return twiml.voicemail(speech, texts, rt.urls.recorded(cid), rt.config.voicemail_seconds)
         return twiml.goodbye(speech, [*texts, rt.config.texts.goodbye])
 
     async def wait(self, conversation: Conversation, texts: list[str]) -> str:
-        """Into the room to wait for a person (hold audio and announcements from ``/wait``)."""
+        """Into the room to wait for a person (hold audio and announcements from ``/wait``), told that star
+        asks for a callback instead where the queue takes them."""
         rt, cid = self.rt, conversation.id
         speech = rt.speech(conversation)
         # What was said on the way in is the latest word; an older place in the queue is not repeated.
         await rt.calls.set(cid, announced_at=int(time.time()), announced_text=texts[-1] if texts else None,
                            wait_text=None, locale=speech.language)
-        return twiml.wait_for_agent(speech, texts, room_of(cid), wait_url=rt.urls.wait(cid),
-                                    events_url=rt.urls.room_events(cid), after=rt.urls.after_room(cid))
+        star = rt.desk.takes_callbacks(conversation)
+        said = [*texts, rt.config.texts.star_for_callback] if star else texts
+        return twiml.wait_for_agent(speech, said, room_of(cid), wait_url=rt.urls.wait(cid),
+                                    events_url=rt.urls.room_events(cid), after=rt.urls.after_room(cid),
+                                    star_leaves=star)
 
     async def waiting_or_after(self, conversation: Conversation, texts: list[str]) -> str:
         """Where a call goes once the conversation has left the bot, by its state now."""
@@ -292,9 +272,24 @@ class CallerFlow:
             notice = (await rt.desk.agent_left(agent_id, cid) or "") if agent_id else ""
             conversation = await rt.store.get(cid)
         texts = [notice] if notice else []
-        if why == "unstaffed":
+        if why == "unstaffed":  # nobody online to serve the queue: a callback where it takes them
+            offered = await self.intake.offer(conversation, [rt.config.texts.nobody_free], "unstaffed",
+                                              hold=False)
+            if offered is not None:
+                return answer(offered)
             await rt.desk.follow_up(cid)
             return answer(twiml.goodbye(rt.speech(conversation), [rt.config.texts.unstaffed]))
+        waiting = conversation.state in (ConversationState.QUEUED, ConversationState.OFFERED)
+        if why == "wait_over" and waiting:  # the expected wait grew past the queue's limit for callbacks
+            eta = int_param(request, "e", 10**6) if "e" in request.query else None
+            offered = await self.intake.offer(conversation, [], "wait_over", hold=True, eta_seconds=eta)
+            if offered is not None:
+                return answer(offered)
+        if why == "left_room" and waiting and rt.desk.takes_callbacks(conversation):
+            # Star pressed while waiting (the room's only key): a callback instead, or back to the queue.
+            offered = await self.intake.offer(conversation, [], "asked", hold=True)
+            if offered is not None:
+                return answer(offered)
         if why == "left_room" and conversation.state is ConversationState.ASSIGNED and call.agent_id:
             texts = []  # the room ended under them (Twilio's side): back in it
         await rt.calls.set(cid, resume_text=None)

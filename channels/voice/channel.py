@@ -20,10 +20,11 @@ from channels.twilio.webhooks import SignedHandler, TwilioWebhooks, signed
 from channels.voice.adapter import VoiceAdapter
 from channels.voice.agent_legs import AgentLegs
 from channels.voice.callback_legs import CallbackLegs
-from channels.voice.caller import BadRequest, CallerFlow
+from channels.voice.caller import CallerFlow
 from channels.voice.calls import CallStore
 from channels.voice.config import VoiceConfig
 from channels.voice.desk import VoiceDesk
+from channels.voice.params import BadRequest
 from channels.voice.runtime import VoiceRuntime
 from channels.voice.urls import BASE, VoiceUrls
 
@@ -83,6 +84,7 @@ class VoiceChannel:
         route("/conference", lambda: self._agents().room_event)
         route("/hold", lambda: self._agents().hold)
         route("/notice", lambda: self._agents().notice)
+        route("/callback/intake", lambda: self._caller().intake.key)
         route("/callback/agent", lambda: self._callbacks().agent_answered)
         route("/callback/agent/key", lambda: self._callbacks().agent_key)
         route("/callback/customer", lambda: self._callbacks().customer_answered)

@@ -26,6 +26,8 @@ class VoiceTexts:
     agent_left: str = ("The agent has left the call. I'm putting you back in the queue, and the next free "
                        "person will pick up where they left off.")
     still_waiting: str = "Thanks for holding. A person will be with you as soon as one is free."
+    star_for_callback: str = "You can press star at any time to be called back instead of holding."
+    nobody_free: str = "Nobody from the team is free to take your call right now."
     transfer_hold: str = "Please hold while I bring in a colleague."
     # To agents.
     accept_prompt: str = "Press 1 to take this call, or 2 to pass it on."

@@ -10,12 +10,29 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
+from sessions.models import Conversation
+
 
 class Accepted(StrEnum):
     WON = "won"  # this agent holds the conversation now
     TAKEN = "taken"  # another agent was faster
     GONE = "gone"  # the caller is no longer waiting (hung up, expired)
     UNABLE = "unable"  # this agent cannot take calls now (not online, or at capacity)
+
+
+class IntakeStep(StrEnum):
+    """Where a caller arranging a callback with keys is: asked for the number, then the time; or done."""
+
+    NUMBER = "number"  # press 1 for the number they call from, or key in another, then #
+    TIME = "time"  # press the number of a time
+    DONE = "done"  # arranged: told when, and the call ends
+    DECLINED = "declined"  # no callback: back to their place in the queue, or told goodbye
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackPrompt:
+    step: IntakeStep
+    say: list[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +91,31 @@ class VoiceDesk(Protocol):
     async def follow_up(self, conversation_id: str) -> None:
         """Nobody can take the call now: it leaves the live queue for the queue's follow-ups (a call
         back), so nobody is left holding."""
+        ...
+
+    # -- callbacks arranged on a call, with keys ------------------------------------------------------------
+    def takes_callbacks(self, conversation: Conversation) -> bool:
+        """A waiting caller may press star for a callback: the queue takes callbacks and none was arranged or
+        turned down in this conversation."""
+        ...
+
+    def callback_after_seconds(self, conversation: Conversation) -> int | None:
+        """The expected wait past which a waiting caller is offered a callback (the queue's
+        ``callback_after_seconds`` where it offers one on ``wait_over``), or None."""
+        ...
+
+    async def callback_offer(self, conversation_id: str, why: str, eta_seconds: int | None = None
+                             ) -> CallbackPrompt | None:
+        """Offer a callback for ``why`` (after_hours, unstaffed, asked, wait_over with the expected wait),
+        or go on with one the handoff offered: the number question. None when the queue's rules offer none
+        (or it was turned down already)."""
+        ...
+
+    async def callback_key(self, conversation_id: str, step: IntakeStep, digits: str | None, hold: bool
+                           ) -> CallbackPrompt:
+        """The keys pressed at ``step`` ("" asks again; None: no answer after the reprompts). ``hold``: the
+        caller may go back to waiting in the queue, so no answer means no callback; otherwise (nobody can
+        take the call now) no answer to the time arranges the soonest."""
         ...
 
     # -- callbacks (a conversation on any channel whose customer chose to be called back) -----------------

@@ -58,6 +58,21 @@ def _prompt_document(speech: Speech, texts: tuple[str, ...], timeout_seconds: in
     return str(response)
 
 
+def keys(
+    speech: Speech, texts: Sequence[str], action: str, *, timeout_seconds: int, num_digits: int | None
+) -> str:
+    """Say ``texts`` and listen for keys only: ``num_digits`` of them, or any number ended with #. Without
+    any, Twilio still posts to ``action`` (actionOnEmptyResult), and a Redirect there is the fallback."""
+    response = VoiceResponse()
+    gather = response.gather(input="dtmf", action=action, method="POST", timeout=timeout_seconds,
+                             finish_on_key="#", action_on_empty_result=True,
+                             **({"num_digits": num_digits} if num_digits else {}))
+    for text in texts:
+        speech.say(gather, text)
+    response.redirect(action, method="POST")
+    return str(response)
+
+
 def holding(speech: Speech, text: str, redirect: str, pause_seconds: int) -> str:
     """A short phrase while the bot is still thinking, then poll again."""
     response = VoiceResponse()
@@ -86,15 +101,18 @@ def voicemail(speech: Speech, texts: Sequence[str], action: str, max_seconds: in
 
 
 def wait_for_agent(
-    speech: Speech, texts: Sequence[str], room: str, *, wait_url: str, events_url: str, after: str
+    speech: Speech, texts: Sequence[str], room: str, *, wait_url: str, events_url: str, after: str,
+    star_leaves: bool = False,
 ) -> str:
     """The caller waits in the conversation's conference room, hearing ``wait_url`` (announcements and hold
     audio) until an agent's leg starts the room. The caller leaving ends the room; an agent leaving does not,
-    so a transfer can bring in the next one. ``after`` is asked when the caller leaves the room."""
+    so a transfer can bring in the next one. ``after`` is asked when the caller leaves the room: by pressing
+    star too, with ``star_leaves`` (a room takes no other keys, so that is how a waiting caller asks for a
+    callback)."""
     response = VoiceResponse()
     for text in texts:
         speech.say(response, text)
-    dial = Dial(action=after, method="POST")
+    dial = Dial(action=after, method="POST", **({"hangup_on_star": True} if star_leaves else {}))
     dial.conference(
         room, start_conference_on_enter=False, end_conference_on_exit=True, beep=False,
         wait_url=wait_url, wait_method="POST", status_callback=events_url, status_callback_method="POST",

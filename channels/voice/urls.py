@@ -32,8 +32,8 @@ class VoiceUrls:
     def wait(self, cid: str) -> str:
         return self._url("/wait", c=cid)
 
-    def resume(self, cid: str, why: str, agent_id: str | None = None) -> str:
-        return self._url("/resume", c=cid, why=why, **({"a": agent_id} if agent_id else {}))
+    def resume(self, cid: str, why: str, agent_id: str | None = None, **extra: str | int) -> str:
+        return self._url("/resume", c=cid, why=why, **({"a": agent_id} if agent_id else {}), **extra)
 
     def after_room(self, cid: str) -> str:
         return self._url("/resume", c=cid, why="left_room")
@@ -58,6 +58,11 @@ class VoiceUrls:
 
     def agent_status(self, cid: str, agent_id: str, kind: str) -> str:
         return self._url("/agent/status", c=cid, a=agent_id, k=kind)
+
+    def intake(self, cid: str, step: str, hold: bool, silences: int = 0) -> str:
+        """A callback being arranged with keys: the step asked, whether the caller may go back to holding,
+        and the silences so far (counted in the URL, as a turn's are)."""
+        return self._url("/callback/intake", c=cid, step=step, h=int(hold), s=silences)
 
     def callback(self, path: str, cid: str, attempt: int, **extra: str) -> str:
         """A callback attempt's legs (``/callback/...``): the attempt's number travels with every step."""
