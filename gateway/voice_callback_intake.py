@@ -13,7 +13,7 @@ import contextlib
 import structlog
 from aiohttp import web
 
-from channels.voice.desk import CallbackPrompt, IntakeStep
+from channels.voice.desk import BookedCallback, CallbackPrompt, IntakeStep
 from gateway import appkeys
 from handoff import callback_texts
 from handoff.callbacks import CallbackBook, CallbackError
@@ -133,6 +133,25 @@ class KeyedIntake:
             # Nobody can take the call now: it waits for the team's follow-up, not on the line.
             self.app[appkeys.DISPATCHER].kick()
         return CallbackPrompt(IntakeStep.DECLINED, [stored.message.text] if stored else [])
+
+    async def booked(self, customer_id: str, channel: str) -> BookedCallback | None:
+        conversation = await self.book.booked(customer_id)
+        if conversation is None:
+            return None
+        return BookedCallback(conversation.id,
+                              self.book.wording(conversation, "callback_reminder", self.rules, channel))
+
+    async def cancel(self, conversation_id: str, channel: str) -> str:
+        """The customer pressed 2 on a call: their booked callback is cancelled (and they are told on the
+        channel they arranged it on too). Cancelled or kept meanwhile: nothing to say."""
+        try:
+            stored = await self.book.cancel(conversation_id, self.rules, by="customer")
+        except CallbackError as exc:
+            log.info("callback.cancel_refused", conversation_id=conversation_id, code=exc.code)
+            return ""
+        conversation = stored.conversation
+        await self.app[appkeys.CHANNELS].get(conversation.channel).deliver(conversation, stored.message)
+        return self.book.wording(conversation, "callback_cancelled", self.rules, channel)
 
     def _question(self, conversation: Conversation, step: IntakeStep, before: list[str]) -> CallbackPrompt:
         if step is IntakeStep.NUMBER:

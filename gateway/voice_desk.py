@@ -13,7 +13,7 @@ import structlog
 from aiohttp import web
 from babel.dates import format_time
 
-from channels.voice.desk import Accepted, AgentLine, CallbackPrompt, IntakeStep
+from channels.voice.desk import Accepted, AgentLine, BookedCallback, CallbackPrompt, IntakeStep
 from gateway import appkeys
 from gateway.voice_callback_intake import KeyedIntake
 from handoff import messages
@@ -184,6 +184,12 @@ class GatewayVoiceDesk:
     async def callback_key(self, conversation_id: str, step: IntakeStep, digits: str | None, hold: bool
                            ) -> CallbackPrompt:
         return await self.intake.key(conversation_id, step, digits, hold)
+
+    async def callback_booked(self, customer_id: str, channel: str) -> BookedCallback | None:
+        return await self.intake.booked(customer_id, channel)
+
+    async def callback_cancel(self, conversation_id: str, channel: str) -> str:
+        return await self.intake.cancel(conversation_id, channel)
 
     # -- callbacks -----------------------------------------------------------------------------------------
     async def callback_brief(self, conversation_id: str) -> list[str]:

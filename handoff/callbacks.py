@@ -234,13 +234,30 @@ class CallbackBook:
         menu = self._menu(rules, conversation, request, self.clock())
         return await self._note(conversation, menu, [], request, [conversation.state])
 
-    def wording(self, conversation: Conversation, key: str, rules: RuleSet) -> str:
-        """A callback message for this conversation's promise as it stands, in its channel's words (what a
-        call speaks between key presses, without storing it again)."""
+    def wording(
+        self, conversation: Conversation, key: str, rules: RuleSet, channel: str | None = None
+    ) -> str:
+        """A callback message for this conversation's promise as it stands, in its channel's words or
+        ``channel``'s (what a call speaks between key presses, without storing it again)."""
         request = conversation.callback
         if request is None:
             return ""
+        if channel is not None:
+            conversation = conversation.model_copy(update={"channel": channel})
         return self._text(rules, conversation, key, self.clock(), request).text
+
+    async def booked(self, customer_id: str) -> Conversation | None:
+        """The customer's callback still waiting for its time, on whatever channel they arranged it."""
+        raw = await self.redis.get(self.keys.customer_callback(customer_id))
+        if raw is None:
+            return None
+        try:
+            conversation = await self.store.get(decode_text(raw))
+        except ConversationNotFound:
+            return None
+        request = conversation.callback
+        waiting = request is not None and request.state == "scheduled"
+        return conversation if waiting and conversation.state is ConversationState.CALLBACK else None
 
     async def schedule(
         self,
@@ -277,6 +294,8 @@ class CallbackBook:
         )
         # Desk first: a crash after this leaves a due entry the sweeper drops (the state is not callback).
         await self._plan(conversation.id, start)
+        await self.redis.set(self.keys.customer_callback(conversation.customer.id), conversation.id,
+                             px=self.store.ttl_ms)
         if conversation.state is ConversationState.OFFERED and self.lapse is not None:
             await self.lapse(conversation.id)
         notice = self._text(rules, conversation, "callback_scheduled", now, request)

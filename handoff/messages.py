@@ -42,7 +42,7 @@ CALLBACK = (
     "callback_choose", "callback_number", "callback_invalid", "callback_not_now", "callback_scheduled",
     "callback_moved", "callback_cancelled", "callback_retry", "callback_failed", "callback_asap",
     "callback_asap_later", "callback_greeting", "callback_calling", "callback_confirm_number",
-    "callback_choice",
+    "callback_choice", "callback_reminder",
 )
 REQUIRED = (
     DEFLECT, CLARIFY, BACK_UNKNOWN, TICKET, UNSTAFFED, VERIFY_IDENTITY, *BY_MODE.values(), *DESK, POSITION,

@@ -47,6 +47,11 @@ class Keys:
     def customer(self, customer_id: str) -> str:
         return f"{self.namespace}:{{cu:{customer_id}}}:customer"
 
+    def customer_callback(self, customer_id: str) -> str:
+        """The conversation holding the customer's latest callback promise, so a call from them can offer to
+        cancel it (checked against the conversation when read: the promise may have been kept since)."""
+        return f"{self.namespace}:{{cu:{customer_id}}}:callback"
+
     def identity(self, channel: str, address: str) -> str:
         return f"{self.namespace}:{{i:{channel}:{address}}}:customer-id"
 

@@ -13,7 +13,7 @@ from gateway.app import SWEEP_SECONDS
 from gateway.twilio_voice_emulator import CallLeg
 from sessions.models import Conversation, ConversationState
 from tests.test_twilio_messaging import sms_form
-from tests.voice_rig import VoiceRig, eventually, said_until
+from tests.voice_rig import BUSINESS, VoiceRig, eventually, said_until
 
 CUSTOMER = "+14155550123"
 
@@ -24,8 +24,9 @@ async def text(rig: VoiceRig, body: str) -> str:
     return reply
 
 
-async def promised(rig: VoiceRig) -> Conversation:
-    """A customer texts for a person while nobody is online: offered a callback, they take the first time."""
+async def promised(rig: VoiceRig, choice: str = "1") -> Conversation:
+    """A customer texts for a person while nobody is online: offered a callback, they take the first time
+    (as soon as possible) or the one they ``choice``."""
     await asyncio.sleep(SWEEP_SECONDS + 0.5)  # the desk has looked: it knows nobody is online
     reply = ""
     for body in ("I need to talk to a real person please", "no, just put me through to a human now",
@@ -39,7 +40,7 @@ async def promised(rig: VoiceRig) -> Conversation:
             print(m.sender.value, m.text[:150])
         print((await rig.store.get(cid)).state, (await rig.store.get(cid)).queue)
     assert "When suits you?" in reply, reply
-    reply = await text(rig, "1")
+    reply = await text(rig, choice)
     assert "will call you on +1 415-555-0123" in reply, reply
     [cid] = await rig.store.recent()
     conversation = await rig.store.get(cid)
@@ -208,3 +209,37 @@ async def test_a_callback_offer_nobody_answers_on_the_phone_lapses_to_the_next_a
     await asyncio.sleep(2 * SWEEP_SECONDS + 0.5)
     told = [m.text for m in await rig.store.transcript(conversation.id)]
     assert not [t for t in told if "usually within" in t], told
+
+
+async def test_a_customer_who_calls_in_with_a_callback_booked_is_reminded_and_cancels_it_with_2(
+    voice: Any,
+) -> None:
+    rig = await voice()
+    booked = await promised(rig, choice="2")  # a time later today, booked by text
+    leg = await rig.emulator.place_call(CUSTOMER, BUSINESS)
+    heard = await said_until(leg, "press 2")
+    assert heard[-1].startswith("You have a callback booked with our Customer Support team, Friday 27 Nov, ")
+    await leg.press("2")
+    assert await leg.next_said() == "Your callback is cancelled. Is there anything else I can help with?"
+    cancelled = await rig.store.get(booked.id)
+    assert cancelled.state is ConversationState.RESOLVED and cancelled.callback is not None
+    assert cancelled.callback.state == "cancelled"
+    # Told on the channel they booked it on too.
+    told = [m.text for m in await rig.store.transcript(booked.id)]
+    assert told[-1] == "Your callback is cancelled. If you need us again, just write here."
+    await leg.speak("my parcel 88123 never arrived")  # the call goes on with the bot
+    assert await leg.next_said()
+    call = await rig.conversation(leg)
+    assert [m.text for m in await rig.store.transcript(call.id) if m.sender.value == "customer"] == [
+        "my parcel 88123 never arrived"]
+
+
+async def test_a_caller_without_a_callback_booked_hears_no_reminder_and_2_goes_to_the_bot(voice: Any) -> None:
+    rig = await voice()
+    leg = await rig.emulator.place_call(CUSTOMER, BUSINESS)
+    greeting = await leg.next_said()
+    assert greeting.startswith("Hello, you're through to customer support.")
+    await leg.press("2")
+    await leg.next_said()
+    call = await rig.conversation(leg)
+    assert [m.text for m in await rig.store.transcript(call.id) if m.sender.value == "customer"] == ["(pressed 2)"]

@@ -41,6 +41,8 @@ MAX_TURNS = 10**9
 MAX_TEXT_CHARS = 4000
 # Keys on the phone menu with a meaning of their own: 0 asks for a person, in words the rules know.
 KEY_WORDS = {"0": "I'd like to speak to an agent (pressed 0)"}
+# The first key a caller reminded of their booked callback presses to cancel it.
+CANCEL_KEY = "2"
 # The handoff's mode in which a caller waits on the line for a person (handoff/routing.py's LIVE).
 LIVE_MODE = "live"
 # The caller's identity on the phone is their number: the same customer as that number's SMS.
@@ -64,11 +66,14 @@ class CallerFlow:
         created = await rt.store.create(customer, CHANNEL, conversation_id=cid)
         greeting = Message(conversation_id=cid, direction=Direction.OUTBOUND, sender=SenderKind.BOT,
                            text=rt.config.texts.greeting, channel=CHANNEL)
-        _, stored = await asyncio.gather(rt.calls.set(cid, sid=sid),
-                                         rt.store.append(greeting, external_id=f"twilio:{sid}:greeting"))
-        log.info("voice.call_started", duplicate=stored.duplicate)
+        booked, stored = await asyncio.gather(rt.desk.callback_booked(customer.id, CHANNEL),
+                                              rt.store.append(greeting, external_id=f"twilio:{sid}:greeting"))
+        # A callback they booked earlier (on any channel): said after the greeting, 2 cancels it.
+        await rt.calls.set(cid, sid=sid, cb_booked=booked.conversation_id if booked else None)
+        log.info("voice.call_started", duplicate=stored.duplicate, callback_booked=booked is not None)
         speech = rt.speech(created.conversation if not stored.duplicate else stored.conversation)
-        return answer(self._prompt(speech, cid, 1, [rt.config.texts.greeting]))
+        said = [rt.config.texts.greeting, booked.reminder] if booked else [rt.config.texts.greeting]
+        return answer(self._prompt(speech, cid, 1, said))
 
     async def _customer(self, raw: str) -> Customer:
         """The caller by their number (the same customer as on SMS); a withheld number is a new customer."""
@@ -100,6 +105,10 @@ class CallerFlow:
         digits = "".join(c for c in form.get("Digits", "") if c.isdigit() or c in "*#")
         if not speech_text and not digits:
             return answer(self._silence(cid, n, int_param(request, "s", 1000) if "s" in request.query else 0))
+        if n == 1 and digits == CANCEL_KEY and not speech_text:
+            cancelled = await self._cancel_booked(cid)
+            if cancelled is not None:
+                return answer(self._prompt(rt.speech(None), cid, n, [cancelled]))
         metadata: dict[str, object] = {"call_sid": sid}
         if speech_text:
             metadata["asr_confidence"] = _confidence(form.get("Confidence"))
@@ -136,6 +145,17 @@ class CallerFlow:
             said = list(replies)
         log.info("voice.answered", replies=len(said))
         return answer(await self._render(accepted.conversation, n, said))
+
+    async def _cancel_booked(self, cid: str) -> str | None:
+        """2 as the first answer of a caller reminded of their booked callback: it is cancelled (a retried
+        webhook finds it cancelled already and hears the same), and the bot asks how it can help."""
+        rt = self.rt
+        booked = (await rt.calls.get(cid)).get("cb_booked")
+        if not booked:
+            return None  # nothing was booked: 2 is an answer for the bot
+        said = await rt.desk.callback_cancel(booked, CHANNEL) or rt.config.texts.callback_cancelled
+        log.info("voice.callback_cancelled_by_key")
+        return f"{said} {rt.config.texts.anything_else}"
 
     def _silence(self, cid: str, n: int, before: int) -> str:
         """No input: a reprompt, then after the limit a goodbye (never a loop). The count of silences in a

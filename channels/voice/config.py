@@ -28,6 +28,8 @@ class VoiceTexts:
     still_waiting: str = "Thanks for holding. A person will be with you as soon as one is free."
     star_for_callback: str = "You can press star at any time to be called back instead of holding."
     nobody_free: str = "Nobody from the team is free to take your call right now."
+    callback_cancelled: str = "Your callback is cancelled."
+    anything_else: str = "Is there anything else I can help with?"
     transfer_hold: str = "Please hold while I bring in a colleague."
     # To agents.
     accept_prompt: str = "Press 1 to take this call, or 2 to pass it on."

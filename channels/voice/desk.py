@@ -36,6 +36,14 @@ class CallbackPrompt:
 
 
 @dataclass(frozen=True, slots=True)
+class BookedCallback:
+    """A callback the caller arranged earlier (on any channel) and may cancel with 2."""
+
+    conversation_id: str
+    reminder: str  # when it is, and how to cancel it
+
+
+@dataclass(frozen=True, slots=True)
 class AgentLine:
     agent_id: str
     name: str
@@ -116,6 +124,14 @@ class VoiceDesk(Protocol):
         """The keys pressed at ``step`` ("" asks again; None: no answer after the reprompts). ``hold``: the
         caller may go back to waiting in the queue, so no answer means no callback; otherwise (nobody can
         take the call now) no answer to the time arranges the soonest."""
+        ...
+
+    async def callback_booked(self, customer_id: str, channel: str) -> BookedCallback | None:
+        """The caller's callback still waiting for its time, to remind them of it as the call begins."""
+        ...
+
+    async def callback_cancel(self, conversation_id: str, channel: str) -> str:
+        """Cancel the booked callback: what the caller hears ("" when it was settled meanwhile)."""
         ...
 
     # -- callbacks (a conversation on any channel whose customer chose to be called back) -----------------
