@@ -13,13 +13,14 @@ from redis.asyncio import Redis
 from channels.twilio.forms import FormError, e164
 from gateway import rules_cli
 from gateway.app import create_app
+from gateway.demo_twilio import DEMO_ACCOUNT_SID, DEMO_API_PORT, DEMO_AUTH_TOKEN, DEMO_VOICE_FROM
 from gateway.embedded_redis import EmbeddedRedisError
 from gateway.gc_tuning import tune_garbage_collection
 from gateway.logs import configure_logging
 from gateway.redis_target import redis_target
 from gateway.serve import serve
 from gateway.settings import ConfigError, Settings, load_settings
-from gateway.simulator import DEMO_ACCOUNT_SID, DEMO_API_PORT, DEMO_AUTH_TOKEN, DEMO_VOICE_FROM, Simulator
+from gateway.simulator import Simulator
 from gateway.simulator import run as simulator_run
 from gateway.twilio_voice_emulator import VoiceEmulator
 from gateway.voice_simulator_cli import run_interactive
@@ -127,8 +128,10 @@ def _simulate(settings: Settings, args: argparse.Namespace) -> int:
         # A tenth of real time: prompts and hold audio pass quickly; a typed line waits for the prompt to end.
         emulator = VoiceEmulator(url, public, token, account, args.api_port, time_scale=0.1)
         business = settings.twilio_voice_from or DEMO_VOICE_FROM
-        return asyncio.run(run_interactive(emulator, number, to_number=business))
-    simulator = Simulator(url, public, token, channel=args.channel, number=number, api_port=args.api_port)
+        return asyncio.run(run_interactive(emulator, number, to_number=business, stay=args.stay))
+    account = settings.twilio_account_sid or DEMO_ACCOUNT_SID
+    simulator = Simulator(url, public, token, channel=args.channel, number=number, api_port=args.api_port,
+                          account_sid=account)
     return asyncio.run(simulator_run(simulator))
 
 
@@ -200,6 +203,8 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("channel", choices=["sms", "whatsapp", "voice"])
     simulate.add_argument("--from", dest="number", required=True, help="your phone number, e.g. +15551234567")
     simulate.add_argument("--url", help="the gateway (default: http://localhost:PORT)")
+    simulate.add_argument("--stay", action="store_true",
+                          help="voice: keep answering phones after the call, until Ctrl-D (for callbacks)")
     simulate.add_argument("--api-port", type=int, default=DEMO_API_PORT,
                           help=f"where the stand-in for Twilio's API listens (default {DEMO_API_PORT})")
     agents = sub.add_parser("agents", help="add, list and remove agents of the desk")

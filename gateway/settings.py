@@ -17,7 +17,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from gateway.simulator import (
+from gateway.demo_twilio import (
     DEMO_ACCOUNT_SID,
     DEMO_API_PORT,
     DEMO_AUTH_TOKEN,

@@ -9,33 +9,33 @@ PUBLIC_URL and TWILIO_AUTH_TOKEN say otherwise.
 
 from __future__ import annotations
 
-import asyncio
 import sys
 import uuid
+from collections.abc import AsyncIterator
+from typing import TextIO
 from xml.etree import ElementTree
 
 import aiohttp
-from aiohttp import web
 from twilio.request_validator import RequestValidator
 
-DEMO_AUTH_TOKEN = "demo-twilio-auth-token-0123456789"  # noqa: S105 - a fixed demo value, documented
-DEMO_ACCOUNT_SID = "AC" + "0" * 32
-DEMO_SMS_FROM = "+15550100000"
-DEMO_WHATSAPP_FROM = "+15550100001"
-DEMO_VOICE_FROM = "+15550100002"
-DEMO_API_PORT = 8089
+from gateway.demo_twilio import DEMO_ACCOUNT_SID, DEMO_SMS_FROM, DEMO_WHATSAPP_FROM
+from gateway.twilio_voice_emulator import RecordedRequest, VoiceEmulator
+from gateway.voice_simulator_cli import PhoneConsole, stdin_lines
 
 
 class Simulator:
     def __init__(
-        self, url: str, public_url: str, auth_token: str, *, channel: str, number: str, api_port: int
+        self, url: str, public_url: str, auth_token: str, *, channel: str, number: str, api_port: int,
+        account_sid: str = DEMO_ACCOUNT_SID,
     ) -> None:
         self.url = url.rstrip("/")
         self.public_url = public_url.rstrip("/")
+        self.auth_token = auth_token
         self.validator = RequestValidator(auth_token)
         self.channel = channel
         self.number = number
         self.api_port = api_port
+        self.account_sid = account_sid
 
     def _address(self, number: str) -> str:
         return f"whatsapp:{number}" if self.channel == "whatsapp" else number
@@ -43,7 +43,7 @@ class Simulator:
     def form(self, text: str) -> dict[str, str]:
         sid = "SM" + uuid.uuid4().hex
         business = DEMO_WHATSAPP_FROM if self.channel == "whatsapp" else DEMO_SMS_FROM
-        return {"MessageSid": sid, "SmsMessageSid": sid, "SmsSid": sid, "AccountSid": DEMO_ACCOUNT_SID,
+        return {"MessageSid": sid, "SmsMessageSid": sid, "SmsSid": sid, "AccountSid": self.account_sid,
                 "From": self._address(self.number), "To": self._address(business), "Body": text,
                 "NumMedia": "0", "NumSegments": "1", "SmsStatus": "received", "ApiVersion": "2010-04-01"}
 
@@ -57,46 +57,59 @@ class Simulator:
                 return [f"(the gateway answered {response.status}: {body.strip()})"]
         return [m.text or "" for m in ElementTree.fromstring(body).iter("Message")]  # noqa: S314 - our own gateway
 
-    async def messages_api(self, request: web.Request) -> web.Response:
-        """Twilio's Messages API as far as the gateway uses it: print what it sends to this number."""
-        form = {k: str(v) for k, v in (await request.post()).items()}
-        if form.get("To") == self._address(self.number):
-            text = form.get("Body") or f"(template {form.get('ContentSid')}: {form.get('ContentVariables')})"
-            print(f"\n  gateway (REST): {text}", flush=True)
-        sid = "SM" + uuid.uuid4().hex
-        return web.json_response({"sid": sid, "status": "queued", "to": form.get("To"),
-                                  "from": form.get("From"), "body": form.get("Body", "")}, status=201)
+    def sent(self, request: RecordedRequest) -> str | None:
+        """What the gateway sent this number through the Messages API, as the customer reads it."""
+        if request.get("To") != self._address(self.number):
+            return None
+        template = f"(template {request.get('ContentSid')}: {request.get('ContentVariables')})"
+        return request.get("Body") or template
 
 
-async def run(simulator: Simulator) -> int:
-    app = web.Application()
-    app.router.add_post("/2010-04-01/Accounts/{account}/Messages.json", simulator.messages_api)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
+async def run(
+    simulator: Simulator, *, lines: AsyncIterator[str] | None = None, out: TextIO | None = None
+) -> int:
+    """Texts the gateway line by line. Twilio's API is stood in for by the voice emulator: messages sent by
+    REST are shown, and the calls that keep a callback ring this number and the agents' phones, which lines
+    starting ``call:`` and ``agent:`` answer (``call: #1``, ``agent: #1``, ``call: hangup``)."""
+    out = out or sys.stdout
+    emulator = VoiceEmulator(simulator.url, simulator.public_url, simulator.auth_token, simulator.account_sid,
+                             simulator.api_port, time_scale=0.1)
+    phones = PhoneConsole(emulator, simulator.number, out)
+
+    def show(request: RecordedRequest) -> None:
+        text = simulator.sent(request)
+        if text is not None:
+            print(f"\n  gateway (REST): {text}", file=out, flush=True)
+
     try:
-        await web.TCPSite(runner, "127.0.0.1", simulator.api_port).start()
+        await emulator.start()
     except OSError as exc:
         print(f"handoff-gateway: cannot listen on 127.0.0.1:{simulator.api_port} for Twilio's API: {exc}",
               file=sys.stderr)
-        await runner.cleanup()
         return 1
+    emulator.message_listeners.append(show)
+    emulator.listeners.append(phones.on_event)
     print(f"Texting {simulator.url} by {simulator.channel} from {simulator.number}. Type a message and press "
-          "Enter; Ctrl-D ends.", flush=True)
-    loop = asyncio.get_running_loop()
+          "Enter ('call: ...' and 'agent: ...' answer the phones when a callback rings); Ctrl-D ends.",
+          file=out, flush=True)
+    source = lines if lines is not None else stdin_lines()
     try:
         async with aiohttp.ClientSession() as http:
-            while True:
-                line = await loop.run_in_executor(None, sys.stdin.readline)
-                if not line:
-                    return 0
-                if not line.strip():
+            async for line in source:
+                text = line.strip()
+                if text.lower().startswith(("call:", "agent:")):
+                    await phones.handle(text.removeprefix("call:").removeprefix("CALL:").strip()
+                                        if text.lower().startswith("call:") else text)
+                    continue
+                if not text:
                     continue
                 try:
                     replies = await simulator.send(http, line.rstrip("\n"))
                 except aiohttp.ClientError as exc:
-                    print(f"  (cannot reach the gateway: {exc})", flush=True)
+                    print(f"  (cannot reach the gateway: {exc})", file=out, flush=True)
                     continue
                 for reply in replies:
-                    print(f"  gateway: {reply}", flush=True)
+                    print(f"  gateway: {reply}", file=out, flush=True)
+        return 0
     finally:
-        await runner.cleanup()
+        await emulator.stop()

@@ -436,6 +436,7 @@ class VoiceEmulator:
         self.queues: dict[str, CallQueue] = {}
         self.messages: list[RecordedRequest] = []
         self.listeners: list[Callable[[VoiceEvent], None]] = []
+        self.message_listeners: list[Callable[[RecordedRequest], None]] = []
         self.repeat_status_callbacks = False
         """Send every status callback (call and conference) a second time, as Twilio sometimes does."""
         self.defer_status_callbacks = False
@@ -1656,6 +1657,8 @@ class VoiceEmulator:
         self.messages.append(form)
         if request.method != "POST":
             return self._bad(20004, "Method not allowed", 405)
+        for listener in list(self.message_listeners):
+            listener(form)
         return web.json_response({
             "sid": _sid("SM"), "account_sid": self.account_sid, "status": "queued", "to": form.get("To"),
             "from": form.get("From"), "body": form.get("Body") or "", "num_segments": "1",

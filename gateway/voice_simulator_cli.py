@@ -8,10 +8,13 @@ shows what each person hears. What you type:
 - ``hangup``: the caller hangs up
 - ``agent: ...``: the same, for the most recent ringing or active agent phone (``agent: #1`` accepts a brief
   that asks for 1, ``agent: hangup`` hangs up)
+- ``#*``: the caller presses star: while waiting for a person, that asks for a callback instead
 
 Outbound calls to other numbers (the gateway's REST calls, ``<Dial><Number>``) ring agent phones, answered as
 configured with ``emulator.phone()`` (a human by default). The command stays on the line while the caller
-waits in a queue or a conference, and returns when every call has ended (or stdin ends: Ctrl-D hangs up).
+waits in a queue or a conference, and returns when every call has ended (or stdin ends: Ctrl-D hangs up);
+with ``--stay`` it keeps answering until Ctrl-D, so a callback arranged on the call can be taken: the agent's
+phone rings first (``agent: #1``), then the caller's own number.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import threading
 from collections.abc import AsyncIterator
 from typing import TextIO
 
-from gateway.simulator import DEMO_VOICE_FROM as DEMO_VOICE_NUMBER
+from gateway.demo_twilio import DEMO_VOICE_FROM as DEMO_VOICE_NUMBER
 from gateway.twilio_voice_emulator import CallLeg, VoiceEmulator, VoiceEvent
 
 INPUT_WAIT = 10.0  # seconds a typed line waits for a Gather to listen (the prompt may still be playing)
@@ -40,7 +43,18 @@ def _stdin_lines(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[str | Non
     threading.Thread(target=read, name="voice-simulator-stdin", daemon=True).start()
 
 
-class _Console:
+async def stdin_lines() -> AsyncIterator[str]:
+    """Lines typed on stdin, as they come, without holding up the event loop."""
+    queue: asyncio.Queue[str | None] = asyncio.Queue()
+    _stdin_lines(asyncio.get_running_loop(), queue)
+    while (line := await queue.get()) is not None:
+        yield line
+
+
+class PhoneConsole:
+    """Shows what each phone hears (the customer's number, and every other number as an agent's) and acts
+    on typed lines for them."""
+
     def __init__(self, emulator: VoiceEmulator, from_number: str, out: TextIO) -> None:
         self.emulator = emulator
         self.from_number = from_number
@@ -122,13 +136,15 @@ class _Console:
 
 
 async def run_interactive(emulator: VoiceEmulator, from_number: str, *, to_number: str = DEMO_VOICE_NUMBER,
-                          lines: AsyncIterator[str] | None = None, out: TextIO | None = None) -> int:
+                          lines: AsyncIterator[str] | None = None, out: TextIO | None = None,
+                          stay: bool = False) -> int:
     """Places a call from from_number to to_number; the caller and agent phones act on stdin (or lines).
 
     Starts the emulator (and stops it at the end) unless it is already running. Returns 0, or 1 when the
-    emulator cannot listen on its port.
+    emulator cannot listen on its port. With ``stay``, it keeps answering phones after the calls end, until
+    stdin ends: a callback arranged on the call rings the caller's number (and an agent's phone) later.
     """
-    console = _Console(emulator, from_number, out or sys.stdout)
+    console = PhoneConsole(emulator, from_number, out or sys.stdout)
     started_here = not emulator.running
     if started_here:
         try:
@@ -158,7 +174,7 @@ async def run_interactive(emulator: VoiceEmulator, from_number: str, *, to_numbe
             try:
                 line = await asyncio.wait_for(queue.get(), 0.1)
             except TimeoutError:
-                if console.finished():
+                if console.finished() and not stay:
                     return 0
                 continue
             if line is None:

@@ -7,13 +7,17 @@ would, the gateway's REST calls answered, and phones that answer as a person, a 
 from __future__ import annotations
 
 import asyncio
+import io
+from collections.abc import AsyncIterator
 from typing import Any
 
 from gateway.app import SWEEP_SECONDS
+from gateway.simulator import Simulator
+from gateway.simulator import run as simulator_run
 from gateway.twilio_voice_emulator import CallLeg
 from sessions.models import Conversation, ConversationState
 from tests.test_twilio_messaging import sms_form
-from tests.voice_rig import BUSINESS, VoiceRig, eventually, said_until
+from tests.voice_rig import ACCOUNT, AUTH_TOKEN, BUSINESS, PUBLIC, VoiceRig, eventually, said_until
 
 CUSTOMER = "+14155550123"
 
@@ -243,3 +247,51 @@ async def test_a_caller_without_a_callback_booked_hears_no_reminder_and_2_goes_t
     await leg.next_said()
     call = await rig.conversation(leg)
     assert [m.text for m in await rig.store.transcript(call.id) if m.sender.value == "customer"] == ["(pressed 2)"]
+
+
+async def test_the_sms_simulator_walks_through_a_whole_callback_on_one_laptop(voice: Any) -> None:
+    """`simulate sms`: the customer texts for a person, chooses a time, and when an agent takes it the
+    simulator's stand-in for Twilio rings the agent's phone (``agent: #1``), then the customer's own."""
+    rig = await voice()
+    await rig.emulator.stop()  # the simulator stands in for Twilio's API on the gateway's port instead
+    simulator = Simulator(rig.base, PUBLIC, AUTH_TOKEN, channel="sms", number=CUSTOMER,
+                          api_port=rig.emulator.api_port, account_sid=ACCOUNT)
+    out = io.StringIO()
+
+    async def seen(fragment: str) -> None:
+        try:
+            await eventually(lambda: fragment in out.getvalue(), timeout=15)
+        except AssertionError:
+            raise AssertionError(f"never saw {fragment!r} in:\n{out.getvalue()}") from None
+
+    async def script() -> AsyncIterator[str]:
+        await seen("Type a message")
+        await asyncio.sleep(SWEEP_SECONDS + 0.5)  # the desk has looked: nobody is online
+        for body in ("I need to talk to a real person please", "no, just put me through to a human now"):
+            answered = out.getvalue().count("  gateway: ")
+            yield body + "\n"
+            await eventually(lambda n=answered: out.getvalue().count("  gateway: ") > n)
+        await seen("When suits you?")
+        yield "1\n"
+        await seen("will call you on +1 415-555-0123")
+        [cid] = await rig.store.recent()
+        alex = await rig.agent("Alex", None, skills=[])
+        await rig.until_state_of(cid, "offered")
+        status, body = await alex.call("POST", f"/api/conversations/{cid}/claim", {"phone": "+15550001111"})
+        assert status == 200, body
+        await seen("agent hears: Press 1 to call the customer now")
+        yield "agent: #1\n"
+        await seen("caller hears: Hello, this is Northwind Goods calling you back")
+        await seen("caller is in conference")
+        yield "call: hangup\n"
+        await rig.until_state_of(cid, "assigned")
+        await eventually(lambda: "call ended" in out.getvalue(), timeout=15)
+
+    code = await simulator_run(simulator, lines=script(), out=out)
+    text = out.getvalue()
+    assert code == 0, text
+    assert "agent phone +15550001111 rings" in text and "caller phone +14155550123 rings" in text
+    assert "gateway (REST): Alex from our team is calling you now on +1 415-555-0123" in text
+    [cid] = await rig.store.recent()
+    kept = await rig.store.get(cid)
+    assert kept.callback is not None and kept.callback.state == "completed", kept.callback

@@ -18,8 +18,8 @@ import aiohttp
 import pytest
 import redis
 
+from gateway.demo_twilio import DEMO_AUTH_TOKEN
 from gateway.embedded_redis import EmbeddedRedis, free_port
-from gateway.simulator import DEMO_AUTH_TOKEN
 from tests.test_process import cli_env, run_gateway  # noqa: F401 - the fixture
 
 SLOW_CLIENTS = 150
