@@ -11,13 +11,24 @@ import io
 from collections.abc import AsyncIterator
 from typing import Any
 
+import pytest
+
 from gateway.app import SWEEP_SECONDS
 from gateway.simulator import Simulator
 from gateway.simulator import run as simulator_run
-from gateway.twilio_voice_emulator import CallLeg
+from gateway.twilio_voice_emulator import AnswerMode, CallLeg
 from sessions.models import Conversation, ConversationState
 from tests.test_twilio_messaging import sms_form
-from tests.voice_rig import ACCOUNT, AUTH_TOKEN, BUSINESS, PUBLIC, VoiceRig, eventually, said_until
+from tests.voice_rig import (
+    ACCOUNT,
+    AUTH_TOKEN,
+    BUSINESS,
+    FRIDAY_MORNING,
+    PUBLIC,
+    VoiceRig,
+    eventually,
+    said_until,
+)
 
 CUSTOMER = "+14155550123"
 
@@ -295,3 +306,56 @@ async def test_the_sms_simulator_walks_through_a_whole_callback_on_one_laptop(vo
     [cid] = await rig.store.recent()
     kept = await rig.store.get(cid)
     assert kept.callback is not None and kept.callback.state == "completed", kept.callback
+
+
+@pytest.mark.parametrize("answer", ["busy", "no-answer"])
+async def test_a_busy_or_unanswered_customer_fails_the_attempt_and_it_is_tried_again_later(
+    voice: Any, answer: AnswerMode
+) -> None:
+    rig = await voice()
+    conversation = await promised(rig)
+    rig.emulator.phone(CUSTOMER, answer)
+    _, phone = await taken(rig, conversation, "+15550001111")
+    await said_until(phone, "press 1")
+    await phone.press("1")
+    await said_until(phone, "The customer didn't answer", timeout=15)  # the agent waiting is told
+    back = await rig.until_state_of(conversation.id, "callback")
+    assert back.callback is not None and back.callback.attempts[0].outcome == answer
+    assert back.callback.state == "scheduled" and len(back.callback.attempts) == 1
+    told = [m.text for m in await rig.store.transcript(conversation.id)]
+    assert told[-1].startswith("We tried to call you on +1 415-555-0123 but couldn't reach you.")
+    assert dialled(rig, CUSTOMER) == 1
+
+
+async def test_an_attempt_goes_on_at_another_instance_when_the_one_that_dialled_is_cut_off(
+    voice: Any, start_gateway: Any
+) -> None:
+    """The instance that dialled the agent never hears from Twilio again (killed, or cut off): the legs'
+    webhooks and status callbacks reach another instance, which keeps the promise, and nothing is dialled
+    twice."""
+    rig = await voice()
+    other = await start_gateway(
+        clock=lambda: FRIDAY_MORNING, public_url=PUBLIC, twilio_auth_token=AUTH_TOKEN, twilio_account_sid=ACCOUNT,
+        twilio_api_base_url=f"http://127.0.0.1:{rig.emulator.api_port}", twilio_sms_from="+15550100000",
+        twilio_voice_from=BUSINESS, voice_agent_ring_seconds=5, offer_timeout_seconds=5)
+    conversation = await promised(rig)
+    _, phone = await taken(rig, conversation, "+15550001111")  # dialled by the first instance
+    rig.emulator.gateway_url = other  # from now on Twilio reaches only the other one
+    brief = await said_until(phone, "press 1")
+    assert brief[0] == "This is a callback the customer asked for at 10:00."
+    await phone.press("1")
+    customer = await rig.emulator.next_incoming(CUSTOMER, timeout=10)
+    assert "Alex is on the line now" in await customer.next_said()
+    await customer.wait_until(lambda: phone in rig.emulator.hearing(customer), timeout=10)
+    await customer.hang_up()
+
+    async def completed() -> bool:
+        found = await rig.store.get(conversation.id)
+        return found.callback is not None and found.callback.state == "completed"
+
+    for _ in range(100):
+        if await completed():
+            break
+        await asyncio.sleep(0.05)
+    assert await completed()
+    assert dialled(rig, "+15550001111") == 1 and dialled(rig, CUSTOMER) == 1
