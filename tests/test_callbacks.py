@@ -387,3 +387,35 @@ async def test_a_long_expected_wait_offers_a_callback_once_where_the_customer_ca
     assert await book.offer_if_long_wait(cid, 1800, RULES, lambda channel: True) is None  # once
     assert "You keep your place" in await text(http, base, "no callback")
     assert await book.offer_if_long_wait(cid, 1800, RULES, lambda channel: True) is None  # said no
+
+
+async def test_whatsapp_intake_offers_the_number_they_write_from_and_keeps_the_choice(
+    start_gateway: Any, http: aiohttp.ClientSession, redis: Redis, namespace: str
+) -> None:
+    clock = Clock(FRIDAY_NIGHT)
+    base = str(await start_gateway(clock=clock, public_url=PUBLIC, twilio_auth_token=AUTH_TOKEN,
+                                   twilio_account_sid=ACCOUNT, twilio_whatsapp_from="+14155550100",
+                                   twilio_api_base_url=f"http://127.0.0.1:{free_port()}"))
+    _, store, _ = book_for(redis, namespace, clock)
+
+    async def whatsapp(body: str) -> str:
+        form = sms_form(body, sender=f"whatsapp:{CUSTOMER}", To="whatsapp:+14155550100")
+        status, _, reply = await post(http, base, form)
+        assert status == 200
+        return reply
+
+    reply = ""
+    for body in ("I need to talk to a real person please", "no, just put me through to a human now",
+                 "my parcel 88123 never arrived", "I still want a person to sort it out"):
+        reply = await whatsapp(body)
+        if "When suits you?" in reply:
+            break
+    assert "Our Customer Support team can call you on +1 415-555-0123. When suits you?" in reply
+    reply = await whatsapp("2")
+    assert "will call you on +1 415-555-0123, Saturday 28 Nov" in reply
+    [cid] = await store.recent()
+    conversation = await store.get(cid)
+    assert conversation.channel == "whatsapp" and conversation.state is ConversationState.CALLBACK
+    assert conversation.callback is not None and conversation.callback.number == CUSTOMER
+    assert "Your callback is cancelled" in await whatsapp("cancel callback")
+    assert (await store.get(cid)).state is ConversationState.RESOLVED

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
 
 from aiohttp import web
 
+from gateway.app import SWEEP_SECONDS
+from gateway.settings import DEMO_RULES
 from sessions.models import SenderKind
+from tests.test_twilio_messaging import sms_form
 from tests.voice_rig import CALLER, PUBLIC, SUNDAY, eventually, said_until
 
 GREETING = "Hello, you're through to customer support"
@@ -680,3 +685,37 @@ async def test_a_waiting_caller_who_presses_star_then_changes_their_mind_keeps_t
     assert conversation.callback is not None and conversation.callback.state == "declined"
     entered = [w for w in rig.emulator.webhooks if "/twilio/voice/resume" in w.url]
     assert len(entered) == 1  # star left the room once; the second time round it is not offered again
+
+
+async def test_a_caller_facing_a_long_wait_is_offered_a_callback_before_holding_and_may_keep_their_place(
+    voice: Any, tmp_path: Path
+) -> None:
+    rules = tmp_path / "rules"
+    shutil.copytree(DEMO_RULES, rules)
+    queues = rules / "queues.yaml"
+    queues.write_text(queues.read_text().replace(
+        "      offer_when: [unstaffed]\n      max_attempts: 2",
+        "      offer_when: [unstaffed, wait_over]\n      callback_after_seconds: 60\n      max_attempts: 2"))
+    rig = await voice(rules_dir=rules)
+    nia = await rig.agent("Nia", None, capacity=1)  # Billing's only agent, busy with someone else
+    status, _ = await rig.signed_post("/twilio/messaging", sms_form("I want to dispute a charge on my card"))
+    assert status == 200
+    [texted] = await rig.store.recent()
+    await rig.until_state_of(texted, "offered")
+    status, body = await nia.call("POST", f"/api/conversations/{texted}/claim")
+    assert status == 200, body
+    leg = await rig.call()
+    cid = await handed_off(rig, leg)
+    # The desk's first queue update estimates one handle time (minutes) against Billing's 60 s: the caller
+    # leaves the hold audio for the offer, once.
+    number = await said_until(leg, "press the hash key", timeout=15)
+    assert number[-1].startswith("Our Billing team can call you back, so you don't have to hold. Press 1")
+    await leg.press("*")  # no thanks: back to holding, in the same place
+    back = await said_until(leg, "no callback")
+    assert back[-1] == "No problem, no callback. Everything you've told us stays with our Billing team."
+    await leg.wait_until(lambda: leg.in_conference, timeout=10)
+    waiting = await rig.store.get(cid)
+    assert waiting.state.value == "queued" and waiting.callback is not None
+    assert waiting.callback.why == "wait_over" and waiting.callback.state == "declined"
+    await asyncio.sleep(3 * SWEEP_SECONDS)  # later queue updates: not offered again
+    assert len([w for w in rig.emulator.webhooks if "why=wait_over" in w.url]) == 1
