@@ -67,4 +67,13 @@ async def rules_reload(request: web.Request) -> web.Response:
             problems=[{"file": p.file, "line": p.line, "field": p.field, "message": p.message}
                       for p in exc.problems],
         )
-    return web.json_response({**_describe(holder), "changed": changed, "previous_version": previous})
+    body = {**_describe(holder), "changed": changed, "previous_version": previous}
+    if (shadow := request.app.get(appkeys.SHADOW)) is not None:  # the candidate beside them, too
+        candidate = shadow.holder
+        try:
+            _, shadow_changed = await candidate.reload()
+            body["shadow"] = {"version": candidate.rules.version, "changed": shadow_changed}
+        except RulesError as exc:
+            body["shadow"] = {"version": candidate.rules.version, "changed": False, "code": "rules_invalid",
+                              "problems": [p.message for p in exc.problems]}
+    return web.json_response(body)

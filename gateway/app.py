@@ -34,6 +34,7 @@ from handoff.holder import RulesHolder
 from handoff.offers import Dispatcher
 from handoff.problems import RulesError
 from handoff.queues import QueueStore
+from handoff.shadow import SHADOW_RETENTION_DAYS, ShadowLog, ShadowRules
 from handoff.sla import QueueUpdates
 from sessions.batching import RedisBatcher
 from sessions.customers import CustomerStore
@@ -127,17 +128,26 @@ async def _bot_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _rules_ctx(app: web.Application) -> AsyncIterator[None]:
     """Load the rules (language models included) off the event loop; SIGHUP reloads them."""
-    holder = await asyncio.to_thread(RulesHolder, app[appkeys.SETTINGS].rules_dir)
+    settings = app[appkeys.SETTINGS]
+    holder = await asyncio.to_thread(RulesHolder, settings.rules_dir)
     app[appkeys.RULES] = holder
+    holders = [holder]
+    if settings.rules_shadow_dir is not None:
+        candidate = await asyncio.to_thread(RulesHolder, settings.rules_shadow_dir)
+        shadow_log = ShadowLog(app[appkeys.REDIS], Keys(settings.redis_namespace), SHADOW_RETENTION_DAYS)
+        app[appkeys.SHADOW] = ShadowRules(candidate, shadow_log)
+        holders.append(candidate)
+        log.info("rules.shadow", version=candidate.rules.version, live=holder.rules.version)
     loop = asyncio.get_running_loop()
     reloads: set[asyncio.Task[None]] = set()
 
     async def reload() -> None:
-        try:
-            await holder.reload()
-        except RulesError as exc:
-            log.error("rules.reload_refused", problems=[str(p) for p in exc.problems],
-                      kept=holder.rules.version)
+        for each in holders:  # the live rules, and the candidate beside them
+            try:
+                await each.reload()
+            except RulesError as exc:
+                log.error("rules.reload_refused", problems=[str(p) for p in exc.problems],
+                          kept=each.rules.version, directory=str(each.directory))
 
     def on_hangup() -> None:
         task = asyncio.create_task(reload())
@@ -233,7 +243,8 @@ async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
                         return_window_seconds=settings.return_window_seconds,
                         staffing=lambda: app[appkeys.DISPATCHER].online_by_queue,
                         queue_figures=lambda: app[appkeys.QUEUE_UPDATES].last_staffing,
-                        callbacks=app[appkeys.CALLBACKS], clock=business_clock(settings))
+                        callbacks=app[appkeys.CALLBACKS], clock=business_clock(settings),
+                        shadow=app.get(appkeys.SHADOW))
     app[appkeys.PIPELINE] = pipeline
     context = ChannelContext(
         redis=app[appkeys.REDIS], keys=Keys(settings.redis_namespace), store=app[appkeys.STORE],

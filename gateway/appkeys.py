@@ -18,6 +18,7 @@ from handoff.desk import Desk
 from handoff.holder import RulesHolder
 from handoff.offers import Dispatcher
 from handoff.queues import QueueStore
+from handoff.shadow import ShadowRules
 from handoff.sla import QueueUpdates
 from sessions.customers import CustomerStore
 from sessions.jobs import JobRunner
@@ -33,6 +34,7 @@ BOT = web.AppKey("bot", Bot)
 CHANNELS = web.AppKey("channels", ChannelRegistry)
 PIPELINE = web.AppKey("pipeline", Pipeline)
 RULES = web.AppKey("rules", RulesHolder)
+SHADOW = web.AppKey("shadow", ShadowRules)  # only with RULES_SHADOW_DIR
 QUEUES = web.AppKey("queues", QueueStore)
 AGENTS = web.AppKey("agents", AgentStore)
 DESK = web.AppKey("desk", Desk)

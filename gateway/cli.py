@@ -7,6 +7,7 @@ import asyncio
 import ipaddress
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from redis.asyncio import Redis
 
@@ -30,6 +31,7 @@ from handoff.loader import load_rules
 from handoff.offers import Dispatcher
 from handoff.problems import RulesError
 from handoff.queues import QueueStore
+from handoff.ruleset import RuleSet
 from sessions.keys import Keys
 from sessions.store import ConversationNotFound, ConversationStore
 
@@ -43,6 +45,15 @@ def _on_loopback(host: str) -> bool:
         return False  # a name other than localhost may resolve to any interface
 
 
+def _valid_rules(directory: Path) -> RuleSet | None:
+    try:
+        return load_rules(directory)
+    except RulesError as exc:
+        print(f"handoff-gateway: the rules in {directory} are invalid "
+              f"(`handoff-gateway rules check {directory}` lists them): {exc.problems[0]}", file=sys.stderr)
+        return None
+
+
 def _run(settings: Settings, args: argparse.Namespace) -> int:
     host = args.host or settings.host
     port = args.port or settings.port
@@ -53,11 +64,9 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
               f"loopback, not {host}; set HOST=127.0.0.1, or set TWILIO_AUTH_TOKEN and PUBLIC_URL for a real "
               "Twilio account", file=sys.stderr)
         return 2
-    try:
-        rules = load_rules(settings.rules_dir)
-    except RulesError as exc:
-        print(f"handoff-gateway: the rules in {settings.rules_dir} are invalid "
-              f"(`handoff-gateway rules check` lists them): {exc.problems[0]}", file=sys.stderr)
+    rules = _valid_rules(settings.rules_dir)
+    shadow = _valid_rules(settings.rules_shadow_dir) if settings.rules_shadow_dir is not None else None
+    if rules is None or (settings.rules_shadow_dir is not None and shadow is None):
         return 2
     with redis_target(settings, supervise=True) as target:
         app = create_app(settings.model_copy(update={"redis_url": target.url}))

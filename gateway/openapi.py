@@ -156,9 +156,9 @@ def build() -> dict[str, Any]:
                               **_errors((401, "unauthorized"), (403, "admin_disabled"))},
             }},
             "/api/admin/rules/reload": {"post": {
-                "summary": "Reload RULES_DIR; an invalid set is refused and the old one stays",
+                "summary": "Reload RULES_DIR and RULES_SHADOW_DIR; an invalid set is refused, the old stays",
                 "security": [{"adminToken": []}],
-                "responses": {"200": _json("the rules now in force"), **_errors(
+                "responses": {"200": _json("the rules now in force, and the shadow candidate's"), **_errors(
                     (401, "unauthorized"), (403, "admin_disabled"),
                     (422, "rules_invalid, with problems: file, line, field, message"))},
             }},

@@ -24,6 +24,7 @@ from handoff.holder import RulesHolder
 from handoff.policy import Action, Decision, TurnInput, decide, needs_load, reroute
 from handoff.queues import QueueStore
 from handoff.routing import LIVE
+from handoff.shadow import ShadowRules
 from handoff.sla import Staffing, expected_wait
 from sessions.models import (
     BotTurn,
@@ -63,6 +64,7 @@ class Pipeline:
         staffing: Callable[[], Mapping[str, int]] = dict,
         queue_figures: Callable[[], Mapping[str, Staffing]] = dict,
         callbacks: CallbackBook | None = None,
+        shadow: ShadowRules | None = None,
     ) -> None:
         self.store = store
         self.bot = bot
@@ -77,6 +79,8 @@ class Pipeline:
         # Capacity and handle time per queue, for the expected wait that overflow limits compare against.
         self.queue_figures = queue_figures
         self.callbacks = callbacks
+        # A candidate rule set that decides every bot turn too, without acting (RULES_SHADOW_DIR).
+        self.shadow = shadow
         # One bot turn at a time per conversation, so replies follow the messages they answer.
         self._turn_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         # When each recent conversation's last turn was stored, to spot a snapshot taken before it.
@@ -195,6 +199,8 @@ class Pipeline:
         said = self.rules.signals.read(message.text, conversation.signals.language)
         inp = TurnInput(conversation, message.text, turn, said, self.clock())
         decision = decide(inp, rules)
+        if self.shadow is not None:
+            self.shadow.observe(inp, decision, self.rules, conversation.channel)
         if overflow_queues := needs_load(decision, rules):
             load = await self.queues.load(overflow_queues)
             staffed, figures_now = self.staffing(), self.queue_figures()

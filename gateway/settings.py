@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     twilio_whatsapp_from: str | None = Field(None, pattern=r"^\+[1-9]\d{6,14}$")
     # An approved WhatsApp template for replies more than 24 hours after the customer's last message.
     twilio_whatsapp_template_sid: str | None = Field(None, pattern=r"^HX[0-9a-fA-F]{32}$")
+    # A candidate rule set decided on every live bot turn next to RULES_DIR, without acting: where they
+    # disagree is recorded for `review --shadow` (docs/rules.md#shadow-rules). Promote it with a reload.
+    rules_shadow_dir: Path | None = None
     # `make run` sets this: Twilio settings default to the terminal simulator's (gateway/simulator.py).
     demo_twilio: bool = False
     # The same phone number on SMS and WhatsApp is one customer (their history shows to agents as one).
@@ -139,10 +142,10 @@ class Settings(BaseSettings):
             raise ValueError(f"no such file: {value}")
         return value
 
-    @field_validator("rules_dir")
+    @field_validator("rules_dir", "rules_shadow_dir")
     @classmethod
-    def _check_rules_dir(cls, value: Path) -> Path:
-        if not value.is_dir():
+    def _check_rules_dir(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_dir():
             raise ValueError(f"no such directory: {value}")
         return value
 

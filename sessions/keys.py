@@ -47,6 +47,15 @@ class Keys:
     def customer(self, customer_id: str) -> str:
         return f"{self.namespace}:{{cu:{customer_id}}}:customer"
 
+    def shadow_counts(self, day: str) -> str:
+        """A day's shadow-rules verdicts counted (handoff/shadow.py); the day's own tag spreads the days over
+        Cluster slots, and its two keys share one."""
+        return f"{self.namespace}:{{rv:shadow:{day}}}:counts"
+
+    def shadow_samples(self, day: str) -> str:
+        """A day's latest disagreements between the live and the candidate rules, capped."""
+        return f"{self.namespace}:{{rv:shadow:{day}}}:samples"
+
     def customer_callback(self, customer_id: str) -> str:
         """The conversation holding the customer's latest callback promise, so a call from them can offer to
         cancel it (checked against the conversation when read: the promise may have been kept since)."""
