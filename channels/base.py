@@ -8,7 +8,7 @@ wait update, offered, assigned, transferred, resolved ...). The gateway never br
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -82,6 +82,10 @@ class InboundSink(Protocol):
         ...
 
 
+def _unheard(channel: str, action: str, kind: str) -> None:
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class ChannelContext:
     """What the gateway hands every channel when it starts."""
@@ -94,6 +98,8 @@ class ChannelContext:
     sink: InboundSink
     jobs: JobRunner
     registry: ChannelRegistry
+    # Told of each failed request to a provider's API: (the channel's name, the action, how it failed).
+    send_failed: Callable[[str, str, str], None] = _unheard
 
 
 class Channel(Protocol):

@@ -6,12 +6,11 @@ being open to anyone who can reach the port.
 
 from __future__ import annotations
 
-import hmac
-
 import structlog
 from aiohttp import web
 
 from gateway import appkeys
+from gateway.middleware import bearer_is
 from handoff.holder import RulesHolder
 from handoff.problems import RulesError
 
@@ -26,9 +25,7 @@ def _authorize(request: web.Request) -> web.Response | None:
     token = request.app[appkeys.SETTINGS].admin_token
     if token is None:
         return _error(403, "admin_disabled", "The admin API is off; set ADMIN_TOKEN to turn it on.")
-    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    expected = token.get_secret_value().encode()
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), expected):
+    if not bearer_is(request, token):
         return _error(401, "unauthorized", "Send Authorization: Bearer <ADMIN_TOKEN>.")
     return None
 

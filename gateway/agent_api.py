@@ -16,7 +16,7 @@ from gateway import appkeys
 from handoff.agents import PHONE_PATTERN, Agent, Presence
 from handoff.context import ContextPackage, build_package
 from handoff.desk import DeskError
-from handoff.queues import waiting_since
+from handoff.overview import desk_overview
 from sessions.models import Conversation, utcnow
 from sessions.store import decode_text
 
@@ -136,31 +136,15 @@ async def queue_overview(app: web.Application, agent: Agent) -> list[dict[str, A
     """Each queue as an agent sees it; the agent socket pushes it when it changes."""
     rules = app[appkeys.RULES].rules
     now = utcnow()
-    names = [n for n, q in rules.queues.queues.items() if not q.retired]
-    online = await app[appkeys.AGENTS].online()
-    agents = {a.id: a for a in await app[appkeys.AGENTS].all()}
-    keys, desk = app[appkeys.QUEUES].keys, app[appkeys.QUEUES].desk
-    redis = app[appkeys.REDIS]
-    async with redis.pipeline(transaction=False) as pipe:
-        for name in names:
-            pipe.zcard(keys.queue(desk, name))
-            pipe.zcard(keys.backlog(desk, name))
-            pipe.zrange(keys.queue(desk, name), 0, -1, withscores=True)
-        raw = await pipe.execute()
     result = []
-    for index, name in enumerate(names):
-        depth, backlog, entries = raw[3 * index : 3 * index + 3]
-        oldest = min((waiting_since(score) for _, score in entries), default=None)
-        queue = rules.queue(name)
-        serving = [
-            i for i, s in online.items() if i in agents and agents[i].serves(name, queue.skills)
-            and s.status is Presence.ONLINE
-        ]
+    for standing in await desk_overview(app[appkeys.QUEUES], app[appkeys.AGENTS], rules):
+        name, figures, queue = standing.queue, standing.figures, rules.queue(standing.queue)
+        oldest = standing.oldest_wait_seconds(now)
         next_open = rules.next_open(queue.hours, now)
         result.append({
-            "id": name, "name": queue.name, "depth": int(depth), "backlog": int(backlog),
-            "oldest_wait_seconds": round((now - oldest).total_seconds()) if oldest else None,
-            "agents_online": len(serving), "open_now": rules.is_open(queue.hours, now),
+            "id": name, "name": queue.name, "depth": figures.depth, "backlog": figures.backlog,
+            "oldest_wait_seconds": round(oldest) if oldest is not None else None,
+            "agents_online": standing.agents_online, "open_now": rules.is_open(queue.hours, now),
             "next_open": next_open.isoformat() if next_open else None,
             "you_serve": agent.serves(name, queue.skills),
         })

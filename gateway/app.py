@@ -21,6 +21,7 @@ from gateway.bots import build_bot
 from gateway.channel_setup import build_channels
 from gateway.helpdesk import KIND as HELPDESK_KIND
 from gateway.helpdesk import HelpdeskWebhook
+from gateway.metrics import GatewayMetrics
 from gateway.middleware import request_middleware
 from gateway.pipeline import Pipeline
 from gateway.routes import setup_routes
@@ -34,6 +35,7 @@ from handoff.holder import RulesHolder
 from handoff.offers import Dispatcher
 from handoff.problems import RulesError
 from handoff.queues import QueueStore
+from handoff.ruleset import RuleSet
 from handoff.shadow import SHADOW_RETENTION_DAYS, ShadowLog, ShadowRules
 from handoff.sla import QueueUpdates
 from sessions.batching import RedisBatcher
@@ -42,7 +44,7 @@ from sessions.jobs import JobQueue, JobRunner
 from sessions.keys import Keys
 from sessions.live import LiveFeed
 from sessions.models import Conversation, utcnow
-from sessions.store import AppendResult, ConversationStore
+from sessions.store import AppendResult, ConversationStore, all_of
 
 log = structlog.get_logger(__name__)
 
@@ -71,6 +73,7 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     ttl = settings.conversation_ttl_seconds
     app[appkeys.REDIS] = redis
     batcher = RedisBatcher(redis)  # one per process: every hot step made in one loop turn shares a pipeline
+    batcher.on_round_trip = functools.partial(app[appkeys.METRICS].redis_step, "batch")
     app[appkeys.STORE] = ConversationStore(redis, keys, ttl, batcher=batcher,
                                            max_messages=settings.max_messages_per_conversation)
     app[appkeys.CUSTOMERS] = CustomerStore(redis, keys, ttl, batcher=batcher)
@@ -169,10 +172,6 @@ async def _desk_ctx(app: web.Application) -> AsyncIterator[None]:
     ran out go offline and hand their conversations back, and waiting conversations are offered to free
     agents, at once when something changed (a kick) and every few seconds regardless."""
     dispatcher = app[appkeys.DISPATCHER]
-    desk = app[appkeys.DESK]
-    updates = app[appkeys.QUEUE_UPDATES]
-    callbacks = app[appkeys.CALLBACKS]
-
     stopping = asyncio.Event()
 
     async def sweep() -> None:
@@ -182,15 +181,8 @@ async def _desk_ctx(app: web.Application) -> AsyncIterator[None]:
                 return
             rules, now = app[appkeys.RULES].rules, utcnow()
             try:
-                await dispatcher.expire_offers(now)
-                for agent_id in await desk.go_offline_if_expired(now, rules):
-                    await dispatcher.withdraw_offers_to(agent_id)
-                    log.info("desk.agent_expired", agent_id=agent_id)
-                # Business hours follow the pipeline's clock (fixed in tests, like the policy's).
-                await callbacks.run_due(rules)
-                await dispatcher.dispatch(rules, app[appkeys.PIPELINE].clock())
-                await updates.send_due(rules, now)
-                await app[appkeys.JOBS].run_due(now)
+                with app[appkeys.METRICS].timed_step("desk_sweep"):
+                    await _sweep_once(app, rules, now)
             except RedisError as exc:
                 log.warning("desk.sweep_failed", error=type(exc).__name__)
             except Exception:  # a bug in one round must not stop the desk's clockwork on this instance
@@ -206,6 +198,20 @@ async def _desk_ctx(app: web.Application) -> AsyncIterator[None]:
         done, _ = await asyncio.wait({task}, timeout=2)
         if not done:
             log.warning("desk.sweep_did_not_stop")
+
+
+async def _sweep_once(app: web.Application, rules: RuleSet, now: datetime) -> None:
+    """One round of the desk's clockwork."""
+    dispatcher = app[appkeys.DISPATCHER]
+    await dispatcher.expire_offers(now)
+    for agent_id in await app[appkeys.DESK].go_offline_if_expired(now, rules):
+        await dispatcher.withdraw_offers_to(agent_id)
+        log.info("desk.agent_expired", agent_id=agent_id)
+    # Business hours follow the pipeline's clock (fixed in tests, like the policy's).
+    await app[appkeys.CALLBACKS].run_due(rules)
+    await dispatcher.dispatch(rules, app[appkeys.PIPELINE].clock())
+    await app[appkeys.QUEUE_UPDATES].send_due(rules, now)
+    await app[appkeys.JOBS].run_due(now)
 
 
 async def _after_handoff(app: web.Application, conversation: Conversation) -> None:
@@ -244,20 +250,22 @@ async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
                         staffing=lambda: app[appkeys.DISPATCHER].online_by_queue,
                         queue_figures=lambda: app[appkeys.QUEUE_UPDATES].last_staffing,
                         callbacks=app[appkeys.CALLBACKS], clock=business_clock(settings),
-                        shadow=app.get(appkeys.SHADOW))
+                        shadow=app.get(appkeys.SHADOW),
+                        metrics=app[appkeys.METRICS])
     app[appkeys.PIPELINE] = pipeline
     context = ChannelContext(
         redis=app[appkeys.REDIS], keys=Keys(settings.redis_namespace), store=app[appkeys.STORE],
         customers=app[appkeys.CUSTOMERS], live=app[appkeys.LIVE], sink=pipeline, jobs=app[appkeys.JOBS],
-        registry=registry,
+        registry=registry, send_failed=app[appkeys.METRICS].send_failed,
     )
     started: list[Channel] = []
     try:
         for channel in app[appkeys.TRANSPORTS]:
             await channel.start(context)
             started.append(channel)
-        # Every handoff step stored by this instance reaches its conversation's channel, once.
-        app[appkeys.STORE].on_status = registry.on_status
+        # Every handoff step stored by this instance reaches its conversation's channel, once (and the
+        # metrics, first: they cannot fail).
+        app[appkeys.STORE].on_status = all_of(app[appkeys.METRICS].on_status, registry.on_status)
         yield
     finally:
         app[appkeys.STORE].on_status = None
@@ -290,11 +298,16 @@ async def _shutdown(app: web.Application) -> None:
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[request_middleware])
     app[appkeys.SETTINGS] = settings
+    app[appkeys.METRICS] = metrics = GatewayMetrics()
     app[appkeys.AGENT_SOCKETS] = set()
     app[appkeys.TRANSPORTS] = build_channels(settings, app)
     app.cleanup_ctx.extend([_redis_ctx, _bot_ctx, _rules_ctx, _helpdesk_ctx, _desk_ctx, _pipeline_ctx])
     app.on_shutdown.append(_shutdown)
     setup_routes(app)
     for channel in app[appkeys.TRANSPORTS]:
+        known = set(app.router.resources())
         channel.add_routes(app.router)
+        # The routes a channel added carry its name in the request metrics' channel label.
+        added = [r for r in app.router.resources() if r not in known]
+        metrics.route_owners.update((r.canonical, channel.name) for r in added)
     return app

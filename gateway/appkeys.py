@@ -8,6 +8,7 @@ from redis.asyncio import Redis
 from channels.base import Channel, ChannelRegistry
 from gateway.bots.base import Bot
 from gateway.helpdesk import HelpdeskWebhook
+from gateway.metrics import GatewayMetrics
 from gateway.pipeline import Pipeline
 from gateway.settings import Settings
 from handoff.agents import AgentStore
@@ -48,3 +49,5 @@ QUEUE_UPDATES = web.AppKey("queue_updates", QueueUpdates)
 # The transports this gateway serves (gateway/channel_setup.py), each with its routes and adapters.
 TRANSPORTS = web.AppKey("transports", list[Channel])
 JOBS = web.AppKey("jobs", JobRunner)
+# This process's figures for GET /metrics (gateway/metrics.py); the desk's come from Redis at each scrape.
+METRICS = web.AppKey("metrics", GatewayMetrics)

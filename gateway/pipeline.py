@@ -17,6 +17,7 @@ import structlog
 
 from channels.base import ChannelRegistry
 from gateway.bots.base import Bot
+from gateway.metrics import GatewayMetrics
 from handoff import messages
 from handoff.callback_offers import offer_reason
 from handoff.callbacks import CallbackBook, CallbackError
@@ -65,6 +66,7 @@ class Pipeline:
         queue_figures: Callable[[], Mapping[str, Staffing]] = dict,
         callbacks: CallbackBook | None = None,
         shadow: ShadowRules | None = None,
+        metrics: GatewayMetrics | None = None,
     ) -> None:
         self.store = store
         self.bot = bot
@@ -81,6 +83,7 @@ class Pipeline:
         self.callbacks = callbacks
         # A candidate rule set that decides every bot turn too, without acting (RULES_SHADOW_DIR).
         self.shadow = shadow
+        self.metrics = metrics
         # One bot turn at a time per conversation, so replies follow the messages they answer.
         self._turn_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         # When each recent conversation's last turn was stored, to spot a snapshot taken before it.
@@ -190,6 +193,8 @@ class Pipeline:
         except Exception:  # a bot bug must not cost the customer an answer
             log.exception("bot.crashed", bot=self.bot.name)
             turn = BotTurn(text="Sorry, something went wrong on my side. Please try again.", fallback=True)
+        if self.metrics is not None:
+            self.metrics.bot_answered(self.bot.name, time.perf_counter() - started)
         heard = message.channel_metadata.get("asr_confidence")
         if isinstance(heard, float) and heard < turn.confidence:
             # Words recognised from speech are only as sure as the recogniser: the bot may have answered
@@ -325,6 +330,8 @@ class Pipeline:
             if added:
                 await self.queues.remove(route.queue, conversation.id, live=state is ConversationState.QUEUED)
             return None
+        if self.metrics is not None:  # counted here, by the one instance whose step left the bot
+            self.metrics.handed_off(record.reason, route.queue, conversation.channel)
         if self.on_handoff is not None:
             await self.on_handoff(stored.conversation)
         log.info("handoff.escalated", reason=record.reason, rule=record.trigger_rule, queue=route.queue,

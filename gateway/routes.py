@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway import admin, agent_api, agent_socket, callback_api, health, openapi, pages
+from gateway import admin, agent_api, agent_socket, callback_api, health, metrics_api, openapi, pages
 
 
 def setup_routes(app: web.Application) -> None:
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)
+    app.router.add_get("/metrics", metrics_api.scrape)
     app.router.add_get("/", pages.demo_page)
     app.router.add_get("/widget.js", pages.widget_js)
     app.router.add_get("/console", pages.console_page)

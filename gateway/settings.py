@@ -108,6 +108,8 @@ class Settings(BaseSettings):
     helpdesk_webhook_url: HttpUrl | None = None
     helpdesk_webhook_secret: SecretStr | None = None
     admin_token: SecretStr | None = None
+    # GET /metrics: with a token, only scrapers that send it; without, only direct loopback callers.
+    metrics_token: SecretStr | None = None
     log_format: Literal["auto", "console", "json"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -149,9 +151,9 @@ class Settings(BaseSettings):
             raise ValueError(f"no such directory: {value}")
         return value
 
-    @field_validator("admin_token")
+    @field_validator("admin_token", "metrics_token")
     @classmethod
-    def _check_admin_token(cls, value: SecretStr | None) -> SecretStr | None:
+    def _check_token(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and len(value.get_secret_value()) < 16:
             raise ValueError("must be at least 16 characters")
         return value

@@ -20,7 +20,7 @@ from redis.commands.core import AsyncScript
 from handoff import messages
 from handoff.agents import Agent, AgentStore, Presence
 from handoff.callback_texts import shown_number
-from handoff.queues import QueueStore, queue_score
+from handoff.queues import QueueStore, queue_score, waiting_since
 from handoff.ruleset import RuleSet
 from sessions.keys import Keys
 from sessions.models import (
@@ -55,6 +55,16 @@ def callback_attempt(conversation: Conversation) -> dict[str, Any]:
     if callback is None or callback.state != "offering" or callback.current is None:
         return {}
     return {"callback_attempt": callback.current.n}
+
+
+def _waited(score: Any) -> dict[str, Any]:
+    """How long the customer waited for this agent, from their queue entry's score (what the queue's oldest
+    wait is read from too): the time-to-agent figure that ``GET /metrics`` reports."""
+    try:
+        since = waiting_since(float(score))
+    except (TypeError, ValueError):
+        return {}
+    return {"waited_seconds": round(max(0.0, (utcnow() - since).total_seconds()), 3)}
 
 
 class DeskError(Exception):
@@ -172,7 +182,7 @@ class Desk:
             if live
             else self.keys.backlog(self.desk, conversation.queue)
         )
-        code, _ = await self._claim(
+        code, _, *score = await self._claim(
             keys=[
                 self.keys.assignments(self.desk),
                 queue_key,
@@ -201,7 +211,7 @@ class Desk:
                 notice,
                 ConversationState.ASSIGNED,
                 [self._event(conversation, "handoff.assigned", status, notice, agent_id=agent.id, via=via,
-                             **callback_attempt(conversation))],
+                             **_waited(score[0] if score else None), **callback_attempt(conversation))],
                 updates={"agent": agent.id, "assigned_at": utcnow()},
                 allowed_from=WAITING,
             )

@@ -21,7 +21,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import math
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,6 +58,8 @@ class RedisBatcher:
         self._closed = False
         self.batches = 0  # how many pipelines were sent, for the benchmarks
         self.calls = 0
+        # Told the seconds each batch's round trip took (connection, write, every reply): GET /metrics.
+        self.on_round_trip: Callable[[float], None] | None = None
 
     def command(self, *args: Any) -> asyncio.Future[Any]:
         """One Redis command, e.g. ``await command("ZADD", key, score, member)``. Queued when called, so
@@ -116,6 +119,7 @@ class RedisBatcher:
             return
         missing: list[_Call] = []
         pool = self.redis.connection_pool
+        started = time.perf_counter()
         connection = await pool.get_connection()  # type: ignore[no-untyped-call]
         try:
             await connection.send_packed_command(b"".join(packed))
@@ -145,6 +149,8 @@ class RedisBatcher:
             raise
         finally:
             await pool.release(connection)
+        if self.on_round_trip is not None:
+            self.on_round_trip(time.perf_counter() - started)
         if missing:
             scripts = {call.script.sha: call.script for call in missing if call.script is not None}
             await asyncio.gather(*(self._load(script) for script in scripts.values()))

@@ -48,6 +48,18 @@ log = structlog.get_logger(__name__)
 # acts on it (speaks it on a call, texts it, dials an agent) exactly once.
 StatusListener = Callable[[StatusUpdate], Awaitable[None]]
 
+
+def all_of(*listeners: StatusListener) -> StatusListener:
+    """One listener slot for several, told in order. A failure stops the round and reaches the store, which
+    logs it (as it would for one listener): put listeners that cannot fail (the metrics) first."""
+
+    async def tell(update: StatusUpdate) -> None:
+        for listener in listeners:
+            await listener(update)
+
+    return tell
+
+
 _JSON_FIELDS = ("customer", "tags", "signals", "handoff", "notes", "callback")
 _JSON_FIELD_NAMES = " ".join(_JSON_FIELDS)
 # A message as its stream entry holds it (the entry's id is its id). Excluded as a mapping: pydantic takes a

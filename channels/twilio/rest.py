@@ -31,6 +31,9 @@ log = structlog.get_logger(__name__)
 CALL_EVENTS = ("initiated", "ringing", "answered", "completed")
 CALL_END_STATUSES = frozenset({"completed", "canceled"})
 FRONT = "Front"
+# Told of each failed request: its action (``messages.create``, ``calls.create`` ...) and kind (``rejected``,
+# ``retryable``, ``ambiguous``, ``crashed``); the gateway counts them for GET /metrics.
+FailureListener = Callable[[str, str], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +71,7 @@ def _events(events: Sequence[str]) -> list[str] | None:
 
 class TwilioRest:
     def __init__(self, account_sid: str, auth_token: str, api_base_url: str, *,
-                 request_timeout: float = 15.0) -> None:
+                 request_timeout: float = 15.0, on_failure: FailureListener | None = None) -> None:
         # No max_retries: the package would then retry every POST, calls create included.
         self._http = AsyncTwilioHttpClient(max_retries=None)
         self._client = Client(account_sid, auth_token, http_client=self._http, environment={})
@@ -81,6 +84,7 @@ class TwilioRest:
         # The package's async client sends no timeout at all (aiohttp then waits forever), so we bound each
         # request here; for a call create, running out of time is one more ambiguous outcome.
         self._timeout = request_timeout
+        self._on_failure = on_failure
 
     async def aclose(self) -> None:
         await self._http.close()
@@ -231,6 +235,7 @@ class TwilioRest:
                                 retryable=not places_call, ambiguous=places_call)
         except Exception as exc:  # the client library failing must not fail the caller's request
             log.exception("twilio.rest_crashed", action=action)
+            self._tell(action, "crashed")
             return RestResult(None, f"{action} failed: {type(exc).__name__}", ambiguous=places_call)
         result = read(answer)
         if result.ok:
@@ -239,9 +244,13 @@ class TwilioRest:
             return self._failed(action, f"Twilio answered {action} without a sid", ambiguous=places_call)
         return result
 
-    @staticmethod
-    def _failed(action: str, error: str, status: int | None = None, *, code: object = None,
+    def _failed(self, action: str, error: str, status: int | None = None, *, code: object = None,
                 retryable: bool = False, ambiguous: bool = False) -> RestResult:
         log.warning("twilio.rest_failed", action=action, status=status, code=code,
                     retryable=retryable, ambiguous=ambiguous)
+        self._tell(action, "ambiguous" if ambiguous else "retryable" if retryable else "rejected")
         return RestResult(None, error, status, retryable=retryable, ambiguous=ambiguous)
+
+    def _tell(self, action: str, kind: str) -> None:
+        if self._on_failure is not None:
+            self._on_failure(action, kind)

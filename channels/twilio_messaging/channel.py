@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -59,7 +60,8 @@ class TwilioMessagingChannel:
     async def start(self, context: ChannelContext) -> None:
         settings = self.settings
         collector = ReplyCollector()
-        self.sender = TwilioSender(settings.outbound) if settings.outbound is not None else None
+        self.sender = (TwilioSender(settings.outbound, functools.partial(context.send_failed, self.name))
+                       if settings.outbound is not None else None)
         optouts = OptOuts(context.store.batcher, context.keys)
         self.adapters = {
             "sms": SmsAdapter(collector, context.store, self.sender, optouts),

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from channels.twilio.rest import RestResult, TwilioRest
+from channels.twilio.rest import FailureListener, RestResult, TwilioRest
 from channels.twilio_messaging.form import WHATSAPP_PREFIX
 
 
@@ -47,10 +47,10 @@ class SendResult:
 
 
 class TwilioSender:
-    def __init__(self, config: OutboundConfig) -> None:
+    def __init__(self, config: OutboundConfig, on_failure: FailureListener | None = None) -> None:
         self.config = config
         self.rest = TwilioRest(config.account_sid, config.auth_token, config.api_base_url,
-                               request_timeout=config.request_timeout)
+                               request_timeout=config.request_timeout, on_failure=on_failure)
 
     def sender_for(self, channel: str) -> str | None:
         if channel == "whatsapp":

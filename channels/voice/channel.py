@@ -8,6 +8,7 @@ behind the Twilio signature check; a malformed request is a 400 with a code, bef
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -105,7 +106,8 @@ class VoiceChannel:
     async def start(self, context: ChannelContext) -> None:
         settings = self.settings
         account = settings.account
-        rest = (TwilioRest(account.account_sid, account.auth_token, account.api_base_url)
+        rest = (TwilioRest(account.account_sid, account.auth_token, account.api_base_url,
+                           on_failure=functools.partial(context.send_failed, self.name))
                 if account is not None else None)
         webhooks = settings.webhooks
         runtime = VoiceRuntime(
