@@ -10,9 +10,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from importlib.resources import files
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
 
 from handoff.routing import QueueLoad
 from sessions.keys import Keys
@@ -27,12 +29,6 @@ def queue_score(priority: int, since: datetime) -> float:
 
 def waiting_since(score: float) -> datetime:
     return datetime.fromtimestamp((int(score) % _PRIORITY_STEP) / 1000, UTC)
-
-
-def _band(priority: int) -> tuple[int, int]:
-    """The scores of one priority: its entries sort among themselves by waiting time."""
-    low = (MAX_PRIORITY - priority) * _PRIORITY_STEP
-    return low, low + _PRIORITY_STEP - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +46,8 @@ class QueueStore:
         self.redis = redis
         self.keys = keys
         self.desk = desk
+        self._figures: AsyncScript = redis.register_script(
+            (files("handoff") / "lua" / "queue_figures.lua").read_text(encoding="utf-8"))
 
     def _key(self, queue: str, live: bool) -> str:
         return self.keys.queue(self.desk, queue) if live else self.keys.backlog(self.desk, queue)
@@ -79,26 +77,21 @@ class QueueStore:
         return {name: QueueLoad(depth=int(depth)) for name, depth in zip(names, depths, strict=True)}
 
     async def figures(self, queues: Iterable[str]) -> dict[str, QueueFigures]:
-        """Each queue's figures in one round trip. The longest wait is read from the head of each priority's
-        band (scores sort by priority, then by waiting time), so a long queue costs no more than a short one;
-        an entry put back at the head (a hand-back) takes a score just below the queue's first, which the
-        reading decodes as the agent API always has."""
+        """Each queue's figures, in one script call on the desk's tag (queue_figures.lua). The longest wait
+        is read from the head of each priority's band, so a long queue costs no more than a short one; an
+        entry put back at the head (a hand-back) takes a score just below the queue's first, which reads as
+        the agent API always has."""
         names = list(dict.fromkeys(queues))
-        bands = [_band(p) for p in range(MAX_PRIORITY + 1)]
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for name in names:
-                live = self.keys.queue(self.desk, name)
-                pipe.zcard(live)
-                pipe.zcard(self.keys.backlog(self.desk, name))
-                for low, high in bands:
-                    pipe.zrangebyscore(live, low, high, start=0, num=1, withscores=True)
-            raw = await pipe.execute()
+        if not names:
+            return {}
+        keys = [key for name in names
+                for key in (self.keys.queue(self.desk, name), self.keys.backlog(self.desk, name))]
+        raw: list[Any] = await self._figures(keys=keys, args=[_PRIORITY_STEP, MAX_PRIORITY + 1])
         result: dict[str, QueueFigures] = {}
-        step = 2 + len(bands)
         for index, name in enumerate(names):
-            depth, backlog, *heads = raw[index * step : (index + 1) * step]
-            oldest = min((waiting_since(float(score)) for head in heads for _, score in head), default=None)
-            result[name] = QueueFigures(int(depth), int(backlog), oldest)
+            depth, backlog, oldest = (int(v) for v in raw[3 * index : 3 * index + 3])
+            since = datetime.fromtimestamp(oldest / 1000, UTC) if oldest >= 0 else None
+            result[name] = QueueFigures(depth, backlog, since)
         return result
 
     async def waiting(self, queue: str, limit: int = 100, *, live: bool = True) -> list[tuple[str, datetime]]:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
+from handoff.queues import QueueStore
+from sessions.keys import Keys
 from tests.chat import connect
 from tests.test_desk import AgentClient, add_agent
 from tests.test_handoff_webchat import FRIDAY_MORNING
@@ -182,3 +185,18 @@ async def test_without_a_token_only_direct_loopback_callers_are_answered(
         async with http.get(f"{gateway}/metrics", headers={header: "203.0.113.9"}) as response:
             assert response.status == 403
             assert (await response.json())["code"] == "metrics_token_required"
+
+
+async def test_the_longest_wait_is_found_whatever_the_priorities(redis: Redis, namespace: str) -> None:
+    """Scores sort by priority first: the oldest entry of a queue may sit anywhere in it."""
+    queues = QueueStore(redis, Keys(namespace))
+    start = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+    for n, priority in enumerate([9, 5, 3, 5, 9, 0]):
+        await queues.enqueue("general", f"c{n}", priority, start + timedelta(minutes=10 - n))
+    await queues.enqueue("general", "follow-up", 0, start, live=False)  # the backlog: not a live wait
+    figures = await queues.figures(["general", "billing"])
+    # c5 has waited longest (since start + 5 minutes) and, with the lowest priority, is served last.
+    assert [cid for cid, _ in await queues.waiting("general")][-1] == "c5"
+    assert figures["general"].depth == 6 and figures["general"].backlog == 1
+    assert figures["general"].oldest == start + timedelta(minutes=5)
+    assert figures["billing"].depth == 0 and figures["billing"].oldest is None
