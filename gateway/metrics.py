@@ -4,9 +4,10 @@ agent, Twilio send failures, bot and Redis latency (docs/metrics.md lists each o
 Each app has its own registry, never prometheus_client's global one, so several apps in one process (tests,
 benchmarks) keep their counts apart. Every label takes values from a bounded set: a route is the aiohttp
 route's canonical path (``/api/conversations/{id}``, never a real id), a channel is a transport or adapter
-name from the registry, a queue and a reason come from the rules, a status is an HTTP status. Paths nobody
-registered are all ``unmatched``. The desk's shared figures (queue depth, waits, agents online) are not
-here: they are read from Redis at each scrape (gateway/desk_metrics.py), so instances never double-count.
+name from the registry, a queue and a reason come from the rules, a status is an HTTP status, a method one of
+the usual seven (else ``other``). Paths nobody registered are all ``unmatched``. The desk's shared figures
+(queue depth, waits, agents online) are not here: they are read from Redis at each scrape
+(gateway/desk_metrics.py), so instances never double-count.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from sessions.models import StatusKind, StatusUpdate
 GATEWAY = "gateway"  # the channel label of the gateway's own routes (API, pages, health)
 UNMATCHED = "unmatched"
 _CODE = re.compile(r"[a-z][a-z0-9_]{0,47}")
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 _FAST = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 _REQUEST = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -72,6 +74,7 @@ class GatewayMetrics:
                                        ["step"], buckets=_FAST, registry=registry)
         # Canonical path -> the transport that registered it (create_app fills it in).
         self.route_owners: dict[str, str] = {}
+        self._children: dict[tuple[str, str, str, int], tuple[Counter, Histogram]] = {}
 
     # -- requests ----------------------------------------------------------------------------------------
     def route_of(self, request: web.Request) -> tuple[str, str]:
@@ -96,13 +99,20 @@ class GatewayMetrics:
                  response: web.StreamResponse | None) -> None:
         """One request done: counted by status; timed, or for an accepted websocket, its time open; and for a
         channel's POST (a webhook), its outcome."""
-        self.requests.labels(request.method, route, channel, str(status)).inc()
+        method = request.method if request.method in _METHODS else "other"  # a client may send any token
+        key = (method, route, channel, status)
+        children = self._children.get(key)
+        if children is None:  # labels() is most of the cost of counting a request: looked up once per key
+            children = (self.requests.labels(method, route, channel, str(status)),
+                        self.request_seconds.labels(method, route, channel))
+            self._children[key] = children
+        children[0].inc()
         if isinstance(response, web.WebSocketResponse) and status == 101:
             self.websockets.labels(route, channel).inc()
             self.websocket_seconds.labels(route, channel).observe(seconds)
             return
-        self.request_seconds.labels(request.method, route, channel).observe(seconds)
-        if channel != GATEWAY and request.method == "POST":
+        children[1].observe(seconds)
+        if channel != GATEWAY and method == "POST":
             self.webhooks.labels(route, channel, _outcome(status, response)).inc()
 
     # -- the rest of the process ---------------------------------------------------------------------

@@ -158,10 +158,15 @@ async def test_unknown_paths_share_one_label(gateway: str, http: aiohttp.ClientS
     for path in ("/nope/1", "/nope/2", "/wp-admin.php"):
         async with http.get(f"{gateway}{path}") as response:
             assert response.status == 404
+    for method in ("PROPFIND", "MKCOL"):  # WebDAV methods aiohttp parses
+        async with http.request(method, f"{gateway}/healthz") as response:
+            assert response.status == 405
     samples = await scrape(http, gateway)
     unmatched = {"method": "GET", "route": "unmatched", "channel": "gateway", "status": "404"}
     assert value(samples, "hg_http_requests_total", **unmatched) == 3
-    assert not any("/nope" in v for (_, labels) in samples for _, v in labels)
+    assert value(samples, "hg_http_requests_total", method="other", route="unmatched", channel="gateway",
+                 status="405") == 2
+    assert not any(v in ("/nope/1", "PROPFIND", "MKCOL") for (_, labels) in samples for _, v in labels)
 
 
 async def test_with_a_token_only_scrapers_that_send_it_are_answered(
