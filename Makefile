@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(BIN)/python tests/bench/bench_callbacks.py
 	$(BIN)/python tests/bench/bench_sms.py
 	$(BIN)/python tests/bench/bench_voice.py
+	$(BIN)/python tests/bench/bench_metrics.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
