@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import aiohttp
+from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
+from gateway.app import create_app
+from gateway.embedded_redis import free_port
 from handoff.queues import QueueStore
 from sessions.keys import Keys
 from tests.chat import connect
+from tests.conftest import make_settings
 from tests.test_desk import AgentClient, add_agent
 from tests.test_handoff_webchat import FRIDAY_MORNING
 from tests.test_twilio_messaging import (
@@ -205,3 +210,23 @@ async def test_the_longest_wait_is_found_whatever_the_priorities(redis: Redis, n
     assert figures["general"].depth == 6 and figures["general"].backlog == 1
     assert figures["general"].oldest == start + timedelta(minutes=5)
     assert figures["billing"].depth == 0 and figures["billing"].oldest is None
+
+
+async def test_without_redis_the_process_figures_are_still_served(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    """Redis down: the scrape says so (hg_desk_up 0) and still carries this instance's own figures."""
+    port = free_port()
+    runner = web.AppRunner(create_app(make_settings(f"redis://127.0.0.1:{free_port()}/0", "tdead", tmp_path,
+                                                    port=port)))
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        async with http.get(f"http://127.0.0.1:{port}/healthz") as response:
+            assert response.status == 200
+        samples = await scrape(http, f"http://127.0.0.1:{port}")
+    finally:
+        await runner.cleanup()
+    assert value(samples, "hg_desk_up") == 0 and "hg_queue_depth" not in names(samples)
+    healthz = {"method": "GET", "route": "/healthz", "channel": "gateway", "status": "200"}
+    assert value(samples, "hg_http_requests_total", **healthz) == 1
