@@ -100,6 +100,11 @@ class GatewayMetrics:
         """One request done: counted by status; timed, or for an accepted websocket, its time open; and for a
         channel's POST (a webhook), its outcome."""
         method = request.method if request.method in _METHODS else "other"  # a client may send any token
+        if isinstance(response, web.WebSocketResponse) and status == 101:
+            self.requests.labels(method, route, channel, str(status)).inc()
+            self.websockets.labels(route, channel).inc()
+            self.websocket_seconds.labels(route, channel).observe(seconds)
+            return
         key = (method, route, channel, status)
         children = self._children.get(key)
         if children is None:  # labels() is most of the cost of counting a request: looked up once per key
@@ -107,10 +112,6 @@ class GatewayMetrics:
                         self.request_seconds.labels(method, route, channel))
             self._children[key] = children
         children[0].inc()
-        if isinstance(response, web.WebSocketResponse) and status == 101:
-            self.websockets.labels(route, channel).inc()
-            self.websocket_seconds.labels(route, channel).observe(seconds)
-            return
         children[1].observe(seconds)
         if channel != GATEWAY and method == "POST":
             self.webhooks.labels(route, channel, _outcome(status, response)).inc()

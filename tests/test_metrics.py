@@ -83,6 +83,7 @@ async def test_a_web_chat_handoff_is_counted_once_and_its_queue_shows_it_waiting
         await asyncio.sleep(0.05)
     assert value(after, "hg_websocket_connections_total", **ws) == 1
     assert value(after, "hg_websocket_connection_duration_seconds_count", **ws) == 1
+    assert ("hg_http_request_duration_seconds_count", frozenset({"method": "GET", **ws}.items())) not in after
     assert value(after, "hg_handoffs_total", **handoff) == 1
 
 
