@@ -9,6 +9,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import structlog
 from aiohttp import web
@@ -34,6 +35,7 @@ from handoff.holder import RulesHolder
 from handoff.offers import Dispatcher
 from handoff.problems import RulesError
 from handoff.queues import QueueStore
+from handoff.review.recorder import ReviewRecorder, team_zone
 from handoff.sla import QueueUpdates
 from sessions.batching import RedisBatcher
 from sessions.customers import CustomerStore
@@ -41,7 +43,7 @@ from sessions.jobs import JobQueue, JobRunner
 from sessions.keys import Keys
 from sessions.live import LiveFeed
 from sessions.models import Conversation, utcnow
-from sessions.store import AppendResult, ConversationStore
+from sessions.store import AppendResult, ConversationStore, fan_out
 
 log = structlog.get_logger(__name__)
 
@@ -105,11 +107,19 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
             await notify(stored)
 
     app[appkeys.QUEUE_UPDATES] = QueueUpdates(app[appkeys.DESK], on_wait=long_wait)
+
+    def team() -> tuple[ZoneInfo, str]:  # looked up each time: the rules come later and may be reloaded
+        rules = app[appkeys.RULES].rules
+        return team_zone(rules), rules.version
+
+    app[appkeys.REVIEW] = ReviewRecorder(redis, keys, team, retention_days=settings.review_retention_days,
+                                         idle_seconds=settings.review_idle_minutes * 60, batcher=batcher)
     live = LiveFeed(redis, keys)
     await live.start()
     app[appkeys.LIVE] = live
     yield
     await live.stop()
+    await app[appkeys.REVIEW].drain()  # records of the last steps, before the batcher closes
     await batcher.aclose()  # what is already on its way to Redis gets there
     await redis.aclose()
     await pool.aclose()
@@ -178,6 +188,7 @@ async def _desk_ctx(app: web.Application) -> AsyncIterator[None]:
                 await dispatcher.dispatch(rules, app[appkeys.PIPELINE].clock())
                 await updates.send_due(rules, now)
                 await app[appkeys.JOBS].run_due(now)
+                await app[appkeys.REVIEW].sweep_idle(now)
             except RedisError as exc:
                 log.warning("desk.sweep_failed", error=type(exc).__name__)
             except Exception:  # a bug in one round must not stop the desk's clockwork on this instance
@@ -230,7 +241,8 @@ async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
                         return_window_seconds=settings.return_window_seconds,
                         staffing=lambda: app[appkeys.DISPATCHER].online_by_queue,
                         queue_figures=lambda: app[appkeys.QUEUE_UPDATES].last_staffing,
-                        callbacks=app[appkeys.CALLBACKS], clock=business_clock(settings))
+                        callbacks=app[appkeys.CALLBACKS], clock=business_clock(settings),
+                        on_bot_turn=app[appkeys.REVIEW].arm)
     app[appkeys.PIPELINE] = pipeline
     context = ChannelContext(
         redis=app[appkeys.REDIS], keys=Keys(settings.redis_namespace), store=app[appkeys.STORE],
@@ -242,8 +254,8 @@ async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
         for channel in app[appkeys.TRANSPORTS]:
             await channel.start(context)
             started.append(channel)
-        # Every handoff step stored by this instance reaches its conversation's channel, once.
-        app[appkeys.STORE].on_status = registry.on_status
+        # Every handoff step stored by this instance reaches its conversation's channel, once, then review.
+        app[appkeys.STORE].on_status = fan_out(registry.on_status, app[appkeys.REVIEW].on_status)
         yield
     finally:
         app[appkeys.STORE].on_status = None

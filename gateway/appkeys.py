@@ -18,6 +18,7 @@ from handoff.desk import Desk
 from handoff.holder import RulesHolder
 from handoff.offers import Dispatcher
 from handoff.queues import QueueStore
+from handoff.review.recorder import ReviewRecorder
 from handoff.sla import QueueUpdates
 from sessions.customers import CustomerStore
 from sessions.jobs import JobRunner
@@ -46,3 +47,4 @@ QUEUE_UPDATES = web.AppKey("queue_updates", QueueUpdates)
 # The transports this gateway serves (gateway/channel_setup.py), each with its routes and adapters.
 TRANSPORTS = web.AppKey("transports", list[Channel])
 JOBS = web.AppKey("jobs", JobRunner)
+REVIEW = web.AppKey("review", ReviewRecorder)

@@ -63,6 +63,7 @@ class Pipeline:
         staffing: Callable[[], Mapping[str, int]] = dict,
         queue_figures: Callable[[], Mapping[str, Staffing]] = dict,
         callbacks: CallbackBook | None = None,
+        on_bot_turn: Callable[[Conversation], Awaitable[None]] | None = None,
     ) -> None:
         self.store = store
         self.bot = bot
@@ -77,6 +78,8 @@ class Pipeline:
         # Capacity and handle time per queue, for the expected wait that overflow limits compare against.
         self.queue_figures = queue_figures
         self.callbacks = callbacks
+        # Told of every bot reply kept (review: a conversation the bot keeps may end quietly).
+        self.on_bot_turn = on_bot_turn
         # One bot turn at a time per conversation, so replies follow the messages they answer.
         self._turn_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         # When each recent conversation's last turn was stored, to spot a snapshot taken before it.
@@ -213,7 +216,12 @@ class Pipeline:
             stored = await self._reply(conversation, turn, decision)
         if stored is not None:
             self._finished(stored)
-            await self.channels.get(conversation.channel).deliver(stored.conversation, stored.message)
+            deliver = self.channels.get(conversation.channel).deliver(stored.conversation, stored.message)
+            if self.on_bot_turn is not None and not decision.leaves_bot:
+                # Issued in the same loop turn as the delivery's own writes, so they share a round trip.
+                await asyncio.gather(deliver, self.on_bot_turn(stored.conversation))
+            else:
+                await deliver
             if decision.leaves_bot:
                 await self._offer_callback(stored.conversation, message, decision)
 
@@ -295,8 +303,9 @@ class Pipeline:
                 # The bot's reply that the handoff replaced, for review and the agent's context.
                 "bot_turn": turn.model_dump(mode="json"),
             }),
+            # "escalated": this queued/async step is the handoff itself (not a return, a lapse, a transfer).
             ConversationEvent(type=f"handoff.{state.value}", conversation_id=conversation.id, ts=now,
-                              data={"status": status, "text": decision.text}),
+                              data={"status": status, "text": decision.text, "escalated": True}),
         ]
         tags = list(dict.fromkeys([*conversation.tags, record.reason, *decision.trigger.tags]))
         # Queue first: a crash between the two steps leaves an entry the desk drops on claim (its state
