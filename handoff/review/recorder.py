@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from importlib.resources import files
@@ -214,6 +214,16 @@ class ReviewRecorder:
             calls.append(self.batcher.command("SET", self.keys.review_last_contact(record.customer_id),
                                               latest.model_dump_json(), "EX", REPEAT_WINDOW_SECONDS))
         await asyncio.gather(*calls)
+
+    async def add_counters(self, day: date, counters: Mapping[str, float]) -> None:
+        """Add to one day's counters directly, in one round trip: for backfills and benchmarks that sum many
+        records' ``increments`` first. Kept as long as the day's records."""
+        key = self.keys.review_buckets(day.isoformat())
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for name, amount in counters.items():
+                pipe.hincrbyfloat(key, name, amount)
+            pipe.expireat(key, self._expiry(day))
+            await pipe.execute()
 
     def _expiry(self, day: date) -> int:
         """Kept REVIEW_RETENTION_DAYS after the day ends (a day more, for the day's own time zone)."""
