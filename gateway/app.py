@@ -188,7 +188,8 @@ async def _desk_ctx(app: web.Application) -> AsyncIterator[None]:
                 await dispatcher.dispatch(rules, app[appkeys.PIPELINE].clock())
                 await updates.send_due(rules, now)
                 await app[appkeys.JOBS].run_due(now)
-                await app[appkeys.REVIEW].sweep_idle(now)
+                if app[appkeys.SETTINGS].review_recording:
+                    await app[appkeys.REVIEW].sweep_idle(now)
             except RedisError as exc:
                 log.warning("desk.sweep_failed", error=type(exc).__name__)
             except Exception:  # a bug in one round must not stop the desk's clockwork on this instance
@@ -236,13 +237,14 @@ async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[appkeys.SETTINGS]
     registry = ChannelRegistry()
     app[appkeys.CHANNELS] = registry
+    review = app[appkeys.REVIEW] if settings.review_recording else None
     pipeline = Pipeline(app[appkeys.STORE], app[appkeys.BOT], registry, app[appkeys.RULES],
                         app[appkeys.QUEUES], on_handoff=functools.partial(_after_handoff, app),
                         return_window_seconds=settings.return_window_seconds,
                         staffing=lambda: app[appkeys.DISPATCHER].online_by_queue,
                         queue_figures=lambda: app[appkeys.QUEUE_UPDATES].last_staffing,
                         callbacks=app[appkeys.CALLBACKS], clock=business_clock(settings),
-                        on_bot_turn=app[appkeys.REVIEW].arm)
+                        on_bot_turn=review.arm if review else None)
     app[appkeys.PIPELINE] = pipeline
     context = ChannelContext(
         redis=app[appkeys.REDIS], keys=Keys(settings.redis_namespace), store=app[appkeys.STORE],
@@ -255,7 +257,8 @@ async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
             await channel.start(context)
             started.append(channel)
         # Every handoff step stored by this instance reaches its conversation's channel, once, then review.
-        app[appkeys.STORE].on_status = fan_out(registry.on_status, app[appkeys.REVIEW].on_status)
+        app[appkeys.STORE].on_status = (fan_out(registry.on_status, review.on_status) if review
+                                        else registry.on_status)
         yield
     finally:
         app[appkeys.STORE].on_status = None

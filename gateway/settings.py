@@ -67,7 +67,9 @@ class Settings(BaseSettings):
         "Sorry, I can't answer that right now. Please try again in a moment."
     )
     rules_dir: Path = DEMO_RULES
-    # Outcome records and their day counters for `handoff-gateway review` (docs/review.md).
+    # Outcome records and their day counters for `handoff-gateway review` (docs/review.md); off, nothing is
+    # recorded (what the web chat benchmark compares against).
+    review_recording: bool = True
     review_retention_days: int = Field(400, gt=0, le=3660)
     # A conversation with the bot that has been quiet this long has ended with the bot (contained, or left).
     review_idle_minutes: int = Field(30, ge=1, le=7 * 24 * 60)
