@@ -28,8 +28,17 @@ from handoff.review.record import Outcome, OutcomeRecord, RecordKind, Transfer, 
 from handoff.review.recorder import ReviewRecorder, days_back, team_zone
 from handoff.review.report import review
 from sessions.keys import Keys
-from sessions.models import Conversation, Customer, Direction, Message, SenderKind, TurnMeta
-from sessions.store import ConversationStore
+from sessions.models import (
+    Conversation,
+    Customer,
+    Direction,
+    Message,
+    SenderKind,
+    StatusKind,
+    StatusUpdate,
+    TurnMeta,
+)
+from sessions.store import ConversationStore, fan_out
 from tests.chat import connect
 from tests.test_desk import AgentClient, add_agent
 
@@ -315,12 +324,7 @@ async def test_a_web_chat_handoff_to_an_agent_is_recorded_from_the_real_pipeline
                                  {"outcome": "refund issued", "context_sufficient": False})
     assert status == 200
 
-    recorder = recorder_for(redis, namespace)
-    records: list[dict[str, Any]] = []
-    async with asyncio.timeout(5):  # written in the background, after the step
-        while len(records) < 2:
-            await asyncio.sleep(0.05)
-            records = [r async for r in recorder.records(days_back(today() + timedelta(days=1), 3))]
+    records = await wait_for_records(recorder_for(redis, namespace), 2)
     assert [(r["kind"], r["outcome"]) for r in records] == [("handoff", "escalated"), ("end", "resolved")]
     handoff, end = records
     assert handoff["channel"] == "webchat" and handoff["trigger"] == "high_risk_intent"
@@ -381,3 +385,91 @@ def test_counters_of_one_record_are_per_breakdown() -> None:
     assert added["tta@30|queue|general"] == 1 and added["context_yes|trigger|explicit_request"] == 1
     assert added["handle_seconds|all|"] == 300.0 and "conversations|all|" not in added
     assert team_zone(load_rules(DEMO_RULES)) == NEW_YORK
+
+
+async def wait_for_records(recorder: ReviewRecorder, count: int) -> list[dict[str, Any]]:
+    records: list[dict[str, Any]] = []
+    async with asyncio.timeout(5):  # written in the background, after the step
+        while len(records) < count:
+            await asyncio.sleep(0.05)
+            records = [r async for r in recorder.records(days_back(today() + timedelta(days=1), 3))]
+    return records
+
+
+async def test_a_transfer_and_a_hand_back_through_the_real_desk(
+    start_gateway: Any, http: aiohttp.ClientSession, redis: Redis, namespace: str
+) -> None:
+    base = await start_gateway(clock=lambda: FRIDAY_MORNING)
+    chat = await connect(http, base)
+    await chat.say_until_handoff("I want to dispute a charge on my card")
+    billing = AgentClient(http, base, await add_agent(redis, namespace, "Alex", ["billing"]))
+    accounts = AgentClient(http, base, await add_agent(redis, namespace, "Robin", ["accounts"]))
+    await billing.online()
+    cid = chat.conversation_id
+    await chat.recv_until(lambda f: f.get("type") == "handoff" and f.get("status") == "offered")
+    assert (await billing.call("POST", f"/api/conversations/{cid}/claim"))[0] == 200
+    status, _ = await billing.call("POST", f"/api/conversations/{cid}/transfer", {"queue": "accounts", "note": "x"})
+    assert status == 200
+    await accounts.online()
+    await chat.recv_until(lambda f: f.get("type") == "handoff" and f.get("status") == "offered")
+    assert (await accounts.call("POST", f"/api/conversations/{cid}/claim"))[0] == 200
+    status, _ = await accounts.call("POST", f"/api/conversations/{cid}/resolve", {"back_to_bot": True})
+    assert status == 200
+
+    handoff, end = await wait_for_records(recorder_for(redis, namespace), 2)
+    assert handoff["kind"] == "handoff" and handoff["bot_turns"] == 0 and handoff["first_queue"] == "billing"
+    assert (end["outcome"], end["first_queue"], end["final_queue"]) == ("back_to_bot", "billing", "accounts")
+    assert end["transfers"] == [{"from_queue": "billing", "to_queue": "accounts"}]
+    assert end["context_sufficient"] is None and end["handle"] is not None
+    counters = (await recorder_for(redis, namespace).day_counters([today()]))[0]
+    assert counters["transfers|route|billing>accounts"] == 1 and counters["ended|outcome|back_to_bot"] == 1
+
+
+async def test_the_listener_records_a_cancelled_callback_and_ignores_other_steps(
+    redis: Redis, namespace: str
+) -> None:
+    store = ConversationStore(redis, Keys(namespace), 3600)
+    recorder = recorder_for(redis, namespace)
+    conversation = (await store.create(Customer(id="cu2"), "sms")).conversation
+    steps = [
+        StatusUpdate(kind=StatusKind.WAIT_UPDATE, conversation_id=conversation.id, channel="sms"),
+        StatusUpdate(kind=StatusKind.QUEUED, conversation_id=conversation.id, channel="sms"),  # not a handoff
+        StatusUpdate(kind=StatusKind.CALLBACK, conversation_id=conversation.id, channel="sms",
+                     status={"callback": "scheduled"}),
+        StatusUpdate(kind=StatusKind.CALLBACK, conversation_id=conversation.id, channel="sms",
+                     status={"callback": "cancelled"}),
+    ]
+    for step in steps:
+        await recorder.on_status(step)
+    await recorder.drain()
+    records = [r async for r in recorder.records([today()])]
+    assert [(r["kind"], r["outcome"], r["channel"]) for r in records] == [("end", "callback_cancelled", "sms")]
+
+
+async def test_one_listener_failing_does_not_stop_the_others() -> None:
+    told: list[str] = []
+
+    async def broken(update: StatusUpdate) -> None:
+        raise RuntimeError("boom")
+
+    async def channel(update: StatusUpdate) -> None:
+        told.append(update.conversation_id)
+
+    update = StatusUpdate(kind=StatusKind.RESOLVED, conversation_id="c1", channel="webchat")
+    await fan_out(broken, channel)(update)
+    assert told == ["c1"]
+
+
+async def test_a_conversation_still_talking_is_checked_again_later(redis: Redis, namespace: str) -> None:
+    store = ConversationStore(redis, Keys(namespace), 3600)
+    recorder = recorder_for(redis, namespace, idle_seconds=60)
+    conversation = (await store.create(Customer(id="cu3"), "webchat")).conversation
+    await store.append(_bot_message(conversation, False, datetime.now(UTC)))
+    stored = await store.get(conversation.id)
+    # Armed from an earlier turn: due now, but the conversation was active less than a minute ago.
+    await redis.zadd(Keys(namespace).review_idle(), {conversation.id: 0})
+    assert await recorder.sweep_idle(datetime.now(UTC)) == 0
+    due = await redis.zscore(Keys(namespace).review_idle(), conversation.id)
+    assert due == pytest.approx((stored.updated_at.timestamp() + 60) * 1000, abs=1)
+    assert await recorder.sweep_idle(datetime.now(UTC) + timedelta(seconds=61)) == 1
+    assert [r["outcome"] async for r in recorder.records([today()])] == ["contained"]
