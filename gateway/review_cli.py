@@ -65,8 +65,10 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         return 2
     try:
         rules: RuleSet | None = load_rules(settings.rules_dir)
-    except RulesError:
-        rules = None  # the review still runs, in UTC and without the routing gaps
+    except RulesError as exc:  # the review still runs, in UTC and without the routing gaps
+        print(f"handoff-gateway: the rules in {settings.rules_dir} are invalid ({exc.problems[0]}): days are "
+              "counted in UTC and routing gaps are left out", file=sys.stderr)
+        rules = None
     with redis_target(settings) as target:
         if args.verb == "export":
             return asyncio.run(export(settings, target.url, days, rules))

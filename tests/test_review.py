@@ -188,7 +188,7 @@ async def test_every_figure_against_a_hand_built_history(redis: Redis, namespace
     signals = {(s["signal"], s["subject"]): s["figure"] for s in got["signals"]}
     assert signals == {
         ("escalation_rate_up", "orders"): "10.0% -> 30.0% week over week",
-        ("queue_overloaded", "billing"): "p90 time to agent over 3600 s",
+        ("queue_overloaded", "billing"): "p90 time to agent <= 3600 s",
         ("abandonment_rising", "all"): "0.0% -> 10.0% of handoffs abandoned while waiting",
         ("misroutes", "general"): "12.5% of its handoffs transferred on (1)",
         ("repeat_contact_rising", "all"): "0.0% -> 12.5% of endings were a repeat within 7 days",

@@ -163,14 +163,15 @@ class ReviewRecorder:
         if not raw_state:
             return None
         conversation = conversation_from_hash(raw_state)
-        last_key = keys.review_last_contact(conversation.customer.id)
-        raw_previous = await batch.command("GET", last_key) if ending.kind is RecordKind.END else None
         messages = [message_from_entry(i, _pairs(f)["m"]) for i, f in raw_messages]
         events = [ConversationEvent.model_validate_json(_pairs(f)["e"]) for _, f in raw_events]
         outcome = ending.outcome or self._quiet_outcome(conversation.state, conversation.handoff is not None,
                                                         messages, ending.at, conversation.updated_at)
         if outcome is None:
             return None
+        # Only now is the customer known: their previous ending is a second read (for endings only).
+        last_key = keys.review_last_contact(conversation.customer.id)
+        raw_previous = await batch.command("GET", last_key) if ending.kind is RecordKind.END else None
         zone, version = self.team()
         previous = Previous.model_validate_json(raw_previous) if raw_previous else None
         record = build(conversation, messages, events, kind=ending.kind, outcome=outcome, at=ending.at,

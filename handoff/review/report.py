@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from handoff.review.buckets import ALL, DIMENSIONS, NONE, Totals, percentile
+from handoff.review.buckets import ALL, DIMENSIONS, NONE, WAIT_EDGES, Totals, percentile
 from handoff.review.record import Outcome
 from handoff.ruleset import RuleSet
 
@@ -48,6 +48,11 @@ def _share(part: float, whole: float) -> float | None:
 
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value * 100:.1f}%"
+
+
+def bucket(edge: float) -> str:
+    """A percentile read from the histogram: at most its bucket's upper edge, or past the last edge."""
+    return f"over {WAIT_EDGES[-1]:g} s" if edge == float("inf") else f"<= {edge:g} s"
 
 
 def _rows(values: Mapping[str, float], limit: int | None = None) -> list[tuple[str, float]]:
@@ -224,7 +229,7 @@ def signals(window: Totals, this_week: Totals, last_week: Totals, limits: Thresh
         p90 = percentile(window.histogram("queue", queue), 0.9)
         if p90 is not None and p90 > limits.queue_p90_seconds:
             found.append({"signal": "queue_overloaded", "subject": queue,
-                          "figure": f"p90 time to agent over {p90:g} s",
+                          "figure": f"p90 time to agent {bucket(p90)}",
                           "threshold": f"{limits.queue_p90_seconds:g} s"})
     now = _rate(this_week, "abandoned_waiting", "escalations")
     before = _rate(last_week, "abandoned_waiting", "escalations")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from handoff.review.report import Section
+from handoff.review.report import Section, bucket
 
 
 def _cell(value: Any) -> str:
@@ -34,7 +34,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
 
 
 def _seconds(value: float | None) -> str:
-    return "-" if value is None else ("> 7200 s" if value == float("inf") else f"<= {value:g} s")
+    return "-" if value is None else bucket(value)
 
 
 def render(review: Section, title: str) -> str:
@@ -119,7 +119,7 @@ def _sla(review: Section) -> list[str]:
 
 def _after(review: Section) -> list[str]:
     oc = review["outcomes"]
-    out = ["", "AFTER THE TRANSFER"]
+    out = ["", "OUTCOMES (after the transfer, and the bot's own endings)"]
     out += table(["outcome", "count"], list(oc["ended"].items()))
     reopened = f"{oc['reopened']} ({_pct(oc['reopened_share'])} of resolved)"
     out.append(f" reopened within the return window: {reopened}")
