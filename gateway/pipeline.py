@@ -63,7 +63,7 @@ class Pipeline:
         staffing: Callable[[], Mapping[str, int]] = dict,
         queue_figures: Callable[[], Mapping[str, Staffing]] = dict,
         callbacks: CallbackBook | None = None,
-        on_bot_turn: Callable[[Conversation], Awaitable[None]] | None = None,
+        on_bot_turn: Callable[[Conversation], None] | None = None,
     ) -> None:
         self.store = store
         self.bot = bot
@@ -216,12 +216,10 @@ class Pipeline:
             stored = await self._reply(conversation, turn, decision)
         if stored is not None:
             self._finished(stored)
-            deliver = self.channels.get(conversation.channel).deliver(stored.conversation, stored.message)
             if self.on_bot_turn is not None and not decision.leaves_bot:
-                # Issued in the same loop turn as the delivery's own writes, so they share a round trip.
-                await asyncio.gather(deliver, self.on_bot_turn(stored.conversation))
-            else:
-                await deliver
+                # Called before the delivery, so a write it queues shares the delivery's round trip.
+                self.on_bot_turn(stored.conversation)
+            await self.channels.get(conversation.channel).deliver(stored.conversation, stored.message)
             if decision.leaves_bot:
                 await self._offer_callback(stored.conversation, message, decision)
 

@@ -263,6 +263,15 @@ async def test_records_land_in_their_team_local_day_and_expire_after_retention(
     assert keys.review_records("2026-11-30").split("}")[0] == keys.review_buckets("2026-11-30").split("}")[0]
 
 
+async def arm(recorder: ReviewRecorder, redis: Redis, conversation: Conversation) -> None:
+    """Arm the quiet check as a bot turn does (fire and forget), and wait until it is stored."""
+    recorder.arm(conversation)
+    recorder.arm(conversation)  # a second turn soon after adds nothing
+    async with asyncio.timeout(2):
+        while await redis.zscore(recorder.keys.review_idle(), conversation.id) is None:
+            await asyncio.sleep(0.01)
+
+
 def _bot_message(conversation: Conversation, fallback: bool, at: datetime) -> Message:
     return Message(conversation_id=conversation.id, direction=Direction.OUTBOUND, sender=SenderKind.BOT,
                    text="(bot)", channel=conversation.channel, ts=at,
@@ -280,7 +289,7 @@ async def test_repeat_contact_across_sms_and_web_chat_for_one_linked_customer(
     web = (await store.create(customer, "webchat")).conversation
     for fallback in (False, True, True):
         await store.append(_bot_message(web, fallback, datetime.now(UTC)))
-    await recorder.arm(await store.get(web.id))
+    await arm(recorder, redis, await store.get(web.id))
     assert await recorder.sweep_idle(datetime.now(UTC) + timedelta(seconds=30)) == 0  # not quiet yet
     later = datetime.now(UTC) + timedelta(seconds=61)
     assert await recorder.sweep_idle(later) == 1
@@ -290,7 +299,7 @@ async def test_repeat_contact_across_sms_and_web_chat_for_one_linked_customer(
 
     sms = (await store.create(customer, "sms")).conversation
     await store.append(_bot_message(sms, False, datetime.now(UTC)))
-    await recorder.arm(await store.get(sms.id))
+    await arm(recorder, redis, await store.get(sms.id))
     assert await recorder.sweep_idle(datetime.now(UTC) + timedelta(seconds=61)) == 1
     records = [r async for r in recorder.records([today(), today() + timedelta(days=1)])]
     assert [(r["channel"], r["outcome"], r["repeat_of"], r["previous_outcome"]) for r in records][-1] == \
@@ -312,6 +321,9 @@ async def test_a_web_chat_handoff_to_an_agent_is_recorded_from_the_real_pipeline
     base = await start_gateway(clock=lambda: FRIDAY_MORNING)
     chat = await connect(http, base)
     await chat.say("where is my order #123456")
+    # The bot's reply armed the quiet check (dropped by the sweeper once it sees the handoff).
+    due = await redis.zscore(Keys(namespace).review_idle(), chat.conversation_id)
+    assert due is not None and due / 1000 > datetime.now(UTC).timestamp() + 29 * 60
     await chat.say_until_handoff("I want to dispute a charge on my card")
     agent = AgentClient(http, base, await add_agent(redis, namespace, "Alex", ["billing"]))
     await agent.online()

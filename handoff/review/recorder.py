@@ -10,7 +10,10 @@ both through the store's batcher, so under load they share round trips with othe
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
+import time as monotonic_clock
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
@@ -50,6 +53,7 @@ _ENDS: dict[StatusKind, Outcome] = {
 }
 _IDLE_LEASE_MS = 60_000
 DRAIN_SECONDS = 5.0
+ARMED_REMEMBERED = 10_000
 _IDLE_BATCH = 200
 
 
@@ -115,6 +119,8 @@ class ReviewRecorder:
         self._write: AsyncScript = redis.register_script(_script("review_record"))
         self._take_idle: AsyncScript = redis.register_script(_script("review_idle"))
         self._pending: set[asyncio.Task[None]] = set()
+        # When this instance last armed each recent conversation's quiet check (monotonic seconds).
+        self._armed: OrderedDict[str, float] = OrderedDict()
 
     # -- listening ------------------------------------------------------------------------------------
     async def on_status(self, update: StatusUpdate) -> None:
@@ -141,15 +147,31 @@ class ReviewRecorder:
         if self._pending:
             await asyncio.wait(set(self._pending), timeout=DRAIN_SECONDS)
 
-    async def arm(self, conversation: Conversation) -> None:
-        """The bot answered: look again once it could have gone quiet (the earliest check stands, and the
-        sweeper re-arms a conversation still talking). Never raised into the bot's turn: a missed arm costs
-        one bot-only ending in review, not the customer's answer."""
+    def arm(self, conversation: Conversation) -> None:
+        """The bot answered: look again once it could have gone quiet. Fire and forget, and at most once per
+        half idle time per conversation on this instance: the sweeper re-arms a conversation still talking,
+        so arming on every turn would only add a command per message (`ZADD NX` keeps the earliest check).
+        A conversation that ended quietly was last armed at least the idle time ago, so it is armed again
+        when it comes back. Never raised into the bot's turn: a failed arm costs one bot-only ending in
+        review, not the customer's answer."""
+        cid, now = conversation.id, monotonic_clock.monotonic()
+        armed = self._armed.get(cid)
+        if armed is not None and now - armed < self.idle_seconds / 2:
+            return
+        self._armed[cid] = now
+        self._armed.move_to_end(cid)
+        if len(self._armed) > ARMED_REMEMBERED:
+            self._armed.popitem(last=False)
         due = (conversation.updated_at.timestamp() + self.idle_seconds) * 1000
-        try:
-            await self.batcher.command("ZADD", self.keys.review_idle(), "NX", due, conversation.id)
-        except RedisError as exc:
-            log.warning("review.arm_failed", conversation_id=conversation.id, error=type(exc).__name__)
+        future = self.batcher.command("ZADD", self.keys.review_idle(), "NX", due, cid)
+        future.add_done_callback(functools.partial(self._arm_done, cid))
+
+    def _arm_done(self, cid: str, future: asyncio.Future[Any]) -> None:
+        if future.cancelled():
+            return
+        if (exc := future.exception()) is not None:
+            self._armed.pop(cid, None)  # the next turn tries again
+            log.warning("review.arm_failed", conversation_id=cid, error=type(exc).__name__)
 
     # -- recording ------------------------------------------------------------------------------------
     async def record(self, ending: Ending) -> OutcomeRecord | None:
