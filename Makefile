@@ -27,7 +27,7 @@ lint: $(STAMP)
 
 check: lint test
 
-## bench: web chat, handoff policy, desk claim, callbacks, SMS webhook and voice turn benchmarks (tests/bench/README.md)
+## bench: web chat, handoff policy, desk claim, callbacks, SMS webhook, voice turn and review benchmarks (tests/bench/README.md)
 bench: $(STAMP)
 	$(BIN)/python tests/bench/bench_webchat.py --sessions 200
 	$(BIN)/python tests/bench/bench_policy.py
@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(BIN)/python tests/bench/bench_sms.py
 	$(BIN)/python tests/bench/bench_voice.py
 	$(BIN)/python tests/bench/bench_metrics.py
+	$(BIN)/python tests/bench/bench_review.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

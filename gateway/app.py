@@ -9,6 +9,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import structlog
 from aiohttp import web
@@ -35,8 +36,9 @@ from handoff.holder import RulesHolder
 from handoff.offers import Dispatcher
 from handoff.problems import RulesError
 from handoff.queues import QueueStore
+from handoff.review.recorder import ReviewRecorder, team_zone
 from handoff.ruleset import RuleSet
-from handoff.shadow import SHADOW_RETENTION_DAYS, ShadowLog, ShadowRules
+from handoff.shadow import ShadowLog, ShadowRules
 from handoff.sla import QueueUpdates
 from sessions.batching import RedisBatcher
 from sessions.customers import CustomerStore
@@ -44,7 +46,7 @@ from sessions.jobs import JobQueue, JobRunner
 from sessions.keys import Keys
 from sessions.live import LiveFeed
 from sessions.models import Conversation, utcnow
-from sessions.store import AppendResult, ConversationStore, all_of
+from sessions.store import AppendResult, ConversationStore, fan_out
 
 log = structlog.get_logger(__name__)
 
@@ -112,11 +114,19 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
             await notify(stored)
 
     app[appkeys.QUEUE_UPDATES] = QueueUpdates(app[appkeys.DESK], on_wait=long_wait)
+
+    def team() -> tuple[ZoneInfo, str]:  # looked up each time: the rules come later and may be reloaded
+        rules = app[appkeys.RULES].rules
+        return team_zone(rules), rules.version
+
+    app[appkeys.REVIEW] = ReviewRecorder(redis, keys, team, retention_days=settings.review_retention_days,
+                                         idle_seconds=settings.review_idle_minutes * 60, batcher=batcher)
     live = LiveFeed(redis, keys)
     await live.start()
     app[appkeys.LIVE] = live
     yield
     await live.stop()
+    await app[appkeys.REVIEW].drain()  # records of the last steps, before the batcher closes
     await batcher.aclose()  # what is already on its way to Redis gets there
     await redis.aclose()
     await pool.aclose()
@@ -137,7 +147,8 @@ async def _rules_ctx(app: web.Application) -> AsyncIterator[None]:
     holders = [holder]
     if settings.rules_shadow_dir is not None:
         candidate = await asyncio.to_thread(RulesHolder, settings.rules_shadow_dir)
-        shadow_log = ShadowLog(app[appkeys.REDIS], Keys(settings.redis_namespace), SHADOW_RETENTION_DAYS)
+        shadow_log = ShadowLog(app[appkeys.REDIS], Keys(settings.redis_namespace),
+                               settings.review_retention_days)
         app[appkeys.SHADOW] = ShadowRules(candidate, shadow_log)
         holders.append(candidate)
         log.info("rules.shadow", version=candidate.rules.version, live=holder.rules.version)
@@ -212,6 +223,8 @@ async def _sweep_once(app: web.Application, rules: RuleSet, now: datetime) -> No
     await dispatcher.dispatch(rules, app[appkeys.PIPELINE].clock())
     await app[appkeys.QUEUE_UPDATES].send_due(rules, now)
     await app[appkeys.JOBS].run_due(now)
+    if app[appkeys.SETTINGS].review_recording:  # conversations the bot kept that have gone quiet
+        await app[appkeys.REVIEW].sweep_idle(now)
 
 
 async def _after_handoff(app: web.Application, conversation: Conversation) -> None:
@@ -244,6 +257,7 @@ async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[appkeys.SETTINGS]
     registry = ChannelRegistry()
     app[appkeys.CHANNELS] = registry
+    review = app[appkeys.REVIEW] if settings.review_recording else None
     pipeline = Pipeline(app[appkeys.STORE], app[appkeys.BOT], registry, app[appkeys.RULES],
                         app[appkeys.QUEUES], on_handoff=functools.partial(_after_handoff, app),
                         return_window_seconds=settings.return_window_seconds,
@@ -251,7 +265,8 @@ async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
                         queue_figures=lambda: app[appkeys.QUEUE_UPDATES].last_staffing,
                         callbacks=app[appkeys.CALLBACKS], clock=business_clock(settings),
                         shadow=app.get(appkeys.SHADOW),
-                        metrics=app[appkeys.METRICS])
+                        metrics=app[appkeys.METRICS],
+                        on_bot_turn=review.arm if review else None)
     app[appkeys.PIPELINE] = pipeline
     context = ChannelContext(
         redis=app[appkeys.REDIS], keys=Keys(settings.redis_namespace), store=app[appkeys.STORE],
@@ -263,9 +278,10 @@ async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
         for channel in app[appkeys.TRANSPORTS]:
             await channel.start(context)
             started.append(channel)
-        # Every handoff step stored by this instance reaches its conversation's channel, once (and the
-        # metrics, first: they cannot fail).
-        app[appkeys.STORE].on_status = all_of(app[appkeys.METRICS].on_status, registry.on_status)
+        # Every handoff step stored by this instance reaches its conversation's channel, once, and the
+        # metrics and the review after it; each listener is isolated from the others' failures.
+        listeners = [registry.on_status, app[appkeys.METRICS].on_status]
+        app[appkeys.STORE].on_status = fan_out(*listeners, *([review.on_status] if review else []))
         yield
     finally:
         app[appkeys.STORE].on_status = None

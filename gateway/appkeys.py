@@ -19,6 +19,7 @@ from handoff.desk import Desk
 from handoff.holder import RulesHolder
 from handoff.offers import Dispatcher
 from handoff.queues import QueueStore
+from handoff.review.recorder import ReviewRecorder
 from handoff.shadow import ShadowRules
 from handoff.sla import QueueUpdates
 from sessions.customers import CustomerStore
@@ -51,3 +52,4 @@ TRANSPORTS = web.AppKey("transports", list[Channel])
 JOBS = web.AppKey("jobs", JobRunner)
 # This process's figures for GET /metrics (gateway/metrics.py); the desk's come from Redis at each scrape.
 METRICS = web.AppKey("metrics", GatewayMetrics)
+REVIEW = web.AppKey("review", ReviewRecorder)

@@ -12,7 +12,7 @@ from pathlib import Path
 from redis.asyncio import Redis
 
 from channels.twilio.forms import FormError, e164
-from gateway import rules_cli
+from gateway import review_cli, rules_cli
 from gateway.app import create_app
 from gateway.demo_twilio import DEMO_ACCOUNT_SID, DEMO_API_PORT, DEMO_AUTH_TOKEN, DEMO_VOICE_FROM
 from gateway.embedded_redis import EmbeddedRedisError
@@ -207,6 +207,7 @@ def _parser() -> argparse.ArgumentParser:
     conv.add_argument("--jsonl", action="store_true",
                       help="export the newest conversations as JSONL, for `rules replay --from`")
     rules_cli.add_parser(sub)
+    review_cli.add_parser(sub)
     simulate = sub.add_parser("simulate", help="text or call a running gateway as a phone user (no Twilio "
                                                "account); on a call you also answer the agents' phones")
     simulate.add_argument("channel", choices=["sms", "whatsapp", "voice"])
@@ -245,6 +246,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(settings, args)
         if args.command == "rules":
             return rules_cli.run(settings, args)
+        if args.command == "review":
+            return review_cli.run(settings, args)
         if args.command == "simulate":
             return _simulate(settings, args)
         if args.command == "agents":

@@ -67,6 +67,7 @@ class Pipeline:
         callbacks: CallbackBook | None = None,
         shadow: ShadowRules | None = None,
         metrics: GatewayMetrics | None = None,
+        on_bot_turn: Callable[[Conversation], None] | None = None,
     ) -> None:
         self.store = store
         self.bot = bot
@@ -84,6 +85,8 @@ class Pipeline:
         # A candidate rule set that decides every bot turn too, without acting (RULES_SHADOW_DIR).
         self.shadow = shadow
         self.metrics = metrics
+        # Told of every bot reply kept (review: a conversation the bot keeps may end quietly).
+        self.on_bot_turn = on_bot_turn
         # One bot turn at a time per conversation, so replies follow the messages they answer.
         self._turn_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         # When each recent conversation's last turn was stored, to spot a snapshot taken before it.
@@ -224,6 +227,9 @@ class Pipeline:
             stored = await self._reply(conversation, turn, decision)
         if stored is not None:
             self._finished(stored)
+            if self.on_bot_turn is not None and not decision.leaves_bot:
+                # Called before the delivery, so a write it queues shares the delivery's round trip.
+                self.on_bot_turn(stored.conversation)
             await self.channels.get(conversation.channel).deliver(stored.conversation, stored.message)
             if decision.leaves_bot:
                 await self._offer_callback(stored.conversation, message, decision)
@@ -306,8 +312,9 @@ class Pipeline:
                 # The bot's reply that the handoff replaced, for review and the agent's context.
                 "bot_turn": turn.model_dump(mode="json"),
             }),
+            # "escalated": this queued/async step is the handoff itself (not a return, a lapse, a transfer).
             ConversationEvent(type=f"handoff.{state.value}", conversation_id=conversation.id, ts=now,
-                              data={"status": status, "text": decision.text}),
+                              data={"status": status, "text": decision.text, "escalated": True}),
         ]
         tags = list(dict.fromkeys([*conversation.tags, record.reason, *decision.trigger.tags]))
         # Queue first: a crash between the two steps leaves an entry the desk drops on claim (its state

@@ -67,6 +67,12 @@ class Settings(BaseSettings):
         "Sorry, I can't answer that right now. Please try again in a moment."
     )
     rules_dir: Path = DEMO_RULES
+    # Outcome records and their day counters for `handoff-gateway review` (docs/review.md); off, nothing is
+    # recorded (what the web chat benchmark compares against).
+    review_recording: bool = True
+    review_retention_days: int = Field(400, gt=0, le=3660)
+    # A conversation with the bot that has been quiet this long has ended with the bot (contained, or left).
+    review_idle_minutes: int = Field(30, ge=1, le=7 * 24 * 60)
     offer_timeout_seconds: float = Field(30.0, ge=5, le=600)
     return_window_seconds: float = Field(1800.0, ge=0, le=7 * 24 * 3600)
     # For demos and trials: the time business hours and callbacks follow starts here (ISO 8601 with an

@@ -4,7 +4,7 @@ Each turn's two verdicts (hand off or not, the reason, the queue, the priority) 
 hash, and a disagreement also keeps a sample (the conversation and both verdicts, never the customer's
 words), so ``review --shadow`` can show over real traffic how the candidate would change the handoff rate by
 reason and queue before anyone promotes it. One pipelined round trip per turn, both keys under the day's own
-hash tag (one Cluster slot a day), kept ``REVIEW_RETENTION_DAYS``.
+hash tag (one Cluster slot a day), kept ``REVIEW_RETENTION_DAYS`` like the review's own counters.
 
 The candidate sees the live conversation's state: once the live rules hand a conversation off, its later
 turns are the desk's, so the candidate is never asked about them.
@@ -31,8 +31,6 @@ from sessions.store import decode_text
 log = structlog.get_logger(__name__)
 
 SAMPLES_PER_DAY = 50
-# How long a day's shadow counts are kept (reviews look back a year and a month at most).
-SHADOW_RETENTION_DAYS = 400
 BOT = "bot"
 
 

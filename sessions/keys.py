@@ -155,6 +155,29 @@ class Keys:
         """A standing subscription of every live feed, so its connection is open before anyone is followed."""
         return f"{self.namespace}:live-control"
 
+    def _review_day(self, day: str) -> str:
+        """One hash tag per team-local day (``{rv:2026-11-30}``), so a year of days spreads over Cluster slots
+        while one day's record and counters are written together."""
+        return f"{self.namespace}:{{rv:{day}}}"
+
+    def review_records(self, day: str) -> str:
+        """The day's outcome records (a stream of JSON), kept REVIEW_RETENTION_DAYS for export."""
+        return f"{self._review_day(day)}:records"
+
+    def review_buckets(self, day: str) -> str:
+        """The day's counters, ``figure|dimension|value`` -> count or sum: what `review` reads."""
+        return f"{self._review_day(day)}:buckets"
+
+    def review_idle(self) -> str:
+        """Conversations with the bot by when to look whether they went quiet (ms): a bot-only ending has no
+        event of its own, so the review sweeper records it when nothing happened for a while."""
+        return f"{self.namespace}:{{rv:idle}}:due"
+
+    def review_last_contact(self, customer_id: str) -> str:
+        """The customer's latest recorded conversation (ended at, outcome), for 7-day repeat contact; under
+        the customer's own tag, on every channel the customer is linked on."""
+        return f"{self.namespace}:{{cu:{customer_id}}}:review-last"
+
     def conversation_index(self) -> str:
         return f"{self.namespace}:conversations"
 

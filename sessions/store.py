@@ -49,16 +49,30 @@ log = structlog.get_logger(__name__)
 StatusListener = Callable[[StatusUpdate], Awaitable[None]]
 
 
-def all_of(*listeners: StatusListener) -> StatusListener:
-    """One listener slot for several, told in order. A failure stops the round and reaches the store, which
-    logs it (as it would for one listener): put listeners that cannot fail (the metrics) first."""
+async def tell_safely(listener: StatusListener, update: StatusUpdate) -> None:
+    """Hand a stored step to a listener. The step is already durable: a listener failing is logged, never
+    raised into the desk or pipeline step that made it."""
+    try:
+        await listener(update)
+    except (RedisConnectionError, RedisTimeoutError) as exc:
+        # Redis went away between storing the step and telling the listener: an outage, not a defect. The
+        # step stands; the customer misses this one notice (a wait update, say).
+        log.warning("status.listener_unavailable", kind=update.kind.value,
+                    conversation_id=update.conversation_id, error=type(exc).__name__)
+    except Exception:
+        log.exception("status.listener_failed", kind=update.kind.value,
+                      conversation_id=update.conversation_id)
+
+
+def fan_out(*listeners: StatusListener) -> StatusListener:
+    """One listener that tells each of ``listeners`` in turn (the channel first: the customer hears of a step
+    before anything else is done about it), each isolated from the others' failures."""
 
     async def tell(update: StatusUpdate) -> None:
         for listener in listeners:
-            await listener(update)
+            await tell_safely(listener, update)
 
     return tell
-
 
 _JSON_FIELDS = ("customer", "tags", "signals", "handoff", "notes", "callback")
 _JSON_FIELD_NAMES = " ".join(_JSON_FIELDS)
@@ -234,24 +248,13 @@ class ConversationStore:
         self._known = _Known()
 
     async def _tell(self, events: Iterable[ConversationEvent], channel: str) -> None:
-        """Hand each stored handoff step to the status listener. The step is already durable: a listener
-        failing is logged, never raised into the desk or pipeline step that made it."""
+        """Hand each stored handoff step to the status listener."""
         if self.on_status is None:
             return
         for event in events:
             update = StatusUpdate.from_event(event, channel)
-            if update is None:
-                continue
-            try:
-                await self.on_status(update)
-            except (RedisConnectionError, RedisTimeoutError) as exc:
-                # Redis went away between storing the step and telling the channel: an outage, not a defect.
-                # The step stands; the customer misses this one notice (a wait update, say).
-                log.warning("status.listener_unavailable", kind=update.kind.value,
-                            conversation_id=update.conversation_id, error=type(exc).__name__)
-            except Exception:
-                log.exception("status.listener_failed", kind=update.kind.value,
-                              conversation_id=update.conversation_id)
+            if update is not None:
+                await tell_safely(self.on_status, update)
 
     # -- conversations -------------------------------------------------------------------------------
     async def create(
@@ -518,4 +521,6 @@ __all__ = [
     "TransitionRefused",
     "conversation_from_hash",
     "decode_text",
+    "fan_out",
+    "tell_safely",
 ]
