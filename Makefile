@@ -27,7 +27,7 @@ lint: $(STAMP)
 
 check: lint test
 
-## bench: web chat, handoff policy, desk claim, callbacks, SMS webhook, voice turn and review benchmarks (tests/bench/README.md)
+## bench: web chat, handoff policy, desk claim, callbacks, SMS webhook, voice turn, /metrics and review benchmarks (tests/bench/README.md)
 bench: $(STAMP)
 	$(BIN)/python tests/bench/bench_webchat.py --sessions 200
 	$(BIN)/python tests/bench/bench_policy.py

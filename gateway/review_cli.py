@@ -25,6 +25,7 @@ from handoff.review.recorder import ReviewRecorder, days_back, team_zone
 from handoff.review.report import reached_queues, review
 from handoff.review.text import render
 from handoff.ruleset import RuleSet
+from handoff.shadow import ShadowLog
 from sessions.keys import Keys
 from sessions.models import utcnow
 
@@ -52,6 +53,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     parser.add_argument("--since", default="30d", help="how far back, in days or weeks (default 30d)")
     parser.add_argument("--by", choices=DIMENSIONS, help="only this breakdown of the escalation figures")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument("--shadow", action="store_true",
+                        help="how the RULES_SHADOW_DIR candidate would have changed the handoffs")
     verbs = parser.add_subparsers(dest="verb")
     export = verbs.add_parser("export", help="write the raw outcome records as JSONL to stdout")
     export.add_argument("--since", default="30d", help="how far back, in days or weeks (default 30d)")
@@ -70,6 +73,8 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
               "counted in UTC and routing gaps are left out", file=sys.stderr)
         rules = None
     with redis_target(settings) as target:
+        if args.shadow and args.verb != "export":
+            return asyncio.run(show_shadow(settings, target.url, days, as_json=args.json))
         if args.verb == "export":
             return asyncio.run(export(settings, target.url, days, rules))
         return asyncio.run(show(settings, target.url, days, rules, by=args.by, as_json=args.json))
@@ -93,6 +98,18 @@ async def export(settings: Settings, url: str, days: int, rules: RuleSet | None)
         return 0
     finally:
         await redis.aclose()
+
+
+async def show_shadow(settings: Settings, url: str, days: int, *, as_json: bool) -> int:
+    """The live rules against the candidate over the same turns (handoff/shadow.py), from day counts."""
+    redis = Redis.from_url(url)
+    try:
+        summary = await ShadowLog(redis, Keys(settings.redis_namespace),
+                                  settings.review_retention_days).summary(utcnow(), days)
+    finally:
+        await redis.aclose()
+    print(json.dumps(summary.as_dict(), indent=2) if as_json else summary.render())
+    return 0
 
 
 async def _serves(redis: Redis, settings: Settings, rules: RuleSet) -> dict[str, bool]:

@@ -4,6 +4,7 @@ the rules in force is counted for review, over real conversations through the re
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +18,7 @@ from handoff.shadow import ShadowLog, Verdict
 from sessions.keys import Keys
 from tests.chat import connect
 from tests.test_desk import handed_off
+from tests.test_review import review_cli
 
 FRIDAY_MORNING = datetime(2026, 11, 27, 15, 0, tzinfo=UTC)
 
@@ -44,7 +46,7 @@ async def summary_after(redis: Redis, namespace: str, turns: int) -> Any:
 
 
 async def test_a_candidate_that_routes_differently_is_counted_and_never_acts(
-    start_gateway: Any, http: aiohttp.ClientSession, redis: Redis, namespace: str, tmp_path: Path
+    start_gateway: Any, http: aiohttp.ClientSession, redis: Redis, namespace: str, tmp_path: Path, redis_url: str
 ) -> None:
     base = await start_gateway(clock=lambda: FRIDAY_MORNING, rules_shadow_dir=candidate_rules(tmp_path))
     chat = await connect(http, base)
@@ -64,6 +66,14 @@ async def test_a_candidate_that_routes_differently_is_counted_and_never_acts(
     assert sample["live"].split(">")[1] == "billing" and sample["shadow"].split(">")[1] == "general"
     text = summary.render()
     assert "1 decided differently (50.0%)" in text and "general" in text
+
+    # The operator's view: `handoff-gateway review --shadow`, the same figures.
+    code, out, err = await review_cli(redis_url, namespace, "--shadow", "--since", "2d", "--json")
+    assert code == 0, err
+    shown = json.loads(out)
+    assert shown["by_queue"] == data["by_queue"] and shown["disagreements"] == 1
+    code, out, _ = await review_cli(redis_url, namespace, "--shadow", "--since", "2d")
+    assert "Handoff rate per turn: live 50.00%, candidate 50.00%." in out and disputed.conversation_id in out
 
 
 async def test_without_a_candidate_nothing_is_counted_and_an_empty_history_says_so(
