@@ -162,7 +162,7 @@ async def _agents(settings: Settings, url: str, args: argparse.Namespace) -> int
                 print(f"handoff-gateway: --phone: {exc}", file=sys.stderr)
                 return 2
             agent, token = await store.add(args.name, _split(args.skills), _split(args.languages),
-                                           _split(args.queues), phone)
+                                           _split(args.queues), phone, supervisor=args.supervisor)
             print(f"agent {agent.name} (id {agent.id}) created. API token, shown only now:")
             print(token)
             return 0
@@ -176,7 +176,8 @@ async def _agents(settings: Settings, url: str, args: argparse.Namespace) -> int
                 load = f"{state.active}/{state.capacity}"
                 print(f"{agent.id}  {agent.name:<20} {state.status.value:<8} {load}  "
                       f"skills={','.join(agent.skills) or '-'} languages={','.join(agent.languages) or '-'} "
-                      f"queues={','.join(agent.queues) or 'any'} phone={agent.phone or '-'}")
+                      f"queues={','.join(agent.queues) or 'any'} phone={agent.phone or '-'}"
+                      + (" supervisor" if agent.supervisor else ""))
             return 0
         found = await store.find(args.agent)
         if found is None:
@@ -227,6 +228,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="comma-separated queue ids (default: every queue they have the skills for)")
     add.add_argument("--phone", default="",
                      help="E.164 number the desk calls them on for phone conversations, e.g. +15551230000")
+    add.add_argument("--supervisor", action="store_true",
+                     help="also sees the review dashboard (/review) and its figures")
     verbs.add_parser("list", help="list agents with their presence")
     remove = verbs.add_parser("remove", help="remove an agent (by name or id); their token stops working")
     remove.add_argument("agent")

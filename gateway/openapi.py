@@ -130,6 +130,18 @@ def build() -> dict[str, Any]:
                 "responses": {"200": _json("the conversation"), **_errors(
                     UNAUTHORIZED, BAD_BODY, FORBIDDEN, NOT_FOUND, (409, "not_assigned"))},
             }},
+            "/api/review": {"get": {
+                "summary": "The review checklist and a series a day, for supervisors (or the admin token)",
+                "parameters": [{"name": "since", "in": "query", "required": False,
+                                "schema": {"type": "string", "pattern": "^[0-9]{1,4}[dw]$"}}],
+                "responses": {"200": _json("since, daily series, signals, sections (as review --json)"),
+                              **_errors(UNAUTHORIZED, (403, "supervisor_only"), (400, "invalid_since"))},
+            }},
+            "/api/review/live": {"get": {
+                "summary": "Every queue's depth, oldest wait and agents online now, for supervisors",
+                "responses": {"200": _json("queues: depth, backlog, oldest wait, agents online, open now"),
+                              **_errors(UNAUTHORIZED, (403, "supervisor_only"))},
+            }},
             "/api/callbacks": {"get": {
                 "summary": "Callbacks of the queues you serve, soonest first: scheduled, due, or failed",
                 "parameters": [{"name": "state", "in": "query", "required": False,

@@ -30,7 +30,7 @@ PAGE_HEADERS = {
 
 
 @cache
-def _static(name: str) -> str:
+def static_text(name: str) -> str:
     return (files("gateway") / "static" / name).read_text(encoding="utf-8")
 
 
@@ -43,36 +43,36 @@ async def demo_page(request: web.Request) -> web.Response:
         options["identity"] = payload
         if settings.identity_secret is not None:
             options["identitySignature"] = sign_identity(payload, settings.identity_secret.get_secret_value())
-    page = _static("index.html").replace(
+    page = static_text("index.html").replace(
         "{{WIDGET_OPTIONS}}", html.escape(json.dumps(options), quote=True)
     )
     return web.Response(text=page, content_type="text/html", headers=PAGE_HEADERS)
 
 
 async def console_page(request: web.Request) -> web.Response:
-    return web.Response(text=_static("console.html"), content_type="text/html", headers=PAGE_HEADERS)
+    return web.Response(text=static_text("console.html"), content_type="text/html", headers=PAGE_HEADERS)
 
 
 async def console_js(request: web.Request) -> web.Response:
-    return _asset("console.js", "application/javascript")
+    return static_asset("console.js", "application/javascript")
 
 
 async def console_css(request: web.Request) -> web.Response:
-    return _asset("console.css", "text/css")
+    return static_asset("console.css", "text/css")
 
 
 async def shop_css(request: web.Request) -> web.Response:
-    return _asset("shop.css", "text/css")
+    return static_asset("shop.css", "text/css")
 
 
 async def widget_js(request: web.Request) -> web.Response:
     """Loaded by other sites' pages: any origin may fetch it (CORS, and CORP for pages that require it)."""
-    return web.Response(text=_static("widget.js"), content_type="application/javascript",
+    return web.Response(text=static_text("widget.js"), content_type="application/javascript",
                         headers={"Cache-Control": "public, max-age=300", "X-Content-Type-Options": "nosniff",
                                  "Access-Control-Allow-Origin": "*",
                                  "Cross-Origin-Resource-Policy": "cross-origin"})
 
 
-def _asset(name: str, content_type: str) -> web.Response:
-    return web.Response(text=_static(name), content_type=content_type,
+def static_asset(name: str, content_type: str) -> web.Response:
+    return web.Response(text=static_text(name), content_type=content_type,
                         headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway import admin, agent_api, agent_socket, callback_api, health, metrics_api, openapi, pages
+from gateway import (
+    admin,
+    agent_api,
+    agent_socket,
+    callback_api,
+    health,
+    metrics_api,
+    openapi,
+    pages,
+    review_api,
+)
 
 
 def setup_routes(app: web.Application) -> None:
@@ -22,4 +32,5 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/api/openapi.json", openapi.document)
     agent_api.setup(app)
     callback_api.setup(app)
+    review_api.setup(app)
     app.router.add_get("/ws/agent", agent_socket.handle)

@@ -43,6 +43,8 @@ class Agent(BaseModel):
     queues: list[str] = Field(default_factory=list)
     # Where the desk calls them for phone conversations (E.164); without one they take calls nowhere.
     phone: str | None = Field(None, pattern=PHONE_PATTERN)
+    # A supervisor also sees the review dashboard (/review) and its figures; agents get 403 there.
+    supervisor: bool = False
     created_at: datetime = Field(default_factory=utcnow)
 
     def serves(self, queue: str, skills: list[str]) -> bool:
@@ -79,11 +81,12 @@ class AgentStore:
         self.desk = desk
 
     async def add(
-        self, name: str, skills: list[str], languages: list[str], queues: list[str], phone: str | None = None
+        self, name: str, skills: list[str], languages: list[str], queues: list[str], phone: str | None = None,
+        *, supervisor: bool = False,
     ) -> tuple[Agent, str]:
         """Create an agent; returns it with its API token, which is not stored and cannot be shown again."""
         agent = Agent(id=uuid.uuid4().hex[:12], name=name, skills=skills, languages=languages, queues=queues,
-                      phone=phone)
+                      phone=phone, supervisor=supervisor)
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hset(self.keys.agents(self.desk), agent.id, agent.model_dump_json())
