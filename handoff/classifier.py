@@ -19,9 +19,6 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.linear_model import LogisticRegression
-
 from handoff.labelled import NONE, Item
 
 # Inverse regularisation (chosen by leaving each development set out, eval/README.md) and class balance:
@@ -61,6 +58,11 @@ class TriggerClassifier:
     def __init__(self, texts: Sequence[str], labels: Sequence[str]) -> None:
         if len(set(labels)) < 2 or NONE not in labels:
             raise ValueError("the examples need at least one trigger and some messages labelled none")
+        # Imported when a rule set is trained, not when the rules are read: scikit-learn takes over a second
+        # to import, which commands that only read the rules (review, rules check) never need to pay.
+        from sklearn.feature_extraction.text import TfidfVectorizer  # noqa: PLC0415 - see above
+        from sklearn.linear_model import LogisticRegression  # noqa: PLC0415 - see above
+
         vectorizer = TfidfVectorizer(analyzer="word", ngram_range=(1, 2), sublinear_tf=True)
         matrix = vectorizer.fit_transform(texts)
         model = LogisticRegression(C=REGULARISATION, max_iter=_MAX_ITER, class_weight="balanced")

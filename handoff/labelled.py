@@ -16,6 +16,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 
 from handoff.problems import Problem, RulesError
 from handoff.sources import SourceMap
+from handoff.yaml_text import read_yaml
 
 NONE = "none"
 Kind = Literal["paraphrase", "typo", "inflection", "word_order", "negation", "false_friend", "mixed_language",
@@ -73,7 +74,7 @@ def load_set(path: Path) -> EvalSet:
     except OSError as exc:
         raise RulesError([Problem(str(path), None, "", f"cannot be read: {exc.strerror}")]) from None
     try:
-        data = yaml.safe_load(text)
+        data = read_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None

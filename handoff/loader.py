@@ -28,6 +28,7 @@ from handoff.schema import (
     TriggersFile,
 )
 from handoff.sources import SourceMap
+from handoff.yaml_text import read_yaml
 
 M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
@@ -57,7 +58,7 @@ def _read(directory: Path, name: str, problems: list[Problem]) -> LoadedFile | N
         return None
     text = raw.decode("utf-8", errors="replace")
     try:
-        data = yaml.safe_load(text)
+        data = read_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None

@@ -21,6 +21,7 @@ from handoff.routing import QueueLoad
 from handoff.ruleset import RuleSet
 from handoff.signals import SignalReader
 from handoff.sources import SourceMap
+from handoff.yaml_text import read_yaml
 from sessions.models import BotTurn, Conversation, Customer, Identity
 
 
@@ -107,7 +108,7 @@ class Outcome:
 
 def load_scenarios(path: Path) -> ScenarioFile:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = read_yaml(path.read_text(encoding="utf-8"))
         return ScenarioFile.model_validate(data)
     except (OSError, yaml.YAMLError) as exc:
         raise RulesError([Problem(path.name, None, "", f"cannot be read: {exc}")]) from None

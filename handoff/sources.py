@@ -10,13 +10,15 @@ from collections.abc import Sequence
 
 import yaml
 
+from handoff.yaml_text import compose_yaml
+
 
 class SourceMap:
     """Line numbers of YAML nodes, so an error about ``queues.billing.hours`` points at its line."""
 
     def __init__(self, text: str) -> None:
         try:
-            self._root: yaml.Node | None = yaml.compose(text, Loader=yaml.SafeLoader)
+            self._root: yaml.Node | None = compose_yaml(text)
         except yaml.YAMLError:
             self._root = None
 
