@@ -11,11 +11,14 @@ import asyncio
 import json
 import re
 import sys
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from redis.asyncio import Redis
 
+from gateway.demo_twilio import DEMO_ACCOUNT_SID, DEMO_AUTH_TOKEN, DEMO_SMS_FROM
 from gateway.redis_target import redis_target
+from gateway.review_demo import Target, play
 from gateway.settings import Settings
 from handoff.agents import AgentStore
 from handoff.loader import load_rules
@@ -58,6 +61,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     verbs = parser.add_subparsers(dest="verb")
     export = verbs.add_parser("export", help="write the raw outcome records as JSONL to stdout")
     export.add_argument("--since", default="30d", help="how far back, in days or weeks (default 30d)")
+    demo = verbs.add_parser("demo", help="customers and agents played through a running gateway")
+    demo.add_argument("--conversations", type=int, default=20000, help="how many (default 20000)")
+    demo.add_argument("--url", help="the running gateway (default: http://localhost:PORT)")
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
@@ -72,6 +78,8 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         print(f"handoff-gateway: the rules in {settings.rules_dir} are invalid ({exc.problems[0]}): days are "
               "counted in UTC and routing gaps are left out", file=sys.stderr)
         rules = None
+    if args.verb == "demo":
+        return _demo(settings, args)
     with redis_target(settings) as target:
         if args.shadow and args.verb != "export":
             return asyncio.run(show_shadow(settings, target.url, days, as_json=args.json))
@@ -98,6 +106,21 @@ async def export(settings: Settings, url: str, days: int, rules: RuleSet | None)
         return 0
     finally:
         await redis.aclose()
+
+
+def _demo(settings: Settings, args: argparse.Namespace) -> int:
+    if not 1 <= args.conversations <= 1_000_000:
+        print("handoff-gateway: --conversations: between 1 and 1000000", file=sys.stderr)
+        return 2
+    url = (args.url or f"http://localhost:{settings.port}").rstrip("/")
+    token = settings.twilio_auth_token.get_secret_value() if settings.twilio_auth_token else DEMO_AUTH_TOKEN
+    public = str(settings.public_url or url).rstrip("/")
+    api = urlsplit(str(settings.twilio_api_base_url))
+    local = api.hostname in ("127.0.0.1", "localhost", "::1")
+    target = Target(url, public, token, settings.twilio_sms_from or DEMO_SMS_FROM,
+                    settings.twilio_account_sid or DEMO_ACCOUNT_SID, api.port if local else None)
+    with redis_target(settings) as redis:
+        return asyncio.run(play(target, redis.url, settings.redis_namespace, args.conversations))
 
 
 async def show_shadow(settings: Settings, url: str, days: int, *, as_json: bool) -> int:

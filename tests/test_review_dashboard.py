@@ -3,7 +3,9 @@ in a real headless Chromium with the gateway's own copy of uPlot (no CDN), under
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -11,13 +13,17 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 
+from gateway.embedded_redis import free_port
+from gateway.review_demo import Target, play
 from handoff.agents import AgentStore
 from sessions.keys import Keys
 from tests.test_browser import Browser, Server, browser, expect  # noqa: F401 - fixtures
 from tests.test_browser_csp import _watch
-from tests.test_review import history, recorder_for, write_all
+from tests.test_review import history, recorder_for, review_cli, write_all
+from tests.test_twilio_messaging import ACCOUNT, AUTH_TOKEN, PUBLIC
 
 ADMIN = "admin-token-for-the-review-dashboard"
+FRIDAY_MORNING = datetime(2026, 11, 27, 15, 0, tzinfo=UTC)  # New York 10:00: the teams are open
 
 
 @pytest.fixture
@@ -110,3 +116,25 @@ async def test_the_dashboard_draws_the_charts_and_tables_in_chromium(
     await expect(page.locator("#updated")).to_have_text("figures for the last 7d")
     # Nothing went wrong but the agent's refused sign-in (no CSP violation, no script error).
     assert [p for p in problems if "status of 403" not in p] == []
+
+
+async def test_review_demo_fills_the_review_through_the_gateways_real_paths(
+    start_gateway: Any, redis: Redis, redis_url: str, namespace: str
+) -> None:
+    """`handoff-gateway review demo`: customers on web chat and SMS, and demo agents on the agent API; the
+    gateway records their outcomes as it would any customer's."""
+    api_port = free_port()
+    base = await start_gateway(clock=lambda: FRIDAY_MORNING, public_url=PUBLIC, twilio_auth_token=AUTH_TOKEN,
+                               twilio_account_sid=ACCOUNT, twilio_sms_from="+15550100000",
+                               twilio_api_base_url=f"http://127.0.0.1:{api_port}",
+                               chat_new_conversations_per_hour_per_address=10)
+    target = Target(base, PUBLIC, AUTH_TOKEN, "+15550100000", ACCOUNT, api_port)
+    assert await play(target, redis_url, namespace, 40) == 0
+    code, out, err = await review_cli(redis_url, namespace, "--since", "1d", "--json")
+    assert code == 0, err
+    got = json.loads(out)
+    assert got["escalation"]["escalations"] >= 5, got["escalation"]
+    assert set(got["escalation"]["by"]["channel"][0]) >= {"channel", "conversations", "escalations", "rate"}
+    channels = {row["channel"] for row in got["escalation"]["by"]["channel"]}
+    assert channels == {"webchat", "sms"}  # web chat until its limit per address, then texts
+    assert got["outcomes"]["resolved_by_agent"] >= 1 and got["context"]["rated"] >= 1
