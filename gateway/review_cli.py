@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 from redis.asyncio import Redis
 
-from gateway.demo_twilio import DEMO_ACCOUNT_SID, DEMO_AUTH_TOKEN, DEMO_SMS_FROM
+from gateway.demo_twilio import DEMO_ACCOUNT_SID, DEMO_AUTH_TOKEN, DEMO_SMS_FROM, DEMO_VOICE_FROM
 from gateway.redis_target import redis_target
 from gateway.review_demo import Target, play
 from gateway.settings import Settings
@@ -118,7 +118,8 @@ def _demo(settings: Settings, args: argparse.Namespace) -> int:
     api = urlsplit(str(settings.twilio_api_base_url))
     local = api.hostname in ("127.0.0.1", "localhost", "::1")
     target = Target(url, public, token, settings.twilio_sms_from or DEMO_SMS_FROM,
-                    settings.twilio_account_sid or DEMO_ACCOUNT_SID, api.port if local else None)
+                    settings.twilio_account_sid or DEMO_ACCOUNT_SID, api.port if local else None,
+                    settings.twilio_voice_from or DEMO_VOICE_FROM)
     with redis_target(settings) as redis:
         return asyncio.run(play(target, redis.url, settings.redis_namespace, args.conversations))
 

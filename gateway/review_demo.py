@@ -2,7 +2,8 @@
 real paths, so a newcomer's review (and dashboard) has something in it within minutes of ``make run``.
 
 Customers write on web chat (the widget's websocket) and SMS (signed Twilio webhooks, some numbers writing
-again: repeat contact) from a spread of scripts: questions the bot answers, words it cannot, requests for a
+again: repeat contact), and call (through the voice emulator, when this command stands in for Twilio), from
+a spread of scripts: questions the bot answers, words it cannot, requests for a
 person, disputed charges, fraud. Demo agents (created in the gateway's Redis, online through the agent API)
 take what the desk offers them, reply, and resolve with a context rating, most of them "yes". Nothing here
 writes outcome records: the gateway records them as it would for real customers.
@@ -56,6 +57,7 @@ class Target:
     sms_from: str  # the business number customers text
     account_sid: str
     api_port: int | None  # where the gateway sends Twilio REST calls, when that is this machine
+    voice_number: str  # the business number callers dial
 
 
 class Demo:
@@ -65,7 +67,9 @@ class Demo:
         self.keys = keys
         self.random = random.Random(seed)  # noqa: S311 - a demo's spread, not a secret
         self.validator = RequestValidator(target.auth_token)
-        self.counts: dict[str, int] = {"webchat": 0, "sms": 0, "resolved": 0, "errors": 0}
+        self.counts: dict[str, int] = {"webchat": 0, "sms": 0, "voice": 0, "resolved": 0, "errors": 0}
+        # The stand-in for Twilio, which also places calls to the gateway (None: no callers are played).
+        self.phones: VoiceEmulator | None = None
         self._numbers: list[str] = []
         self.webchat_refused = False
 
@@ -91,6 +95,10 @@ class Demo:
         async with gate:
             script = self._script()
             try:
+                if self.phones is not None and n % 10 == 9:  # one in ten calls
+                    await self._call(self.phones, script)
+                    self.counts["voice"] += 1
+                    return
                 if not self.webchat_refused and self.random.random() >= 0.3:
                     try:
                         await self._chat(http, script)
@@ -121,6 +129,21 @@ class Demo:
                 return "answer"
             if frame.get("type") == "error":
                 raise Refused() if frame.get("code") == "rate_limited" else ValueError(frame.get("code"))
+
+    async def _call(self, phones: VoiceEmulator, script: tuple[str, ...]) -> None:
+        """A caller says the script to the bot; handed to a person, they hold a while, and some hang up
+        before anyone takes the call (the demo agents take calls in the console only: abandonment)."""
+        caller = f"+1650555{self.random.randrange(10_000):04d}"
+        leg = await phones.place_call(caller, self.target.voice_number)
+        try:
+            await leg.next_said(timeout=ANSWER_SECONDS)  # the greeting
+            for text in script:
+                await leg.speak(text, timeout=ANSWER_SECONDS)
+                await leg.next_said(timeout=ANSWER_SECONDS)
+            await asyncio.sleep(self.random.uniform(0.5, 3.0))
+        finally:
+            if not leg.ended:
+                await leg.hang_up()
 
     async def _texts(self, http: aiohttp.ClientSession, script: tuple[str, ...]) -> None:
         """A customer by SMS: one in five is a number that wrote before (a repeat contact)."""
@@ -211,6 +234,7 @@ async def play(target: Target, redis_url: str, namespace: str, conversations: in
                 return 1
             stand_in = await _twilio_stand_in(target)
             demo = Demo(target, redis, Keys(namespace))
+            demo.phones = stand_in
             try:
                 counts = await demo.run(conversations, http)
             finally:
@@ -218,7 +242,8 @@ async def play(target: Target, redis_url: str, namespace: str, conversations: in
                     await stand_in.stop()
     finally:
         await redis.aclose()
-    print(f"played {counts['webchat']} web chat and {counts['sms']} SMS conversations; agents resolved "
+    print(f"played {counts['webchat']} web chat, {counts['sms']} SMS and {counts['voice']} phone "
+          f"conversations; agents resolved "
           f"{counts['resolved']}; {counts['errors']} failed. Bot-only conversations are recorded once they "
           "have been quiet REVIEW_IDLE_MINUTES. See `handoff-gateway review` or /review.")
     if demo.webchat_refused:

@@ -127,8 +127,9 @@ async def test_review_demo_fills_the_review_through_the_gateways_real_paths(
     base = await start_gateway(clock=lambda: FRIDAY_MORNING, public_url=PUBLIC, twilio_auth_token=AUTH_TOKEN,
                                twilio_account_sid=ACCOUNT, twilio_sms_from="+15550100000",
                                twilio_api_base_url=f"http://127.0.0.1:{api_port}",
+                               twilio_voice_from="+15550100002",
                                chat_new_conversations_per_hour_per_address=10)
-    target = Target(base, PUBLIC, AUTH_TOKEN, "+15550100000", ACCOUNT, api_port)
+    target = Target(base, PUBLIC, AUTH_TOKEN, "+15550100000", ACCOUNT, api_port, "+15550100002")
     assert await play(target, redis_url, namespace, 40) == 0
     code, out, err = await review_cli(redis_url, namespace, "--since", "1d", "--json")
     assert code == 0, err
@@ -136,5 +137,5 @@ async def test_review_demo_fills_the_review_through_the_gateways_real_paths(
     assert got["escalation"]["escalations"] >= 5, got["escalation"]
     assert set(got["escalation"]["by"]["channel"][0]) >= {"channel", "conversations", "escalations", "rate"}
     channels = {row["channel"] for row in got["escalation"]["by"]["channel"]}
-    assert channels == {"webchat", "sms"}  # web chat until its limit per address, then texts
+    assert channels == {"webchat", "sms", "voice"}  # web chat until its limit per address, then texts
     assert got["outcomes"]["resolved_by_agent"] >= 1 and got["context"]["rated"] >= 1
