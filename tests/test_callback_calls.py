@@ -82,6 +82,16 @@ async def taken(rig: VoiceRig, conversation: Conversation, agent_phone: str) -> 
     return alex, phone
 
 
+async def kept(rig: VoiceRig, cid: str) -> None:
+    """The promise is kept: the callback's state becomes completed (once the customer's leg has ended)."""
+    for _ in range(100):
+        found = await rig.store.get(cid)
+        if found.callback is not None and found.callback.state == "completed":
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the callback was not completed: {found.callback}")
+
+
 def dialled(rig: VoiceRig, number: str) -> int:
     """Calls the gateway asked Twilio to place to ``number`` (calls-create requests)."""
     return sum(1 for leg in rig.emulator.calls.values() if leg.direction != "inbound" and leg.to == number)
@@ -107,16 +117,7 @@ async def test_the_agent_is_called_first_then_the_customer_who_hears_why_before_
     assert current.state is ConversationState.ASSIGNED and current.callback is not None
     assert current.callback.current is not None and current.callback.current.state == "connected"
     await customer.hang_up()
-
-    async def completed() -> bool:
-        found = await rig.store.get(conversation.id)
-        return found.callback is not None and found.callback.state == "completed"
-
-    for _ in range(100):
-        if await completed():
-            break
-        await asyncio.sleep(0.05)
-    assert await completed()
+    await kept(rig, conversation.id)
     assert dialled(rig, "+15550001111") == 1 and dialled(rig, CUSTOMER) == 1
     assert rig.emulator.errors == []
 
@@ -304,8 +305,8 @@ async def test_the_sms_simulator_walks_through_a_whole_callback_on_one_laptop(vo
     assert "agent phone +15550001111 rings" in text and "caller phone +14155550123 rings" in text
     assert "gateway (REST): Alex from our team is calling you now on +1 415-555-0123" in text
     [cid] = await rig.store.recent()
-    kept = await rig.store.get(cid)
-    assert kept.callback is not None and kept.callback.state == "completed", kept.callback
+    done = await rig.store.get(cid)
+    assert done.callback is not None and done.callback.state == "completed", done.callback
 
 
 @pytest.mark.parametrize("answer", ["busy", "no-answer"])
@@ -348,14 +349,5 @@ async def test_an_attempt_goes_on_at_another_instance_when_the_one_that_dialled_
     assert "Alex is on the line now" in await customer.next_said()
     await customer.wait_until(lambda: phone in rig.emulator.hearing(customer), timeout=10)
     await customer.hang_up()
-
-    async def completed() -> bool:
-        found = await rig.store.get(conversation.id)
-        return found.callback is not None and found.callback.state == "completed"
-
-    for _ in range(100):
-        if await completed():
-            break
-        await asyncio.sleep(0.05)
-    assert await completed()
+    await kept(rig, conversation.id)
     assert dialled(rig, "+15550001111") == 1 and dialled(rig, CUSTOMER) == 1
